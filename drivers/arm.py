@@ -1,0 +1,83 @@
+"""The arm contract shared by real (Dynamixel), virtual (emulated bus) and simulated (MuJoCo) arms.
+
+Units at this interface ("ALOHA space"), 7 values per arm: the six joints in radians
+(waist, shoulder, elbow, forearm_roll, wrist_angle, wrist_rotate) and the gripper normalized
+(0 = closed, 1 = open). A leader's gripper is its normalized gripper *joint*; a follower's is its normalized
+finger opening. Commanding a follower with a leader's reading is therefore the ALOHA teleop mapping.
+
+`Arm.command` is raw: only `workbench.safety.SafetyLayer` calls it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+ARM_JOINTS: tuple[str, ...] = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
+ARM_DOF = len(ARM_JOINTS) + 1  # + gripper
+JOINT_NAMES: tuple[str, ...] = ARM_JOINTS + ("gripper",)
+SIDES: tuple[str, ...] = ("left", "right")
+Role = Literal["leader", "follower"]
+
+START_POSE = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0], dtype=np.float64)  # 6 arm joints, rad
+SLEEP_POSE = np.array([0.0, -1.7, 1.55, 0.12, 0.65, 0.0], dtype=np.float64)
+
+
+@dataclass
+class ArmState:
+    position: np.ndarray  # (7,) rad + normalized gripper
+    velocity: np.ndarray  # (7,) rad/s + normalized gripper per s
+    effort: np.ndarray  # (7,) motor current in mA (sim: actuator force)
+    t: float  # clock time of the read (seconds; monotonic on hardware, sim time in simulation)
+
+
+@dataclass
+class JointStatus:
+    name: str
+    servo_id: int | None = None
+    torque: bool | None = None
+    temperature_c: float | None = None
+    voltage_v: float | None = None
+    hardware_error: int = 0  # Hardware Error Status bits, 0 = healthy
+    message: str = ""
+
+
+@dataclass
+class ArmStatus:
+    name: str
+    role: Role
+    connected: bool
+    joints: list[JointStatus] = field(default_factory=list)
+
+    @property
+    def faulted(self) -> list[JointStatus]:
+        return [j for j in self.joints if j.hardware_error]
+
+
+@runtime_checkable
+class Arm(Protocol):
+    name: str  # e.g. "follower_left"
+    role: Role
+
+    @property
+    def connected(self) -> bool: ...
+
+    def connect(self) -> None:
+        """Open, check every servo (ping + model), configure modes/limits. Raises a DriverError subclass."""
+
+    def disconnect(self) -> None:
+        """Torque off (followers hold nothing afterwards) and close. Never raises."""
+
+    def read(self) -> ArmState: ...
+
+    def command(self, position: np.ndarray) -> None:
+        """Raw goal in ALOHA space (7,). Only the safety layer may call this."""
+
+    def set_torque(self, arm: bool, gripper: bool | None = None) -> None:
+        """Torque for the six arm joints and (None = same as arm) the gripper."""
+
+    def status(self) -> ArmStatus: ...
+
+    def reboot(self, joint: str) -> None:
+        """Clear a hardware error of one joint (Dynamixel REBOOT) and restore its torque state."""

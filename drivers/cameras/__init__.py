@@ -1,0 +1,1 @@
+"""Cameras: OpenCV/UVC, RealSense and simulated, behind `drivers.cameras.base.Camera`."""
