@@ -58,3 +58,11 @@ class CameraStalledError(CameraError):
 
 class SafetyError(DriverError):
     """A command was refused by the safety layer (non-finite values, e-stop engaged...)."""
+
+
+class CameraNotFoundError(CameraError):
+    """A configured camera is not connected (wrong /dev path or index, wrong serial, unplugged)."""
+
+
+class CameraModeError(CameraError):
+    """A camera cannot deliver the configured resolution/fps/format; the message lists what it can do."""
