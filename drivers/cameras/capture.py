@@ -137,8 +137,9 @@ class CaptureCamera(ABC):
         return self._thread is not None and self._thread.is_alive() and self._error is None
 
     def connect(self) -> None:
-        if self._thread is not None:
+        if self.connected:
             return
+        self.disconnect()  # after a stream failure: release the old device before opening it again
         self._reset()
         self._open()
         self._stop.clear()

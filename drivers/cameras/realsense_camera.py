@@ -162,7 +162,10 @@ class RealSenseCamera(CaptureCamera):
             raise CameraModeError(f"{self.name} ({self.describe()}): {exc}") from None
         profile = self._choose_profile(sensor)
         if sensor.supports(rs.option.enable_auto_exposure):
-            sensor.set_option(rs.option.enable_auto_exposure, 1.0 if self.config.auto_exposure else 0.0)
+            try:
+                sensor.set_option(rs.option.enable_auto_exposure, 1.0 if self.config.auto_exposure else 0.0)
+            except RuntimeError as exc:
+                raise CameraError(f"{self.name} ({self.describe()}): cannot set auto exposure: {exc}") from None
         queue = rs.frame_queue(QUEUE_CAPACITY)
         try:
             sensor.open(profile)

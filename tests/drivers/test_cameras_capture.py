@@ -214,3 +214,30 @@ def test_factory_errors_name_the_keys():
         make_camera("gopro", name="x")
     with pytest.raises(CameraError, match="simulator"):
         make_camera("sim", name="cam_high")
+
+
+class UnpluggedOnce(FeedCamera):
+    """A backend whose read fails like a pulled cable, once."""
+
+    fail = True
+
+    def _grab(self):
+        if self.fail:
+            self.fail = False
+            raise OSError("device disconnected")
+        return super()._grab()
+
+
+def test_stream_failure_is_reported_and_connect_recovers():
+    cam = UnpluggedOnce("cam_low", 64, 48, stall_timeout_s=0.5)
+    cam.connect()
+    assert wait_until(lambda: not cam.connected)
+    with pytest.raises(CameraError, match="cam_low.*capture failed: device disconnected"):
+        cam.latest()
+    cam.connect()  # re-opens after the failure
+    try:
+        assert cam.connected
+        cam.push(np.zeros((48, 64, 3), np.uint8))
+        assert cam.next_frame(0, timeout=2.0).seq == 1
+    finally:
+        cam.disconnect()
