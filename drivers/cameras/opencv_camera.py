@@ -19,7 +19,7 @@ import cv2
 
 from drivers.cameras.capture import GRAB_POLL_S, CaptureCamera, RawFrame
 from drivers.cameras.config import OpenCVCameraConfig
-from drivers.errors import CameraError, CameraModeError, CameraNotFoundError
+from drivers.errors import CameraModeError, CameraNotFoundError
 
 READ_TIMEOUT_MS = 500  # V4L2's default select() timeout is 10 s, which would make disconnect() hang that long
 BANDWIDTH_HINT = (
