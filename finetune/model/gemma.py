@@ -1,0 +1,256 @@
+"""Gemma decoder layers and pi0's two-expert transformer with shared attention.
+
+Module attribute names mirror the Hugging Face key layout of `lerobot/pi0_base`, so `state_dict()` keys are the
+checkpoint keys (e.g. `paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight`).
+
+One forward handles the three ways pi0 runs the transformer:
+  training  : prefix (VLM weights) + suffix (expert weights) together, block-wise mask;
+  prefill   : prefix only, returning every layer's K/V (after RoPE) for the cache;
+  denoise   : suffix only, attending to the cached prefix K/V plus itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from finetune.config import GemmaConfig, Pi0Config
+from finetune.model.siglip import SiglipVisionTower
+
+# openpi's masked-logit value: large but finite, so a fully masked (padding) query row stays finite.
+MASK_VALUE = -2.3819763e38
+
+KVCache = list[tuple[Tensor, Tensor]]
+
+
+class RMSNorm(nn.Module):
+    """Gemma RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w), in fp32 (the stored w is near 0, bf16 would lose it)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * (1.0 + self.weight.float())).to(x.dtype)
+
+
+class GemmaAttention(nn.Module):
+    def __init__(self, cfg: GemmaConfig) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.width, cfg.num_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.width, bias=False)
+
+
+class GemmaMLP(nn.Module):
+    """GeGLU with the tanh GELU approximation."""
+
+    def __init__(self, cfg: GemmaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.width, cfg.mlp_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.width, cfg.mlp_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_dim, cfg.width, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class GemmaDecoderLayer(nn.Module):
+    """A Gemma layer split in two halves around the attention, which is shared with the other expert."""
+
+    def __init__(self, cfg: GemmaConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.width, cfg.rms_eps)
+        self.self_attn = GemmaAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.width, cfg.rms_eps)
+        self.mlp = GemmaMLP(cfg)
+
+    def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """[B, S, W] -> q [B, H, S, D], k/v [B, KV, S, D], RoPE applied to q and k."""
+        a = self.self_attn
+        b, s, _ = x.shape
+        h = self.input_layernorm(x)
+        q = a.q_proj(h).view(b, s, a.num_heads, a.head_dim).transpose(1, 2)
+        k = a.k_proj(h).view(b, s, a.num_kv_heads, a.head_dim).transpose(1, 2)
+        v = a.v_proj(h).view(b, s, a.num_kv_heads, a.head_dim).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def finish(self, x: Tensor, attn: Tensor) -> Tensor:
+        """attn [B, S, H*D] -> residual, post-attention norm, MLP, residual."""
+        x = x + self.self_attn.o_proj(attn)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class GemmaModel(nn.Module):
+    """Layers + final norm; the VLM also owns the token embedding (the expert has none)."""
+
+    def __init__(self, cfg: GemmaConfig, vocab_size: int | None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if vocab_size is not None:
+            self.embed_tokens = nn.Embedding(vocab_size, cfg.width)
+        self.layers = nn.ModuleList(GemmaDecoderLayer(cfg) for _ in range(cfg.depth))
+        self.norm = RMSNorm(cfg.width, cfg.rms_eps)
+
+
+class TiedLMHead(nn.Module):
+    """Holds the embedding matrix under the key `lm_head.weight` (stored that way on the hub); pi0 never calls it."""
+
+    def __init__(self, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)
+
+
+class MultiModalProjector(nn.Module):
+    def __init__(self, vision_width: int, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(vision_width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class PaliGemmaModel(nn.Module):
+    def __init__(self, cfg: Pi0Config) -> None:
+        super().__init__()
+        self.vision_tower = SiglipVisionTower(cfg.vision)
+        self.multi_modal_projector = MultiModalProjector(cfg.vision.width, cfg.paligemma.width)
+        self.language_model = GemmaModel(cfg.paligemma, cfg.vocab_size)
+
+
+class PaliGemma(nn.Module):
+    def __init__(self, cfg: Pi0Config) -> None:
+        super().__init__()
+        self.model = PaliGemmaModel(cfg)
+        self.lm_head = TiedLMHead(self.model.language_model.embed_tokens.weight)
+
+
+class GemmaExpert(nn.Module):
+    """The action expert. The hub file also stores an unused `gemma_expert.lm_head` (263 M params): not built."""
+
+    def __init__(self, cfg: GemmaConfig) -> None:
+        super().__init__()
+        self.model = GemmaModel(cfg, vocab_size=None)
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    """Per-call attention constants, built once (not per layer, not per denoising step)."""
+
+    bias: Tensor  # [B, 1, Sq, Sk] additive mask in the activation dtype (0 or MASK_VALUE)
+    cos: Tensor  # [B, 1, Sq, D] fp32
+    sin: Tensor
+
+
+class PaliGemmaWithExpert(nn.Module):
+    def __init__(self, cfg: Pi0Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.paligemma = PaliGemma(cfg)
+        self.gemma_expert = GemmaExpert(cfg.expert)
+
+    def attention_inputs(self, mask: Tensor, positions: Tensor, dtype: torch.dtype) -> AttentionInputs:
+        """mask [B, Sq, Sk] bool (True = may attend), positions [B, Sq] of the queries."""
+        bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, MASK_VALUE)
+        cos, sin = rope_cos_sin(positions, self.cfg.paligemma.head_dim, self.cfg.paligemma.rope_theta)
+        return AttentionInputs(bias=bias[:, None], cos=cos, sin=sin)
+
+    def forward(
+        self,
+        prefix: Tensor | None,
+        suffix: Tensor | None,
+        attn: AttentionInputs,
+        kv_cache: KVCache | None = None,
+        return_kv: bool = False,
+    ) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
+        """Runs prefix tokens through the VLM weights and suffix tokens through the expert weights, one shared
+        attention per layer. Returns the final-normed outputs of each group and, if asked, the new K/V."""
+        stacks = (self.paligemma.model.language_model, self.gemma_expert.model)
+        groups = [(x, m) for x, m in zip((prefix, suffix), stacks) if x is not None]
+        if not groups:
+            raise ValueError("need a prefix, a suffix or both")
+        hs = [x for x, _ in groups]
+        lens = [x.shape[1] for x in hs]
+        new_kv: KVCache = []
+        for i in range(self.cfg.paligemma.depth):
+            qs, ks, vs = [], [], []
+            start = 0
+            for h, (_, m), n in zip(hs, groups, lens):
+                cos, sin = attn.cos[:, :, start:start + n], attn.sin[:, :, start:start + n]
+                q, k, v = m.layers[i].qkv(h, cos, sin)
+                qs.append(q), ks.append(k), vs.append(v)
+                start += n
+            q, k, v = _cat(qs), _cat(ks), _cat(vs)
+            if return_kv:
+                new_kv.append((k, v))
+            if kv_cache is not None:
+                ck, cv = kv_cache[i]
+                k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+            out = attend(q, k, v, attn.bias, self.cfg.attention)  # [B, Sq, H*D]
+            start = 0
+            for j, ((_, m), n) in enumerate(zip(groups, lens)):
+                hs[j] = m.layers[i].finish(hs[j], out[:, start:start + n])
+                start += n
+        outs = [m.norm(h) for h, (_, m) in zip(hs, groups)]
+        it = iter(outs)
+        prefix_out = next(it) if prefix is not None else None
+        suffix_out = next(it) if suffix is not None else None
+        return prefix_out, suffix_out, (new_kv if return_kv else None)
+
+
+def _cat(xs: Sequence[Tensor]) -> Tensor:
+    return xs[0] if len(xs) == 1 else torch.cat(list(xs), dim=2)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, impl: str = "sdpa") -> Tensor:
+    """Multi-query attention. q [B, H, Sq, D], k/v [B, KV, Sk, D], bias [B, 1, Sq, Sk] -> [B, Sq, H*D].
+
+    "sdpa": torch's fused kernels (fp32 accumulation of logits and softmax on CUDA);
+    "eager": explicit fp32 logits and softmax, the reference behaviour, for checking."""
+    b, h, sq, d = q.shape
+    kvh = k.shape[1]
+    if kvh != h:
+        if kvh == 1:
+            k, v = k.expand(b, h, -1, d), v.expand(b, h, -1, d)
+        else:
+            k, v = k.repeat_interleave(h // kvh, dim=1), v.repeat_interleave(h // kvh, dim=1)
+    if impl == "sdpa":
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    else:
+        logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * (d ** -0.5) + bias.float()
+        out = torch.matmul(torch.softmax(logits, dim=-1).to(v.dtype), v)
+    return out.transpose(1, 2).reshape(b, sq, h * d)
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """positions [B, S] (int) -> cos, sin [B, 1, S, head_dim] in fp32 (rotate-half layout)."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim
+    inv_freq = 1.0 / (theta ** exponent)
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    xf = x.float()
+    half = xf.shape[-1] // 2
+    rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
+    return (xf * cos + rotated * sin).to(x.dtype)
+
+
+def text_embedding_scale(width: int) -> float:
+    """Gemma multiplies text embeddings by sqrt(width); image tokens are not scaled."""
+    return math.sqrt(width)
