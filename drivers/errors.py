@@ -48,6 +48,18 @@ class ServoHardwareError(DriverError):
         )
 
 
+class ServoStatusError(DriverError):
+    """A servo answered but refused an instruction (the error code of its status packet: range, limit...)."""
+
+    def __init__(self, message: str, servo_id: int | None = None, code: int = 0):
+        self.servo_id, self.code = servo_id, code
+        super().__init__(message)
+
+
+class ServoAccessError(ServoStatusError):
+    """A servo refused a read/write of an address (e.g. an EEPROM address, < 64, while its torque is on)."""
+
+
 class CameraError(DriverError):
     """A camera could not be opened, or its stream failed."""
 
