@@ -1,0 +1,87 @@
+"""Episode file layout: names, version and small helpers shared by the writer, reader and tools.
+
+One HDF5 file per episode. The ALOHA/ACT core (``/observations/*``, ``/action``, JPEG image rows,
+``/compress_len``) is laid out exactly as ALOHA 2 writes it so existing loaders read our files; everything
+else lives under names ALOHA tooling ignores. See docs/episode-format.md for the full description.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+FORMAT_NAME = "aloha-workbench-episode"
+FORMAT_VERSION = 1
+
+EPISODE_SUFFIX = ".hdf5"  # ALOHA's extension: ALOHA/ACT loaders glob and open `episode_<i>.hdf5`
+EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
+
+JPEG_QUALITY = 50  # ALOHA 2's quality; ~10-40 kB per 640x480 frame
+IMAGE_CHUNK_BYTES = 4096  # column chunk of the padded JPEG rows: padding beyond a row's length is never stored
+
+# ALOHA core
+QPOS = "observations/qpos"
+QVEL = "observations/qvel"
+EFFORT = "observations/effort"
+ACTION = "action"
+IMAGES = "observations/images"  # /<cam>: (T, padded_len) uint8 JPEG rows
+COMPRESS_LEN = "compress_len"  # (n_cams, T) true JPEG lengths, cameras in attr `camera_names` order
+# extensions
+COMMAND = "command"  # (T, 14) what the safety layer sent to the followers
+TIME_T = "timestamps/t"  # (T,) rig clock at the start of the tick (monotonic, or sim time)
+TIME_WALL = "timestamps/t_wall"  # (T,) time.time() at the start of the tick
+CAMERAS = "cameras"  # /<cam>/{t, seq, crc32}: capture time, device sequence number, CRC-32 of the JPEG bytes
+PHASE = "phase"  # (T,) utf-8 phase label per step (scripted demonstrator), absent when unknown
+
+STATE_KEYS: tuple[str, ...] = (QPOS, QVEL, EFFORT, ACTION, COMMAND)
+
+Outcome = Literal["success", "failure", "unlabeled"]
+OUTCOMES: tuple[str, ...] = ("success", "failure", "unlabeled")
+
+
+def episode_name(index: int) -> str:
+    return f"episode_{index}"
+
+
+def episode_index(name: str) -> int | None:
+    m = EPISODE_RE.match(name if name.endswith(EPISODE_SUFFIX) else name + EPISODE_SUFFIX)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A labelled span of steps, [start, end) (end exclusive), e.g. a demonstrator phase or an operator mark."""
+
+    start: int
+    end: int
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.end < self.start:
+            raise ValueError(f"bad segment [{self.start}, {self.end}) {self.text!r}")
+
+
+def segments_to_json(segments: list[Segment]) -> str:
+    return json.dumps([asdict(s) for s in segments])
+
+
+def segments_from_json(text: str | bytes | None) -> list[Segment]:
+    if not text:
+        return []
+    return [Segment(int(d["start"]), int(d["end"]), str(d["text"])) for d in json.loads(text)]
+
+
+def check_outcome(outcome: str) -> str:
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
+    return outcome
+
+
+def attr_str(value: Any) -> str:
+    """HDF5 string attributes come back as str or bytes depending on how they were written."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)

@@ -1,0 +1,186 @@
+"""Read episodes: ours, and ALOHA 1 (raw uint8 images) / ALOHA 2 and Mobile ALOHA (padded JPEG) files.
+
+Labels edited after recording (outcome, notes, segments) live in a sidecar `<name>.labels.json` written
+atomically by the dataset store, so a finished episode file is never rewritten in place; the reader
+applies the sidecar on top of the file's own values.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import cv2
+import h5py
+import numpy as np
+
+from recorder import format as fmt
+from recorder.format import Segment, attr_str
+from recorder.quality import QualityReport
+
+Source = Literal["workbench", "aloha1", "aloha2"]
+LABELS_SUFFIX = ".labels.json"
+
+
+def labels_path(episode_path: Path) -> Path:
+    return episode_path.with_name(episode_path.stem + LABELS_SUFFIX)
+
+
+@dataclass
+class EpisodeInfo:
+    name: str
+    path: Path
+    source: Source
+    steps: int
+    cameras: list[str]
+    task: str = ""
+    outcome: str = "unlabeled"
+    notes: str = ""
+    segments: list[Segment] = field(default_factory=list)
+    quality: QualityReport | None = None
+    sim: bool = False
+    created: str = ""
+    duration_s: float = float("nan")
+    control_hz: float | None = None
+    format_version: int | None = None
+    recovered: bool = False
+    rig_config: str = ""
+    timestamps_measured: bool = False
+
+
+class EpisodeReader:
+    """Lazy access to one episode file; use as a context manager."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.f = h5py.File(self.path, "r")
+        try:
+            self.info = self._read_info()
+        except BaseException:
+            self.f.close()
+            raise
+
+    def __enter__(self) -> "EpisodeReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.f.close()
+
+    # -- metadata -----------------------------------------------------------------------------------------
+    def _read_info(self) -> EpisodeInfo:
+        a = self.f.attrs
+        img = self.f.get(fmt.IMAGES)
+        cams = list(img.keys()) if img is not None else []
+        steps = int(self.f[fmt.QPOS].shape[0])
+        if attr_str(a.get("format")) == fmt.FORMAT_NAME:
+            cams = json.loads(attr_str(a["camera_names"]))
+            t = self.f[fmt.TIME_T]
+            ch = float(a.get("control_hz", np.nan))
+            info = EpisodeInfo(
+                name=self.path.stem, path=self.path, source="workbench", steps=steps, cameras=cams,
+                task=attr_str(a.get("task")), outcome=attr_str(a.get("outcome")) or "unlabeled",
+                notes=attr_str(a.get("notes")), segments=fmt.segments_from_json(attr_str(a.get("segments"))),
+                quality=QualityReport.from_json(attr_str(a.get("quality"))), sim=bool(a.get("sim", False)),
+                created=attr_str(a.get("created")),
+                duration_s=float(t[-1] - t[0]) if steps > 1 else 0.0,
+                control_hz=ch if np.isfinite(ch) else None, format_version=int(a["format_version"]),
+                recovered=bool(a.get("recovered", False)), rig_config=attr_str(a.get("rig_config")),
+                timestamps_measured=bool(a.get("timestamps_measured", True)))
+        else:
+            raw = bool(cams) and self.f[f"{fmt.IMAGES}/{cams[0]}"].ndim == 4
+            info = EpisodeInfo(name=self.path.stem, path=self.path, source="aloha1" if raw else "aloha2",
+                               steps=steps, cameras=cams, sim=bool(a.get("sim", False)))
+        side = labels_path(self.path)
+        if side.exists():
+            d = json.loads(side.read_text())
+            info.outcome = d.get("outcome", info.outcome)
+            info.notes = d.get("notes", info.notes)
+            if "segments" in d:
+                info.segments = fmt.segments_from_json(json.dumps(d["segments"]))
+        return info
+
+    # -- arrays -------------------------------------------------------------------------------------------
+    def _arr(self, key: str) -> np.ndarray | None:
+        ds = self.f.get(key)
+        return None if ds is None else ds[()]
+
+    @property
+    def qpos(self) -> np.ndarray:
+        return self._arr(fmt.QPOS)
+
+    @property
+    def qvel(self) -> np.ndarray:
+        return self._arr(fmt.QVEL)
+
+    @property
+    def effort(self) -> np.ndarray:
+        return self._arr(fmt.EFFORT)
+
+    @property
+    def action(self) -> np.ndarray:
+        return self._arr(fmt.ACTION)
+
+    @property
+    def command(self) -> np.ndarray | None:
+        return self._arr(fmt.COMMAND)
+
+    @property
+    def t(self) -> np.ndarray | None:
+        return self._arr(fmt.TIME_T)
+
+    @property
+    def t_wall(self) -> np.ndarray | None:
+        return self._arr(fmt.TIME_WALL)
+
+    @property
+    def phase(self) -> list[str] | None:
+        ds = self.f.get(fmt.PHASE)
+        return None if ds is None else [attr_str(x) for x in ds[()]]
+
+    @property
+    def hw_errors(self) -> list[tuple[int, str]]:
+        return [tuple(x) for x in json.loads(attr_str(self.f.attrs.get("hw_errors")) or "[]")]
+
+    def camera_t(self, cam: str) -> np.ndarray | None:
+        return self._arr(f"{fmt.CAMERAS}/{cam}/t")
+
+    def camera_seq(self, cam: str) -> np.ndarray | None:
+        return self._arr(f"{fmt.CAMERAS}/{cam}/seq")
+
+    def camera_crc(self, cam: str) -> np.ndarray | None:
+        return self._arr(f"{fmt.CAMERAS}/{cam}/crc32")
+
+    # -- images -------------------------------------------------------------------------------------------
+    def jpeg(self, cam: str, i: int) -> bytes | None:
+        """The stored JPEG bytes of step i (None for raw ALOHA 1 images)."""
+        ds = self.f[f"{fmt.IMAGES}/{cam}"]
+        if ds.ndim == 4:
+            return None
+        if self.info.source == "workbench":
+            n = int(self.f[fmt.COMPRESS_LEN][self.info.cameras.index(cam), i])
+            return ds[i, :n].tobytes()
+        return np.trim_zeros(ds[i], "b").tobytes()  # JPEG ends with FF D9: trailing zeros are padding
+
+    def image(self, cam: str, i: int) -> np.ndarray:
+        """RGB uint8 (H, W, 3) of step i."""
+        ds = self.f[f"{fmt.IMAGES}/{cam}"]
+        if ds.ndim == 4:
+            return ds[i]
+        buf = self.jpeg(cam, i)
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"{self.path}: {cam} step {i} is not a decodable JPEG")
+        return img
+
+    def images(self, cam: str) -> Iterator[np.ndarray]:
+        for i in range(self.info.steps):
+            yield self.image(cam, i)
+
+
+def read_info(path: Path | str) -> EpisodeInfo:
+    with EpisodeReader(path) as r:
+        return r.info

@@ -1,0 +1,275 @@
+"""Dataset store: a folder of episode files plus an index, safe for a GUI and a CLI at the same time.
+
+Layout: `<root>/episode_<i>.hdf5` (+ `.labels.json` sidecars after edits), `index.json` (a cache derivable
+from the files, refreshed when a file's mtime changes), `.trash/` (soft-deleted episodes), `.incoming/`
+(recordings in progress and their journals), `.quarantine/` (unrecoverable leftovers), `.lock`.
+Every mutation holds an exclusive fcntl lock on `.lock`; files are replaced atomically (tmp, fsync, rename).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from recorder import format as fmt
+from recorder.format import Segment
+from recorder.reader import EpisodeInfo, EpisodeReader, labels_path, read_info
+from recorder.recovery import QUARANTINE, RecoveryResult, recover_dataset
+from recorder.segments import validate_segments
+from recorder.writer import INCOMING, EpisodeWriter, SavedEpisode
+
+TRASH = ".trash"
+INDEX = "index.json"
+INDEX_VERSION = 1
+
+
+class StoreError(ValueError):
+    pass
+
+
+@dataclass
+class EpisodeSummary:
+    name: str
+    index: int
+    steps: int
+    duration_s: float
+    task: str
+    outcome: str
+    quality: str  # pass / warn / fail / n/a
+    segments: int
+    cameras: list[str]
+    created: str
+    source: str
+    recovered: bool
+    deleted: bool
+    size_bytes: int
+    mtime_ns: int
+    labels_mtime_ns: int
+
+    @classmethod
+    def of(cls, info: EpisodeInfo, deleted: bool) -> "EpisodeSummary":
+        st = info.path.stat()
+        side = labels_path(info.path)
+        return cls(
+            name=info.name, index=_index_or(info.name), steps=info.steps,
+            duration_s=round(info.duration_s, 3) if info.duration_s == info.duration_s else -1.0,
+            task=info.task, outcome=info.outcome, quality=info.quality.status if info.quality else "n/a",
+            segments=len(info.segments), cameras=info.cameras, created=info.created, source=info.source,
+            recovered=info.recovered, deleted=deleted, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
+            labels_mtime_ns=side.stat().st_mtime_ns if side.exists() else 0)
+
+
+def _index_or(name: str, default: int = -1) -> int:
+    i = fmt.episode_index(name)
+    return default if i is None else i
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DatasetStore:
+    def __init__(self, root: Path | str, create: bool = True):
+        self.root = Path(root)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise StoreError(f"{self.root} is not a dataset folder")
+        self.trash = self.root / TRASH
+
+    # -- locking ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- recording ----------------------------------------------------------------------------------------
+    def next_index(self) -> int:
+        used = [-1]
+        for d in (self.root, self.trash, self.root / INCOMING, self.root / QUARANTINE):
+            if d.is_dir():
+                for p in d.iterdir():
+                    i = fmt.episode_index(p.name.split(".")[0])
+                    if i is not None:
+                        used.append(i)
+        return max(used) + 1
+
+    def new_episode(self, cameras: list[str], **writer_kwargs) -> EpisodeWriter:
+        """Allocate the next episode number (never reused, even after deletes) and start its writer."""
+        with self.locked():
+            name = fmt.episode_name(self.next_index())
+            return EpisodeWriter(self.root, name, cameras, on_saved=self._on_saved, **writer_kwargs)
+
+    def _on_saved(self, saved: SavedEpisode) -> None:
+        with self.locked():
+            idx = self._load_index()
+            idx[saved.name] = EpisodeSummary.of(read_info(saved.path), deleted=False)
+            self._save_index(idx)
+
+    def recover(self) -> RecoveryResult:
+        """Turn crashed recordings into episodes (or quarantine them) and refresh the index."""
+        res = recover_dataset(self.root)
+        if res.recovered or res.quarantined:
+            self.list(include_deleted=True)
+        return res
+
+    # -- index --------------------------------------------------------------------------------------------
+    def _load_index(self) -> dict[str, EpisodeSummary]:
+        try:
+            d = json.loads((self.root / INDEX).read_text())
+            if d.get("version") != INDEX_VERSION:
+                return {}
+            names = {f.name for f in fields(EpisodeSummary)}
+            return {e["name"]: EpisodeSummary(**{k: v for k, v in e.items() if k in names}) for e in d["episodes"]}
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return {}
+
+    def _save_index(self, idx: dict[str, EpisodeSummary]) -> None:
+        eps = sorted(idx.values(), key=lambda e: (e.index, e.name))
+        atomic_write(self.root / INDEX, json.dumps({"version": INDEX_VERSION, "episodes": [asdict(e) for e in eps]},
+                                                    indent=1).encode())
+
+    def _files(self) -> dict[str, tuple[Path, bool]]:
+        out: dict[str, tuple[Path, bool]] = {}
+        for d, deleted in ((self.root, False), (self.trash, True)):
+            if d.is_dir():
+                for p in d.glob(f"*{fmt.EPISODE_SUFFIX}"):
+                    out[p.stem] = (p, deleted)
+        return out
+
+    def list(self, include_deleted: bool = False) -> list[EpisodeSummary]:
+        """Episodes from the index, re-reading only files that changed since it was written."""
+        with self.locked():
+            idx = self._load_index()
+            files = self._files()
+            fresh: dict[str, EpisodeSummary] = {}
+            changed = set(idx) != set(files)
+            for name, (path, deleted) in files.items():
+                e = idx.get(name)
+                side = labels_path(path)
+                side_m = side.stat().st_mtime_ns if side.exists() else 0
+                if e is None or e.deleted != deleted or e.mtime_ns != path.stat().st_mtime_ns \
+                        or e.labels_mtime_ns != side_m:
+                    try:
+                        e = EpisodeSummary.of(read_info(path), deleted)
+                    except (OSError, KeyError, ValueError) as err:
+                        raise StoreError(f"{path}: unreadable episode ({err})") from err
+                    changed = True
+                fresh[name] = e
+            if changed:
+                self._save_index(fresh)
+        eps = sorted(fresh.values(), key=lambda e: (e.index, e.name))
+        return [e for e in eps if include_deleted or not e.deleted]
+
+    def rebuild_index(self) -> list[EpisodeSummary]:
+        with self.locked():
+            (self.root / INDEX).unlink(missing_ok=True)
+        return self.list(include_deleted=True)
+
+    # -- single episodes ----------------------------------------------------------------------------------
+    def path(self, name: str, include_deleted: bool = False) -> Path:
+        name = self._canonical(name)
+        p = self.root / f"{name}{fmt.EPISODE_SUFFIX}"
+        if p.exists():
+            return p
+        t = self.trash / f"{name}{fmt.EPISODE_SUFFIX}"
+        if include_deleted and t.exists():
+            return t
+        raise StoreError(f"no episode {name!r} in {self.root}" + (" (it is in the trash)" if t.exists() else ""))
+
+    @staticmethod
+    def _canonical(name: str) -> str:
+        """Accept `episode_3`, `episode_3.hdf5` or `3`."""
+        name = Path(name).name
+        if name.endswith(fmt.EPISODE_SUFFIX):
+            name = name[: -len(fmt.EPISODE_SUFFIX)]
+        return fmt.episode_name(int(name)) if name.isdigit() else name
+
+    def show(self, name: str) -> EpisodeInfo:
+        return read_info(self.path(name, include_deleted=True))
+
+    def open(self, name: str) -> EpisodeReader:
+        return EpisodeReader(self.path(name, include_deleted=True))
+
+    def _update_labels(self, name: str, **changes) -> EpisodeInfo:
+        with self.locked():
+            path = self.path(name, include_deleted=True)
+            side = labels_path(path)
+            d = json.loads(side.read_text()) if side.exists() else {}
+            d.update(changes)
+            atomic_write(side, json.dumps(d, indent=1).encode())
+        return read_info(path)
+
+    def label(self, name: str, outcome: str, notes: str | None = None) -> EpisodeInfo:
+        changes: dict = {"outcome": fmt.check_outcome(outcome)}
+        if notes is not None:
+            changes["notes"] = notes
+        return self._update_labels(name, **changes)
+
+    def set_notes(self, name: str, notes: str) -> EpisodeInfo:
+        return self._update_labels(name, notes=notes)
+
+    def set_segments(self, name: str, segments: Iterable[Segment]) -> EpisodeInfo:
+        info = self.show(name)
+        segs = validate_segments(segments, info.steps)
+        return self._update_labels(name, segments=[asdict(s) for s in segs])
+
+    def add_segment(self, name: str, segment: Segment) -> EpisodeInfo:
+        return self.set_segments(name, [*self.show(name).segments, segment])
+
+    def remove_segment(self, name: str, position: int) -> EpisodeInfo:
+        segs = sorted(self.show(name).segments, key=lambda s: (s.start, s.end))
+        if not 0 <= position < len(segs):
+            raise StoreError(f"{name} has {len(segs)} segments; no segment #{position}")
+        del segs[position]
+        return self.set_segments(name, segs)
+
+    def _move(self, name: str, src: Path, dst: Path) -> None:
+        with self.locked():
+            s = src / f"{name}{fmt.EPISODE_SUFFIX}"
+            d = dst / f"{name}{fmt.EPISODE_SUFFIX}"
+            if not s.exists():
+                raise StoreError(f"no episode {name!r} in {src}")
+            if d.exists():
+                raise StoreError(f"{d} already exists")
+            dst.mkdir(exist_ok=True)
+            side = labels_path(s)
+            if side.exists():
+                os.replace(side, labels_path(d))
+            os.replace(s, d)
+        self.list(include_deleted=True)
+
+    def remove(self, name: str) -> None:
+        """Soft delete: move the episode into `.trash/` (restore brings it back)."""
+        self._move(self._canonical(name), self.root, self.trash)
+
+    def restore(self, name: str) -> None:
+        self._move(self._canonical(name), self.trash, self.root)
+
+
+def select(episodes: Iterable[EpisodeSummary], outcomes: Iterable[str] | None = None,
+           quality: Iterable[str] | None = None, names: Iterable[str] | None = None) -> list[EpisodeSummary]:
+    """Filter summaries, e.g. only successful episodes whose quality passed: outcomes={'success'}, quality={'pass'}."""
+    o = set(outcomes) if outcomes else None
+    q = set(quality) if quality else None
+    n = {DatasetStore._canonical(x) for x in names} if names else None
+    return [e for e in episodes if (o is None or e.outcome in o) and (q is None or e.quality in q)
+            and (n is None or e.name in n)]
