@@ -198,19 +198,19 @@ def _arms(r: _Reader, doc: dict, backend: str) -> tuple[ArmEntry, ...]:
         role = r.choice(t, f"{key}.role", ("leader", "follower"), required=True)
         side = r.choice(t, f"{key}.side", SIDES, required=True)
         settings = {k: v for k, v in t.items() if k not in ("role", "side")}
-        if backend == "dynamixel":
-            from drivers.dynamixel_arm import validate_arm_settings
+        if backend in ("dynamixel", "virtual"):
+            from drivers.dynamixel_arm import DynamixelArmConfig
 
-            port = settings.get("port")
-            if not port:
-                r.fail(f"{key}.port", f"missing; the serial device of this arm, e.g. /dev/ttyDXL_{name}")
-            if port in ports:
-                r.fail(f"{key}.port", f"{port} is already used by arms.{ports[port]}; every arm has its own U2D2 bus")
-            ports[port] = name
-            try:
-                validate_arm_settings(settings)
-            except (ValueError, TypeError) as exc:
-                r.fail(key, str(exc))
+            if backend == "dynamixel":
+                port = settings.get("port")
+                if not port:
+                    r.fail(f"{key}.port", f"missing; the serial device of this arm, e.g. /dev/ttyDXL_{name}")
+                if port in ports:
+                    r.fail(f"{key}.port", f"{port} is already used by arms.{ports[port]}; every arm has its own U2D2 bus")
+                ports[port] = name
+            elif "port" in settings:
+                r.fail(f"{key}.port", "the virtual rig assigns emulator ports itself; remove it")
+            _check_fields(r, key, settings, DynamixelArmConfig, exclude={"name", "role", "gripper"})
         elif settings and backend == "sim":
             r.fail(key, f"simulated arms take no settings, got {', '.join(settings)}")
         entries.append(ArmEntry(name=name, role=role, side=side, settings=settings))
@@ -250,14 +250,33 @@ def _cameras(r: _Reader, doc: dict, backend: str, control_hz: float) -> tuple[Ca
             if ident in devices:
                 r.fail(f"{key}.{need}", f"{ident!r} is already used by cameras.{devices[ident]}")
             devices[ident] = name
-        from drivers.cameras.factory import validate_camera_settings
-
-        try:
-            validate_camera_settings(kind, settings)
-        except (ValueError, TypeError) as exc:
-            r.fail(key, str(exc))
+        if kind == "sim":
+            r.keys(settings, key, {"mujoco_camera"})
+        else:
+            _check_fields(r, key, settings, _camera_config_class(kind), exclude={"name", "width", "height", "fps"})
         out.append(CameraEntry(name=name, kind=kind, width=width, height=height, fps=fps, settings=settings))
     return tuple(out)
+
+
+def _camera_config_class(kind: str):
+    from drivers.cameras import config as cc
+
+    return {"opencv": cc.OpenCVCameraConfig, "realsense": cc.RealSenseCameraConfig,
+            "synthetic": cc.SyntheticCameraConfig}[kind]
+
+
+def _check_fields(r: _Reader, key: str, settings: dict, cls, exclude: set[str]) -> None:
+    """Unknown keys and wrongly typed values of a driver config dataclass, named as TOML keys."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
+    r.keys(settings, key, set(fields))
+    for k, v in settings.items():
+        default = fields[k].default
+        if default is dataclasses.MISSING or default is None:
+            continue
+        want = type(default)
+        ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
+        if not ok:
+            r.fail(f"{key}.{k}", f"must be {want.__name__}, got {v!r}")
 
 
 def _safety(r: _Reader, doc: dict) -> SafetyConfig:
