@@ -71,13 +71,13 @@ def _call(fn, repo: str, revision: str | None, filename: str | None = None):  # 
         raise HubError(f"{repo} not found on the hub (or private: log in / set HF_TOKEN).") from None
     except E.RevisionNotFoundError:
         raise HubError(f"{repo} has no revision {revision!r}.") from None
-    except E.EntryNotFoundError:
-        raise HubError(f"{what}: file not found in the repo.") from None
     except E.LocalEntryNotFoundError:
         offline = constants.HF_HUB_OFFLINE
         reason = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached"
         raise HubError(
             f"{what} is not in the local cache ({constants.HF_HUB_CACHE}) and {reason}. Download it once while "
             "online (same HF_HOME), or pass a local folder.") from None
+    except E.EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass
+        raise HubError(f"{what}: file not found in the repo.") from None
     except E.HfHubHTTPError as e:
         raise HubError(f"{what}: hub request failed: {e}") from None

@@ -1,0 +1,61 @@
+"""Prompt tokenizer: openpi cleaning and layout, with a tiny SentencePiece model trained in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from finetune.tokenizer import PromptTokenizer, PromptTruncatedWarning, clean_prompt
+
+TEXT = """pick up the red cube and put it in the bowl
+transfer the cube from the left arm to the right arm
+insert the peg into the socket
+fold the towel in half
+open the drawer and take out the marker
+""" * 20
+
+
+@pytest.fixture(scope="module")
+def sp_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sp")
+    (d / "corpus.txt").write_text(TEXT)
+    spm.SentencePieceTrainer.train(
+        input=str(d / "corpus.txt"), model_prefix=str(d / "tiny"), vocab_size=100, model_type="bpe", normalization_rule_name="identity",
+        pad_id=0, bos_id=2, eos_id=1, unk_id=3, minloglevel=2,
+        user_defined_symbols=["\n"], remove_extra_whitespaces=False, add_dummy_prefix=False)
+    return d / "tiny.model"
+
+
+def test_layout_bos_text_newline_padded(sp_model):
+    tok = PromptTokenizer(sp_model, max_len=48)
+    sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+    out = tok.tokenize("  pick_up the\ncube ")
+    expected = [sp.bos_id(), *sp.encode("pick up the cube"), *sp.encode("\n")]
+    n = len(expected)
+    assert out.tokens.dtype == np.int64 and out.tokens.shape == (48,) and out.mask.shape == (48,)
+    assert out.tokens[:n].tolist() == expected and (out.tokens[n:] == 0).all()
+    assert out.mask[:n].all() and not out.mask[n:].any()
+    assert out.tokens[0] == 2 and len(sp.encode("\n")) == 1  # "\n" is one piece, as in PaliGemma
+
+
+def test_truncation_warns(sp_model):
+    tok = PromptTokenizer(sp_model, max_len=10)
+    with pytest.warns(PromptTruncatedWarning, match="truncated to 10"):
+        out = tok.tokenize("transfer the cube from the left arm to the right arm " * 3)
+    assert out.mask.all() and out.tokens.shape == (10,)
+
+
+def test_batch_and_clean(sp_model):
+    tok = PromptTokenizer(sp_model)
+    tokens, mask = tok.tokenize_batch(["fold the towel", "open_the_drawer"])
+    assert tokens.shape == (2, 48) and mask.shape == (2, 48)
+    assert clean_prompt(" open_the\ndrawer\n") == "open the drawer"
+    assert tok.vocab_size == 100
+
+
+def test_from_local_folder_and_missing_file(sp_model, tmp_path):
+    tok = PromptTokenizer.from_source(sp_model.parent, filename="tiny.model")
+    assert tok.tokenize("fold").mask.sum() >= 3
+    with pytest.raises(FileNotFoundError):
+        PromptTokenizer(tmp_path / "nope.model")
