@@ -1,0 +1,315 @@
+"""Scripted demonstrations (ACT's approach): end-effector waypoints -> joint trajectory -> leader targets.
+
+1. Waypoints for each gripper (position, orientation, opening) are written relative to the episode's initial
+   object poses and interpolated linearly per tick.
+2. They drive the mocap bodies of gym-aloha's end-effector model (`bimanual_viperx_end_effector_*.xml`, grippers
+   welded to mocap bodies), started from the same object poses as the joint-controlled world.
+3. The joint angles that model goes through, with the commanded (normalized) gripper opening, are the joint
+   trajectory a leader replays; a follower commanded with it each tick reproduces the manipulation.
+
+Every tick of a trajectory carries a phase label (for segment annotations); the phase names are in PHASES.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import mujoco
+import numpy as np
+
+from drivers.arm import ARM_JOINTS, SIDES, START_POSE
+from drivers.errors import DriverError
+from drivers.gripper import GRIPPER_PRESETS, GripperConstants
+from drivers.sim.aloha_sim import (ARM_START_QPOS, TaskSpec, arm_index, make_reward_fn, step_tick,
+                                   substeps_per_tick, task_spec)
+from drivers.sim.assets import asset_path
+
+PHASES: dict[str, tuple[str, ...]] = {
+    "transfer_cube": ("approach the cube", "grasp the cube", "hand over", "release"),
+    "insertion": ("approach", "grasp peg and socket", "lift", "insert"),
+}
+STARTUP_PHASE = "start-up"  # leader before its demonstration starts (start pose, then the squeeze)
+DONE_PHASE = "done"  # leader after the last tick of its demonstration (holds the final pose)
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    t: int  # tick from the start of the demonstration
+    xyz: np.ndarray  # gripper_link position in the world (m)
+    quat: np.ndarray  # gripper_link orientation (w x y z)
+    gripper: float  # normalized opening (0 closed, 1 open)
+
+
+@dataclass(frozen=True)
+class EEScript:
+    left: tuple[Waypoint, ...]
+    right: tuple[Waypoint, ...]
+    phases: tuple[tuple[str, int], ...]  # (name, first tick), in order
+    ticks: int
+
+
+@dataclass
+class JointTrajectory:
+    """Leader targets per tick, ALOHA space: (T, 14) = [left 6 joints, left gripper, right 6, right gripper]."""
+
+    task: str
+    targets: np.ndarray
+    phases: tuple[str, ...]  # (T,) phase label per tick
+    object_poses: dict[str, np.ndarray] = field(default_factory=dict)
+    ee_max_reward: int = 0  # highest reward the end-effector rollout itself reached (diagnostic)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def side(self, side: str) -> np.ndarray:
+        k = SIDES.index(side)
+        return self.targets[:, 7 * k:7 * k + 7]
+
+    def target(self, side: str, step: int) -> np.ndarray:
+        """Target at `step`, clamped into the trajectory (before: first, after: last)."""
+        return self.side(side)[min(max(step, 0), len(self) - 1)].copy()
+
+    def phase_at(self, step: int) -> str:
+        if step < 0:
+            return STARTUP_PHASE
+        if step >= len(self):
+            return DONE_PHASE
+        return self.phases[step]
+
+    def max_step(self) -> float:
+        """Largest per-tick change of any joint (rad) or gripper (normalized): what a step clamp must allow."""
+        return float(np.max(np.abs(np.diff(self.targets, axis=0)))) if len(self) > 1 else 0.0
+
+
+# --- quaternion helpers ---------------------------------------------------------------------------------------
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.empty(4)
+    mujoco.mju_mulQuat(out, np.asarray(a, float), np.asarray(b, float))
+    return out
+
+
+def _quat_conj(q: np.ndarray) -> np.ndarray:
+    return np.array([q[0], -q[1], -q[2], -q[3]], float)
+
+
+def _axis_angle(axis, degrees: float) -> np.ndarray:
+    out = np.empty(4)
+    mujoco.mju_axisAngle2Quat(out, np.asarray(axis, float), np.deg2rad(degrees))
+    return out
+
+
+def interpolate(waypoints: tuple[Waypoint, ...], t: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Linear interpolation between the waypoints around tick t (quaternion: normalized lerp)."""
+    if t <= waypoints[0].t:
+        w = waypoints[0]
+        return w.xyz.copy(), w.quat.copy(), w.gripper
+    for a, b in zip(waypoints, waypoints[1:]):
+        if a.t <= t < b.t:
+            f = (t - a.t) / (b.t - a.t)
+            quat = (1 - f) * a.quat + f * b.quat
+            return (1 - f) * a.xyz + f * b.xyz, quat / np.linalg.norm(quat), (1 - f) * a.gripper + f * b.gripper
+    w = waypoints[-1]
+    return w.xyz.copy(), w.quat.copy(), w.gripper
+
+
+def _wp(t: int, xyz, quat, gripper: float) -> Waypoint:
+    return Waypoint(t, np.asarray(xyz, float), np.asarray(quat, float), float(gripper))
+
+
+# --- the scripts ----------------------------------------------------------------------------------------------
+def script_transfer_cube(objects: dict[str, np.ndarray], init_left: np.ndarray, init_right: np.ndarray,
+                         ticks: int = 400) -> EEScript:
+    """Right gripper picks the cube (tilted 60 deg down), carries it to a meeting point in the middle, the left
+    gripper (rolled 90 deg) closes on it, then the right opens and both retreat. Timing follows ACT's script."""
+    box = objects["red_box_joint"][:3]
+    pick = _axis_angle([0, 1, 0], -60)  # tilted down 60 deg from the upright mocap frame
+    meet_left = _axis_angle([1, 0, 0], 90)
+    meet = np.array([0.0, 0.5, 0.25])
+    upright = np.array([1.0, 0, 0, 0])
+    left = (
+        _wp(0, init_left[:3], init_left[3:], 0),
+        _wp(100, meet + [-0.1, 0, -0.02], meet_left, 1),  # wait beside the meeting point, open
+        _wp(260, meet + [0.02, 0, -0.02], meet_left, 1),  # move onto the cube
+        _wp(310, meet + [0.02, 0, -0.02], meet_left, 0),  # close on it
+        _wp(360, meet + [-0.1, 0, -0.02], upright, 0),  # pull it away
+        _wp(ticks, meet + [-0.1, 0, -0.02], upright, 0),
+    )
+    right = (
+        _wp(0, init_right[:3], init_right[3:], 0),
+        _wp(90, box + [0, 0, 0.08], pick, 1),  # above the cube, open
+        _wp(130, box + [0, 0, -0.015], pick, 1),  # down around it
+        _wp(170, box + [0, 0, -0.015], pick, 0),  # close
+        _wp(200, meet + [0.05, 0, 0], pick, 0),  # lift toward the meeting point
+        _wp(220, meet, pick, 0),  # at the meeting point
+        _wp(310, meet, pick, 1),  # open while the left closes
+        _wp(360, meet + [0.1, 0, 0], pick, 1),  # retreat
+        _wp(ticks, meet + [0.1, 0, 0], pick, 1),
+    )
+    names = PHASES["transfer_cube"]
+    return EEScript(left, right, ((names[0], 0), (names[1], 130), (names[2], 170), (names[3], 310)), ticks)
+
+
+def script_insertion(objects: dict[str, np.ndarray], init_left: np.ndarray, init_right: np.ndarray,
+                     ticks: int = 400) -> EEScript:
+    """Left gripper picks the socket, right gripper the peg; both lift to a meeting point and the peg is pushed
+    into the socket. Timing follows ACT's script (which is known to fail on a good share of layouts)."""
+    peg = objects["red_peg_joint"][:3]
+    socket = objects["blue_socket_joint"][:3]
+    pick_right = _axis_angle([0, 1, 0], -60)
+    pick_left = _axis_angle([0, 1, 0], 60)
+    meet = np.array([0.0, 0.5, 0.15])
+    lift_right = 0.00715
+    left = (
+        _wp(0, init_left[:3], init_left[3:], 0),
+        _wp(120, socket + [0, 0, 0.08], pick_left, 1),
+        _wp(170, socket + [0, 0, -0.03], pick_left, 1),
+        _wp(220, socket + [0, 0, -0.03], pick_left, 0),
+        _wp(285, meet + [-0.1, 0, 0], pick_left, 0),
+        _wp(340, meet + [-0.05, 0, 0], pick_left, 0),
+        _wp(ticks, meet + [-0.05, 0, 0], pick_left, 0),
+    )
+    right = (
+        _wp(0, init_right[:3], init_right[3:], 0),
+        _wp(120, peg + [0, 0, 0.08], pick_right, 1),
+        _wp(170, peg + [0, 0, -0.03], pick_right, 1),
+        _wp(220, peg + [0, 0, -0.03], pick_right, 0),
+        _wp(285, meet + [0.1, 0, lift_right], pick_right, 0),
+        _wp(340, meet + [0.05, 0, lift_right], pick_right, 0),
+        _wp(ticks, meet + [0.05, 0, lift_right], pick_right, 0),
+    )
+    names = PHASES["insertion"]
+    return EEScript(left, right, ((names[0], 0), (names[1], 170), (names[2], 220), (names[3], 285)), ticks)
+
+
+SCRIPTS = {"transfer_cube": script_transfer_cube, "insertion": script_insertion}
+
+
+# --- end-effector rollout -------------------------------------------------------------------------------------
+# The end-effector model is a planning tool, tuned so the grippers follow the waypoints closely: stiffer welds,
+# no joint friction (gym-aloha's 30-60 N m frictionloss makes the soft welds lag by ~10 cm), and a little joint
+# damping, which picks the slowest joint motion near the wrist singularity (forearm_roll and wrist_rotate
+# otherwise spin against each other, up to 0.3 rad per tick). The joint-controlled world is left as gym-aloha.
+EE_WELD_SOLREF = (0.02, 1.0)
+EE_WELD_SOLIMP = (0.9, 0.95, 0.001, 0.5, 2.0)
+EE_JOINT_DAMPING = 1.0  # N m s / rad
+
+
+@lru_cache(maxsize=None)
+def _ee_model(task_name: str) -> mujoco.MjModel:
+    """gym-aloha's mocap model, tuned for planning (see above).
+
+    Its welds keep the relative pose of mocap body and gripper_link from the reference pose qpos0, which puts
+    each mocap body 13.5 cm ahead of its gripper_link, between the fingers: waypoints are grasp points.
+    """
+    model = mujoco.MjModel.from_xml_path(str(asset_path(task_spec(task_name).ee_xml)))
+    for i in range(model.neq):
+        if model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD:
+            model.eq_solref[i] = EE_WELD_SOLREF
+            model.eq_solimp[i] = EE_WELD_SOLIMP
+    for s in SIDES:
+        for j in ARM_JOINTS:
+            dof = model.joint(f"vx300s_{s}/{j}").dofadr[0]
+            model.dof_frictionloss[dof] = 0.0
+            model.dof_damping[dof] = EE_JOINT_DAMPING
+    return model
+
+
+class EndEffectorSim:
+    """gym-aloha's mocap model: grippers follow mocap targets through weld constraints."""
+
+    def __init__(self, task: TaskSpec, gripper: GripperConstants = GRIPPER_PRESETS["aloha1"]):
+        self.task = task
+        self.gripper = gripper
+        self.model = _ee_model(task.name)
+        self.data = mujoco.MjData(self.model)
+        self.substeps = substeps_per_tick(self.model)
+        self.arms = {s: arm_index(self.model, s) for s in SIDES}
+        self.mocap = {s: int(self.model.body(f"mocap_{s}").mocapid[0]) for s in SIDES}
+        self.reward_fn = make_reward_fn(task, self.model)
+        self.weld = {}  # side -> (relpose pos, relpose quat): gripper_link pose in its mocap body's frame
+        for i in range(self.model.neq):
+            body2 = self.model.body(int(self.model.eq_obj2id[i])).name
+            for s in SIDES:
+                if body2 == f"vx300s_{s}/gripper_link":
+                    self.weld[s] = (self.model.eq_data[i, 3:6].copy(), self.model.eq_data[i, 6:10].copy())
+
+    def reset(self, objects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Arms at the start pose, grippers commanded closed (as ACT), mocaps on the grippers; returns the
+        initial gripper poses (xyz + quat) per side."""
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        for s in SIDES:
+            ix = self.arms[s]
+            d.qpos[np.concatenate([ix.qpos, ix.finger_qpos])] = ARM_START_QPOS
+            closed = self.gripper.follower_finger_close
+            d.ctrl[ix.finger_actuators] = [closed, -closed]
+        for joint, pose in objects.items():
+            adr = m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, joint)]
+            d.qpos[adr:adr + 7] = pose
+        mujoco.mj_kinematics(m, d)
+        poses = {}
+        for s in SIDES:
+            body = m.body(f"vx300s_{s}/gripper_link").id
+            rel_pos, rel_quat = self.weld[s]
+            quat = _quat_mul(d.xquat[body], _quat_conj(rel_quat))  # mocap pose that holds the gripper still
+            rot = np.empty(9)
+            mujoco.mju_quat2Mat(rot, quat)
+            pos = d.xpos[body] - rot.reshape(3, 3) @ rel_pos
+            d.mocap_pos[self.mocap[s]] = pos
+            d.mocap_quat[self.mocap[s]] = quat
+            poses[s] = np.concatenate([pos, quat])
+        mujoco.mj_forward(m, d)
+        return poses
+
+    def joints(self) -> np.ndarray:
+        """(14,) arm joints per side with the *commanded* normalized gripper (ACT replays the command)."""
+        out = np.empty(14)
+        for k, s in enumerate(SIDES):
+            ix = self.arms[s]
+            out[7 * k:7 * k + 6] = self.data.qpos[ix.qpos]
+            out[7 * k + 6] = self.gripper.follower_finger_to_normalized(self.data.ctrl[ix.finger_actuators[0]])
+        return out
+
+    def act(self, side: str, xyz: np.ndarray, quat: np.ndarray, gripper: float) -> None:
+        d, ix = self.data, self.arms[side]
+        d.mocap_pos[self.mocap[side]] = xyz
+        d.mocap_quat[self.mocap[side]] = quat
+        finger = self.gripper.normalized_to_follower_finger(gripper)
+        d.ctrl[ix.finger_actuators] = [finger, -finger]
+
+    def step(self) -> int:
+        step_tick(self.model, self.data, self.substeps)
+        return self.reward_fn(self.data)
+
+
+def plan_demo(task: str | TaskSpec, objects: dict[str, np.ndarray], ticks: int | None = None,
+              gripper: GripperConstants = GRIPPER_PRESETS["aloha1"]) -> JointTrajectory:
+    """Roll the task's waypoint script out in the end-effector model from `objects` (the episode's initial
+    object poses, see AlohaSim.initial_object_poses) and return the joint trajectory to replay."""
+    spec = task if isinstance(task, TaskSpec) else task_spec(task)
+    ticks = ticks or spec.episode_ticks
+    missing = {o.joint for o in spec.objects} - set(objects)
+    if missing:
+        raise DriverError(f"plan_demo({spec.name}): object poses missing for {sorted(missing)}")
+    ee = EndEffectorSim(spec, gripper)
+    init = ee.reset(objects)
+    script = SCRIPTS[spec.name](objects, init["left"], init["right"], ticks)
+    targets = np.empty((ticks, 14))
+    targets[0] = ee.joints()
+    targets[0, [6, 13]] = 0.0  # ACT's first target: start pose with the grippers commanded closed
+    best = 0
+    for t in range(ticks - 1):
+        for s, wps in (("left", script.left), ("right", script.right)):
+            xyz, quat, g = interpolate(wps, t)
+            ee.act(s, xyz, quat, g)
+        best = max(best, ee.step())
+        targets[t + 1] = ee.joints()
+    labels = []
+    starts = [start for _, start in script.phases] + [ticks]
+    for (name, start), end in zip(script.phases, starts[1:]):
+        labels += [name] * (end - start)
+    # the replay starts from START_POSE exactly; the EE model's first state may differ by solver noise
+    targets[0, 0:6] = START_POSE
+    targets[0, 7:13] = START_POSE
+    return JointTrajectory(spec.name, targets, tuple(labels[:ticks]),
+                           {k: np.asarray(v, float).copy() for k, v in objects.items()}, best)
