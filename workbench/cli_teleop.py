@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+ARM_JOINTS_14 = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]  # the 12 arm joints of [left 7, right 7] (grippers excluded)
+
 
 def register(sub) -> None:
     p = sub.add_parser("teleop", help="run leader-follower teleoperation headless",
@@ -26,7 +28,7 @@ def _teleop(args) -> int:
     errors: list[float] = []
 
     def track(tick) -> None:
-        errors.append(float(np.max(np.abs(tick.qpos - tick.command)[[0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]])))
+        errors.append(float(np.max(np.abs(tick.qpos - tick.action)[ARM_JOINTS_14])))
 
     with rig:
         rig.begin_episode(args.seed if args.seed is not None else cfg.sim.seed)
@@ -43,7 +45,7 @@ def _teleop(args) -> int:
         if errors:
             e = np.asarray(errors)
             tail = e[len(e) // 5:]  # after the first fifth, the follower has caught up with the leader
-            print(f"tracking: follower-vs-command joint error median {np.median(tail):.4f} rad, "
+            print(f"tracking: follower-vs-leader joint error median {np.median(tail):.4f} rad, "
                   f"p95 {np.percentile(tail, 95):.4f} rad, max {tail.max():.4f} rad over {len(e)} ticks")
         print(f"safety: {rig.safety.clamped_ticks} commands clamped")
         if rig.sim is not None:

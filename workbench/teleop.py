@@ -16,7 +16,7 @@ import numpy as np
 
 from drivers.arm import ARM_DOF, SIDES, SLEEP_POSE, START_POSE
 from drivers.cameras.base import Frame
-from drivers.errors import CameraError, DriverError, ServoHardwareError
+from drivers.errors import CameraError, DriverError, SafetyError, ServoHardwareError
 from workbench.rig import Rig
 from workbench.safety import SafetyLayer
 from workbench.timing import LoopTiming, Pacer, TimingSummary
@@ -153,7 +153,14 @@ class TeleopLoop:
         n = 0
         try:
             while not self._stop.is_set() and (steps is None or n < steps):
-                self._tick(leaders, followers, names)
+                if safety.estopped:
+                    break
+                try:
+                    self._tick(leaders, followers, names)
+                except SafetyError:
+                    if safety.estopped:  # the e-stop landed between reading and commanding: a clean stop
+                        break
+                    raise
                 n += 1
                 if steps is not None and n >= steps:
                     break

@@ -1,0 +1,66 @@
+"""Deadline pacing: no drift, skipped deadlines instead of bursts, statistics."""
+import math
+
+import pytest
+
+from workbench.timing import LoopTiming, Pacer
+
+
+class StepClock:
+    """A deterministic clock: sleeping jumps to the deadline; `work` adds time like a tick's own work would."""
+
+    realtime = False
+
+    def __init__(self):
+        self.t = 100.0
+
+    def now(self):
+        return self.t
+
+    def sleep_until(self, deadline):
+        self.t = max(self.t, deadline)
+
+
+def test_deadlines_do_not_drift_with_work():
+    clock = StepClock()
+    pacer = Pacer(clock, 50)
+    t0 = pacer.start()
+    starts = []
+    for _ in range(500):
+        clock.t += 0.013  # 13 ms of work per tick
+        starts.append(pacer.wait())
+    assert starts[-1] == pytest.approx(t0 + 500 * 0.02, abs=1e-9)
+    assert pacer.skipped == 0
+
+
+def test_overrun_skips_missed_deadlines_instead_of_bursting():
+    clock = StepClock()
+    pacer = Pacer(clock, 50)
+    t0 = pacer.start()
+    clock.t += 0.065  # one tick took 65 ms: the 20 and 40 ms slots are gone, the 60 ms slot is due now
+    nxt = pacer.wait()
+    assert pacer.skipped == 2
+    assert nxt == pytest.approx(t0 + 0.06)
+    assert clock.now() == pytest.approx(t0 + 0.065)  # no waiting: the late tick runs at once
+    clock.t += 0.001
+    assert pacer.wait() == pytest.approx(t0 + 0.08)  # and the cadence is back on the original grid
+
+
+def test_timing_summary():
+    timing = LoopTiming(50)
+    t = 0.0
+    for k in range(101):
+        timing.record(t, 0.001, 0.002)
+        t += 0.02 if k != 50 else 0.05  # one overrun
+    s = timing.summary()
+    assert s.ticks == 101 and s.overruns == 1
+    assert s.period_p50_ms == pytest.approx(20.0)
+    assert s.period_max_ms == pytest.approx(50.0)
+    assert s.work_p50_ms == pytest.approx(1.0) and s.io_p50_ms == pytest.approx(2.0)
+    assert not math.isnan(s.rate_hz)
+    assert "p99" in s.format()
+
+
+def test_rate_must_be_positive():
+    with pytest.raises(ValueError):
+        Pacer(StepClock(), 0)
