@@ -67,8 +67,16 @@ class _Port(PortHandler):
         termios.tcflush(self._fd, termios.TCIFLUSH)
 
 
+_RESULT_TEXT = {
+    -3001: "timeout (no reply)",
+    -3002: "corrupt reply (bad CRC or truncated packet)",
+    -1001: "transmit failed",
+    -1000: "port busy",
+}
+
+
 def _sdk_text(result: int) -> str:
-    return _PH.getTxRxResult(result).replace("[TxRxResult] ", "")
+    return _RESULT_TEXT.get(result) or _PH.getTxRxResult(result).replace("[TxRxResult] ", "")
 
 
 class DynamixelBus:
