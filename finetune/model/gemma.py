@@ -150,7 +150,7 @@ class GemmaExpert(nn.Module):
 class AttentionInputs:
     """Per-call attention constants, built once (not per layer, not per denoising step)."""
 
-    bias: Tensor  # [B, 1, Sq, Sk] additive mask in the activation dtype (0 or MASK_VALUE)
+    bias: Tensor  # [B, 1, g*Sq, Sk] additive mask (0 or MASK_VALUE), repeated for the g query heads per KV head
     cos: Tensor  # [B, 1, Sq, D] fp32
     sin: Tensor
 
@@ -164,9 +164,11 @@ class PaliGemmaWithExpert(nn.Module):
 
     def attention_inputs(self, mask: Tensor, positions: Tensor, dtype: torch.dtype) -> AttentionInputs:
         """mask [B, Sq, Sk] bool (True = may attend), positions [B, Sq] of the queries."""
+        g = self.cfg.paligemma
         bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, MASK_VALUE)
-        cos, sin = rope_cos_sin(positions, self.cfg.paligemma.head_dim, self.cfg.paligemma.rope_theta)
-        return AttentionInputs(bias=bias[:, None], cos=cos, sin=sin)
+        bias = bias[:, None].repeat(1, 1, g.num_heads // g.num_kv_heads, 1)  # rows of the folded query heads
+        cos, sin = rope_cos_sin(positions, g.head_dim, g.rope_theta)
+        return AttentionInputs(bias=bias, cos=cos, sin=sin)
 
     def forward(
         self,
@@ -216,23 +218,22 @@ def _cat(xs: Sequence[Tensor]) -> Tensor:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, impl: str = "sdpa") -> Tensor:
-    """Multi-query attention. q [B, H, Sq, D], k/v [B, KV, Sk, D], bias [B, 1, Sq, Sk] -> [B, Sq, H*D].
+    """Grouped/multi-query attention without copying K/V per head.
 
-    "sdpa": torch's fused kernels (fp32 accumulation of logits and softmax on CUDA);
-    "eager": explicit fp32 logits and softmax, the reference behaviour, for checking."""
+    q [B, H, Sq, D], k/v [B, KV, Sk, D]; query head i uses KV head i // (H / KV) (the usual repeat_kv order).
+    The H/KV query heads of a group are folded into the query sequence, [B, KV, g*Sq, D], so K/V are read once
+    and the kernels see plain multi-head shapes. bias is the folded mask [B, 1, g*Sq, Sk] from
+    `AttentionInputs`. "sdpa": torch's fused kernels (fp32 accumulation of logits and softmax on CUDA);
+    "eager": explicit fp32 logits and softmax. Returns [B, Sq, H*D]."""
     b, h, sq, d = q.shape
     kvh = k.shape[1]
-    if kvh != h:
-        if kvh == 1:
-            k, v = k.expand(b, h, -1, d), v.expand(b, h, -1, d)
-        else:
-            k, v = k.repeat_interleave(h // kvh, dim=1), v.repeat_interleave(h // kvh, dim=1)
+    qg = q.reshape(b, kvh, (h // kvh) * sq, d)
     if impl == "sdpa":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = F.scaled_dot_product_attention(qg, k, v, attn_mask=bias)
     else:
-        logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * (d ** -0.5) + bias.float()
+        logits = torch.matmul(qg.float(), k.float().transpose(-1, -2)) * (d ** -0.5) + bias.float()
         out = torch.matmul(torch.softmax(logits, dim=-1).to(v.dtype), v)
-    return out.transpose(1, 2).reshape(b, sq, h * d)
+    return out.reshape(b, h, sq, d).transpose(1, 2).reshape(b, sq, h * d)
 
 
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:

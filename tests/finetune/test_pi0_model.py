@@ -254,3 +254,53 @@ def test_parameter_count_counts_tied_weight_once():
     emb = model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight.numel()
     assert count_parameters(model) == sd_total - emb
     assert isinstance(model, Pi0)
+
+
+def test_grouped_attention_matches_naive_per_head():
+    from finetune.model.gemma import attend
+
+    g = torch.Generator().manual_seed(10)
+    b, h, kvh, sq, sk, d = 2, 4, 2, 5, 7, 8
+    q, k, v = (torch.randn(b, n, s, d, generator=g) for n, s in ((h, sq), (kvh, sk), (kvh, sk)))
+    mask = torch.rand(b, sq, sk, generator=g) > 0.3
+    mask[..., 0] = True
+    bias = torch.zeros(b, sq, sk).masked_fill(~mask, MASK_VALUE)[:, None].repeat(1, 1, h // kvh, 1)
+    expected = torch.empty(b, sq, h, d)
+    for head in range(h):
+        kk, vv = k[:, head // (h // kvh)], v[:, head // (h // kvh)]
+        logits = q[:, head] @ kk.transpose(-1, -2) / d ** 0.5
+        logits = logits.masked_fill(~mask, float("-inf"))
+        expected[:, :, head] = torch.softmax(logits, -1) @ vv
+    for impl in ("sdpa", "eager"):
+        torch.testing.assert_close(attend(q, k, v, bias, impl), expected.reshape(b, sq, h * d))
+
+
+def test_rope_matches_the_jax_formula():
+    from finetune.model.gemma import apply_rope, rope_cos_sin
+
+    x = torch.randn(1, 1, 3, 8)
+    pos = torch.tensor([[0, 5, 17]])
+    cos, sin = rope_cos_sin(pos, 8, 10000.0)
+    timescale = 10000.0 ** (2 * torch.arange(4) / 8)
+    rad = pos[0, :, None] / timescale
+    x1, x2 = x[0, 0, :, :4], x[0, 0, :, 4:]
+    expected = torch.cat([x1 * rad.cos() - x2 * rad.sin(), x2 * rad.cos() + x1 * rad.sin()], -1)
+    torch.testing.assert_close(apply_rope(x, cos, sin)[0, 0], expected)
+
+
+def test_static_sampler_matches_sample_actions_and_reuses_buffers():
+    from finetune.model.fast import StaticSampler
+
+    model = tiny_model()
+    sampler = StaticSampler(model, batch_size=2, mode="eager", warmup=1)
+    obs = tiny_obs(model.config)
+    noise = torch.randn(2, 50, 32)
+    torch.testing.assert_close(sampler(obs, noise), model.sample_actions(obs, noise))
+    images_before = sampler.obs.images["base_0_rgb"]
+    partial = dataclasses.replace(obs, images={"base_0_rgb": obs.images["base_0_rgb"]}, image_masks={})
+    out = sampler(partial, noise)
+    assert sampler.obs.images["base_0_rgb"] is images_before  # copied into, not replaced
+    assert not sampler.obs.image_masks["left_wrist_0_rgb"].any()
+    torch.testing.assert_close(out, model.sample_actions(partial, noise))
+    with pytest.raises(ValueError, match="CUDA"):
+        StaticSampler(model, mode="graph")
