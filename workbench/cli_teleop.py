@@ -1,6 +1,8 @@
 """`workbench teleop`: headless leader-follower teleoperation with timing and tracking statistics."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 ARM_JOINTS_14 = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]  # the 12 arm joints of [left 7, right 7] (grippers excluded)
@@ -35,11 +37,14 @@ def _teleop(args) -> int:
         loop = TeleopLoop(rig)
         loop.add_listener(track)
         loop.startup(progress=lambda m: print(f"[startup] {m}", flush=True), wait_for_squeeze=not args.no_squeeze)
+        wall0 = time.monotonic()
         try:
             summary = loop.run(steps=args.steps)
         except KeyboardInterrupt:
             summary = loop.timing.summary()
             print("\ninterrupted: followers held")
+        wall = time.monotonic() - wall0
+        outcome = (rig.success(), rig.sim.reward()) if rig.sim is not None else None
         loop.shutdown(progress=lambda m: print(f"[shutdown] {m}", flush=True), sleep_pose=args.sleep_pose)
         print(f"timing: {summary.format()}")
         if errors:
@@ -48,6 +53,8 @@ def _teleop(args) -> int:
             print(f"tracking: follower-vs-leader joint error median {np.median(tail):.4f} rad, "
                   f"p95 {np.percentile(tail, 95):.4f} rad, max {tail.max():.4f} rad over {len(e)} ticks")
         print(f"safety: {rig.safety.clamped_ticks} commands clamped")
-        if rig.sim is not None:
-            print(f"task success: {rig.success()} (reward {rig.sim.reward()})")
+        if outcome is not None:
+            print(f"simulated {summary.ticks / cfg.control_hz:.1f} s in {wall:.1f} s of wall time "
+                  f"({summary.ticks / cfg.control_hz / wall:.2f}x real time; timing above is in simulated time)")
+            print(f"task success: {outcome[0]} (reward {outcome[1]} at the end of teleop)")
     return 0

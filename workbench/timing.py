@@ -120,3 +120,4 @@ class LoopTiming:
             io_p99_ms=pct(self.io, 99),
             camera_p50_ms=pct(self.camera, 50),
         )
+
