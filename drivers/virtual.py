@@ -13,7 +13,10 @@ within their limits. So `workbench teleop --rig virtual` shows the followers tra
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +40,10 @@ DEFAULT_ARMS: tuple[VirtualArm, ...] = (
     VirtualArm("follower_left", "follower", "vx300s"),
     VirtualArm("follower_right", "follower", "vx300s"),
 )
+
+# The emulator is a user-space process that shares the CPU with everything else: give it a patient reply timeout
+# (a round trip is still as short as the pty allows; the timeout only matters when a reply is late).
+VIRTUAL_DEFAULTS: dict[str, Any] = {"timeout_ms": 50.0}
 
 # hand motion per leader joint: (amplitude rad, frequency Hz); distinct frequencies so the motion never repeats soon
 _HAND = {"waist": (0.35, 0.11), "shoulder": (0.2, 0.17), "elbow": (0.25, 0.13), "forearm_roll": (0.3, 0.19),
@@ -88,6 +95,22 @@ def _serve(conn, specs: list[dict[str, Any]], boot_time_s: float) -> None:
         server.stop()
 
 
+@contextlib.contextmanager
+def _main_not_reimportable():
+    """"spawn" re-runs the parent's main file in the child; a `python - <<EOF` or REPL parent has none (the
+    emulator process needs nothing from it), so hide a non-existent main path while the child starts."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    hide = path is not None and getattr(main, "__spec__", None) is None and not os.path.exists(path)
+    if hide:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if hide:
+            main.__file__ = path
+
+
 class VirtualRig:
     """Four (by default) emulated ALOHA arm chains in a child process; `paths` maps arm name -> pty path."""
 
@@ -109,7 +132,8 @@ class VirtualRig:
         specs = [_chain_spec(a, self.gripper, self.hand_motion) for a in self.arms]
         self._proc = ctx.Process(target=_serve, args=(child, specs, self.boot_time_s), name="dxl-virtual-rig",
                                  daemon=True)
-        self._proc.start()
+        with _main_not_reimportable():
+            self._proc.start()
         child.close()
         if not parent.poll(timeout_s):
             self.stop()
@@ -153,6 +177,7 @@ class VirtualRig:
 
         if not self.paths:
             raise DriverError("virtual rig: start() it before asking for arm configs")
+        overrides = {**VIRTUAL_DEFAULTS, **overrides}
         return {a.name: DynamixelArmConfig(name=a.name, role=a.role, port=self.paths[a.name], model=a.model,
                                            gripper=self.gripper, **overrides) for a in self.arms}
 
@@ -190,5 +215,6 @@ def virtual_arm_configs(rig: VirtualRig, settings: Mapping[str, Mapping[str, Any
     from drivers.dynamixel_arm import config_from_settings
 
     settings = settings or {}
-    return {a.name: config_from_settings(a.name, a.role, rig.gripper, {"model": a.model, **settings.get(a.name, {})},
+    return {a.name: config_from_settings(a.name, a.role, rig.gripper,
+                                         {"model": a.model, **VIRTUAL_DEFAULTS, **settings.get(a.name, {})},
                                          port=rig.paths[a.name]) for a in rig.arms}

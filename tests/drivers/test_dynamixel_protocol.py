@@ -112,3 +112,27 @@ def test_stuffed_values_survive_sdk_and_emulator(dxl_chains):
         assert bus.read(1, (112, 4)) == value
     finally:
         bus.close()
+
+
+def test_fast_sync_read_and_bulk_read_through_the_sdk(dxl_chains):
+    """Instructions the driver does not use today, checked against the SDK's own group classes."""
+    from dynamixel_sdk import COMM_SUCCESS, GroupBulkRead, GroupSyncRead, PortHandler
+
+    chain, path = dxl_chains("vx300s")
+    chain.servo(4).set_present(3000)
+    port = PortHandler(path)
+    assert port.openPort()
+    try:
+        ph = PacketHandler(2.0)
+        fast = GroupSyncRead(port, ph, 132, 4)
+        for i in (1, 4, 9):
+            fast.addParam(i)
+        assert fast.fastSyncRead() == COMM_SUCCESS
+        assert [fast.getData(i, 132, 4) for i in (1, 4, 9)] == [2048, 3000, 2048]
+        bulk = GroupBulkRead(port, ph)
+        bulk.addParam(1, 0, 2)
+        bulk.addParam(4, 132, 4)
+        assert bulk.txRxPacket() == COMM_SUCCESS
+        assert bulk.getData(1, 0, 2) == 1120 and bulk.getData(4, 132, 4) == 3000
+    finally:
+        port.closePort()
