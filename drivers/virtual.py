@@ -78,7 +78,7 @@ def _chain_spec(arm: VirtualArm, gripper: GripperConstants, hand: bool) -> dict[
     return {"servos": servos, "couplings": dict(SHADOW_PAIRS)}
 
 
-def _serve(conn, specs: list[dict[str, Any]], boot_time_s: float) -> None:
+def _serve(conn, specs: list[dict[str, Any]], boot_time_s: float, linger_s: float = 0.0) -> None:
     """Emulator process entry point: build chains, report pty paths, serve until told to stop."""
     from drivers.dynamixel.emulator import EmulatorServer, HandMotion, Servo, ServoChain
 
@@ -87,7 +87,7 @@ def _serve(conn, specs: list[dict[str, Any]], boot_time_s: float) -> None:
         servos = [Servo(i, model, shaft, HandMotion(**motion) if motion else None, boot_time_s)
                   for i, model, shaft, motion in spec["servos"]]
         chains.append(ServoChain(servos, spec["couplings"]))
-    server = EmulatorServer(chains)
+    server = EmulatorServer(chains, linger_s=linger_s)
     conn.send(server.paths)
     try:
         server.serve(control=conn)
@@ -115,11 +115,12 @@ class VirtualRig:
     """Four (by default) emulated ALOHA arm chains in a child process; `paths` maps arm name -> pty path."""
 
     def __init__(self, arms: Sequence[VirtualArm] = DEFAULT_ARMS, gripper: GripperConstants = GRIPPER_PRESETS["aloha1"],
-                 hand_motion: bool = True, boot_time_s: float = 0.02):
+                 hand_motion: bool = True, boot_time_s: float = 0.02, linger_s: float = 0.0):
         self.arms = tuple(arms)
         self.gripper = gripper
         self.hand_motion = hand_motion
         self.boot_time_s = boot_time_s
+        self.linger_s = linger_s  # emulator busy-polls this long after a packet; 0 = always block (best on 2 cores)
         self.paths: dict[str, str] = {}
         self._proc: mp.process.BaseProcess | None = None
         self._conn = None
@@ -130,7 +131,8 @@ class VirtualRig:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         specs = [_chain_spec(a, self.gripper, self.hand_motion) for a in self.arms]
-        self._proc = ctx.Process(target=_serve, args=(child, specs, self.boot_time_s), name="dxl-virtual-rig",
+        self._proc = ctx.Process(target=_serve, args=(child, specs, self.boot_time_s, self.linger_s),
+                                 name="dxl-virtual-rig",
                                  daemon=True)
         with _main_not_reimportable():
             self._proc.start()

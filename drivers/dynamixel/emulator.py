@@ -535,8 +535,11 @@ CONTROL_METHODS = ("inject_hardware_error", "inject_fault", "clear_faults", "rem
 class EmulatorServer:
     """Serves one or more ServoChains, each on its own pty, from one select loop (thread or process)."""
 
-    def __init__(self, chains: list[ServoChain]):
+    def __init__(self, chains: list[ServoChain], linger_s: float = 0.0):
         self.chains = chains
+        # after a packet, keep polling (no sleep) this long: a control tick sends its packets in a burst, and
+        # waking a sleeping process for each one costs far more than the poll on a busy machine
+        self.linger_s = linger_s
         self.ports = [PtyPort() for _ in chains]
         self._parsers = [p.PacketParser() for _ in chains]
         self._queues: list[list[tuple[float, bytes]]] = [[] for _ in chains]
@@ -581,9 +584,13 @@ class EmulatorServer:
         """Run until stop() (or a "stop" message on the `control` multiprocessing Connection)."""
         masters = {port.master: i for i, port in enumerate(self.ports)}
         rlist = list(masters) + [self._wake_r] + ([control.fileno()] if control is not None else [])
+        active_until = 0.0
         while not self._stopped:
             due = [q[0][0] for q in self._queues if q]
-            timeout = max(0.0, min(due) - time.monotonic()) if due else None
+            now = time.monotonic()
+            timeout = max(0.0, min(due) - now) if due else None
+            if now < active_until:
+                timeout = 0.0 if timeout is None else min(timeout, 0.0)
             try:
                 ready, _, _ = select.select(rlist, [], [], timeout)
             except (OSError, ValueError):
@@ -591,6 +598,7 @@ class EmulatorServer:
             for fd in ready:
                 if fd in masters:
                     self._receive(masters[fd])
+                    active_until = time.monotonic() + self.linger_s
                 elif fd == self._wake_r:
                     return
                 elif control is not None and self._control(control):
