@@ -195,7 +195,12 @@ class EpisodeFileBuilder:
         return n
 
     def close(self) -> None:
-        try:
-            self.f.close()
-        except Exception:  # noqa: BLE001 - closing a file after a failed write (disk full) may fail again
-            pass
+        """Close, also after a failed write: retry until HDF5 lets go of the file id, because an id left
+        open is flushed again at interpreter exit, where HDF5 crashes on the same write error."""
+        for _ in range(5):
+            try:
+                if self.f.id.valid:
+                    self.f.close()
+                return
+            except Exception:  # noqa: BLE001 - disk full: the close-time flush may fail again
+                continue

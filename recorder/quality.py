@@ -183,16 +183,20 @@ def _camera_checks(cam: str, tr: CameraTrack, q: QualityInput, nominal: float, t
               _grade(repeated / max(n - 1, 1), th.max_repeated_frac_warn, th.max_repeated_frac_fail),
               repeated, "frames", f"{100 * repeated / max(n - 1, 1):.1f}% of steps"),
     ]
-    # frozen: new device frames whose JPEG bytes are identical to the previous frame's
-    same = adv & (np.diff(tr.crc) == 0)
+    # frozen: new device frames whose JPEG bytes equal the previous frame's; repeated steps neither break
+    # nor end a run, so the run length is in steps of the episode
+    same_crc = np.diff(tr.crc) == 0
     longest = run = 0
-    for s in same:
-        run = run + 1 if s else 0
+    for a, s in zip(adv, same_crc):
+        if a:
+            run = run + 1 if s else 0
+        elif run:
+            run += 1
         longest = max(longest, run)
     step_s = nominal if math.isfinite(nominal) else 0.0
     frozen_s = longest * step_s
     out.append(Check(f"frozen/{cam}", _grade(frozen_s, th.frozen_s_warn, th.frozen_s_fail), frozen_s, "s",
-                     f"{longest} identical new frames in a row"))
+                     f"{longest} steps without a new image"))
     if q.timestamps_measured:
         skew_ms = np.abs(q.t[:n] - tr.t) * 1000.0
         p99 = float(np.percentile(skew_ms, 99))

@@ -76,6 +76,7 @@ class RecoveryResult:
     recovered: list[SavedEpisode] = field(default_factory=list)
     quarantined: list[tuple[Path, str]] = field(default_factory=list)
     live: list[Path] = field(default_factory=list)  # journals of recordings still running
+    empty: list[Path] = field(default_factory=list)  # killed before the first step reached disk: removed
 
     def format(self) -> str:
         lines = [f"recovered {s.path.name}: {s.steps} steps, {s.duration_s:.1f} s, quality {s.quality.status}"
@@ -124,7 +125,10 @@ def recover_dataset(root: Path) -> RecoveryResult:
             try:
                 res.recovered.append(recover_journal(jpath, final))
                 jpath.unlink()
-            except (jr.JournalCorrupt, NothingToRecover, ValueError, KeyError) as e:
+            except NothingToRecover:
+                jpath.unlink()
+                res.empty.append(jpath)
+            except (jr.JournalCorrupt, ValueError, KeyError) as e:
                 res.quarantined.append((quarantine(jpath, root, str(e)), str(e)))
         finally:
             os.close(fd)

@@ -171,6 +171,7 @@ class EpisodeWriter:
                  thresholds: QualityThresholds | None = None, n_joints: int = 14,
                  jpeg_quality: int = fmt.JPEG_QUALITY, encode_threads: int = 2, max_inflight_images: int = 200,
                  max_queued_steps: int = 500, flush_s: float = 0.25, sync_s: float = 1.0,
+                 min_free_bytes: int = 256 << 20,
                  on_saved: Callable[[SavedEpisode], None] | None = None):
         self.dir = Path(dataset_dir)
         self.name = name
@@ -191,6 +192,8 @@ class EpisodeWriter:
         self._max_inflight = max_inflight_images
         self._max_queued = max_queued_steps
         self._flush_s, self._sync_s = flush_s, sync_s
+        self._min_free = min_free_bytes
+        self._low_space: str | None = None  # set by the writer thread when free space drops below the reserve
         self._on_saved = on_saved
         self._journal = jr.JournalWriter(self.journal_path, self.header)
         fcntl.flock(self._journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # "live": recovery leaves it alone
@@ -216,6 +219,8 @@ class EpisodeWriter:
             raise self.error
         if self._closed:
             raise RecorderError(f"{self.name}: append after stop")
+        if self._low_space is not None:
+            self._stop_for_space()
         step = self.steps
         state = np.array([tick.qpos, tick.qvel, tick.effort, tick.action, tick.command], dtype=np.float32)
         ncam = len(self.cameras)
@@ -248,6 +253,23 @@ class EpisodeWriter:
                             tick.phase or "", list(tick.hw_errors))
         self._q.put(_StepItem(rec, jobs))
         self.steps += 1
+
+    def _stop_for_space(self) -> None:
+        """The disk is nearly full: finish the episode properly while there is still room, then refuse more."""
+        why = self._low_space
+        try:
+            saved = self.stop()
+        except RecorderError:
+            raise
+        self.error = DiskFullError(f"{self.name}: disk nearly full ({why}); recording stopped. Kept {saved.steps} "
+                                   f"steps ({saved.duration_s:.1f} s) as {saved.path}.", saved)
+        raise self.error
+
+    def _check_space(self) -> None:
+        st = os.statvfs(self.dir)
+        free = st.f_bavail * st.f_frsize
+        if free < self._min_free:
+            self._low_space = f"{free / 1e6:.1f} MB free, reserve {self._min_free / 1e6:.1f} MB"
 
     def _encoded(self, _fut: Future) -> None:
         with self._lock:
@@ -327,6 +349,7 @@ class EpisodeWriter:
                 now = time.monotonic()
                 if now - t_flush >= self._flush_s:
                     self._journal.flush()
+                    self._check_space()
                     t_flush = now
                 if now - t_sync >= self._sync_s:
                     self._journal.sync()
@@ -360,8 +383,14 @@ class EpisodeWriter:
         if self.error is not None:
             return
         self._journal.abandon()
+        # Free the partial file's blocks *before* HDF5 closes it: its close-time metadata flush then fits,
+        # instead of failing again on a full disk (which leaves the HDF5 library in a bad state).
+        try:
+            os.truncate(self.partial_path, 0)
+        except OSError:
+            pass
         self._builder.close()
-        self.partial_path.unlink(missing_ok=True)  # frees about as much space as the journal holds
+        self.partial_path.unlink(missing_ok=True)
         disk_full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         what = "disk full" if disk_full else f"write failed ({exc})"
         from recorder.recovery import recover_journal  # recovery builds on this module

@@ -1,0 +1,50 @@
+"""Push an exported LeRobot dataset folder to the Hugging Face hub (token from HF_TOKEN or `hf auth login`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from recorder.export_lerobot import CODEBASE_VERSION
+
+
+class HubError(RuntimeError):
+    pass
+
+
+def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str | None = None,
+                commit_message: str = "Upload dataset from aloha-workbench") -> str:
+    """Upload `folder` (a LeRobot v3.0 export) as dataset `repo_id`, tag it with the codebase version,
+    and return the repo URL. Raises HubError with the fix when offline, unauthenticated or refused."""
+    import huggingface_hub as hf
+    from huggingface_hub import errors as hf_errors
+
+    folder = Path(folder)
+    if not (folder / "meta" / "info.json").exists():
+        raise HubError(f"{folder} is not a LeRobot export (no meta/info.json); run `workbench episodes export` first")
+    token = token or hf.get_token()
+    if not token:
+        raise HubError("no Hugging Face token: run `hf auth login` or set HF_TOKEN")
+    api = hf.HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                          commit_message=commit_message)
+        try:
+            api.create_tag(repo_id, tag=CODEBASE_VERSION, repo_type="dataset")
+        except hf_errors.HfHubHTTPError as e:
+            if getattr(e.response, "status_code", None) != 409:  # tag already there
+                raise
+    except hf_errors.OfflineModeIsEnabled as e:
+        raise HubError(f"Hugging Face offline mode is on (HF_HUB_OFFLINE); unset it to push. ({e})") from e
+    except hf_errors.HfHubHTTPError as e:
+        code = getattr(e.response, "status_code", None)
+        hint = {401: "the token is invalid", 403: "the token may not write to this repo"}.get(code, "")
+        raise HubError(f"the hub refused the upload of {repo_id} ({code}{': ' + hint if hint else ''}): {e}") from e
+    except (OSError, ConnectionError) as e:
+        raise HubError(f"cannot reach the Hugging Face hub ({type(e).__name__}: {e}); are you offline? "
+                       f"The export stays at {folder}; push again later.") from e
+    except Exception as e:  # httpx / requests connection errors do not share a base class with OSError
+        if "connect" in type(e).__name__.lower() or "timeout" in type(e).__name__.lower():
+            raise HubError(f"cannot reach the Hugging Face hub ({type(e).__name__}: {e}); are you offline? "
+                           f"The export stays at {folder}; push again later.") from e
+        raise
+    return str(url)

@@ -1,0 +1,141 @@
+"""Dataset store operations (also from concurrent processes), LeRobot v3.0 export read back, hub errors."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from recorder.export_lerobot import export_lerobot
+from recorder.format import Segment
+from recorder.store import DatasetStore, StoreError, select
+from tests.recorder.helpers import CAMS, image, tick
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _record(store, n, phases=True, task="transfer the cube"):
+    w = store.new_episode(CAMS, task=task, control_hz=50)
+    for i in range(n):
+        w.append(tick(i, phase=("approach" if i < n // 2 else "grasp") if phases else None))
+    return w.stop()
+
+
+def test_store_list_show_label_annotate_trash_restore(tmp_path):
+    store = DatasetStore(tmp_path)
+    a, b, c = (_record(store, 10) for _ in range(3))
+    assert [e.name for e in store.list()] == ["episode_0", "episode_1", "episode_2"]
+    store.label("1", "success", notes="nice")
+    info = store.show("episode_1")
+    assert info.outcome == "success" and info.notes == "nice"
+    store.add_segment("episode_1", Segment(2, 6, "lift"))
+    assert Segment(2, 6, "lift") in store.show("episode_1").segments
+    with pytest.raises(ValueError):
+        store.add_segment("episode_1", Segment(2, 60, "too long"))
+    store.remove("episode_0")
+    assert [e.name for e in store.list()] == ["episode_1", "episode_2"]
+    assert [e.name for e in store.list(include_deleted=True) if e.deleted] == ["episode_0"]
+    with pytest.raises(StoreError, match="trash"):
+        store.path("episode_0")
+    assert _record(store, 5).name == "episode_3"  # numbers are never reused
+    store.restore("episode_0")
+    (tmp_path / "index.json").unlink()  # the index is a cache: derivable from the files
+    eps = {e.name: e for e in store.list()}
+    assert set(eps) == {"episode_0", "episode_1", "episode_2", "episode_3"}
+    assert eps["episode_1"].outcome == "success" and eps["episode_1"].segments == 3
+    assert [e.name for e in select(eps.values(), outcomes={"success"}, quality={"pass"})] == ["episode_1"]
+
+
+def _labeler(root, names, outcome, k):
+    store = DatasetStore(root)
+    for i in range(k):
+        for n in names:
+            store.label(n, outcome, notes=f"{outcome} {i}")
+            store.list()
+
+
+def test_concurrent_processes_keep_index_consistent(tmp_path):
+    store = DatasetStore(tmp_path)
+    for _ in range(4):
+        _record(store, 5, phases=False)
+    ctx = mp.get_context("fork")
+    ps = [ctx.Process(target=_labeler, args=(tmp_path, ["episode_0", "episode_1"], "success", 15)),
+          ctx.Process(target=_labeler, args=(tmp_path, ["episode_2", "episode_3"], "failure", 15))]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join(60)
+        assert p.exitcode == 0
+    idx = json.loads((tmp_path / "index.json").read_text())
+    by = {e["name"]: e for e in idx["episodes"]}
+    assert [by[f"episode_{i}"]["outcome"] for i in range(4)] == ["success", "success", "failure", "failure"]
+    assert store.show("episode_3").notes == "failure 14"
+
+
+def test_lerobot_export_of_filtered_subset_reads_back(tmp_path):
+    store = DatasetStore(tmp_path / "ds")
+    eps = [_record(store, n) for n in (12, 9, 7)]
+    store.label(eps[0].name, "success")
+    store.label(eps[2].name, "success")
+    store.label(eps[1].name, "failure")
+    chosen = select(store.list(), outcomes={"success"}, quality={"pass", "warn"})
+    assert [e.name for e in chosen] == [eps[0].name, eps[2].name]
+    out = tmp_path / "lerobot"
+    res = export_lerobot([store.path(e.name) for e in chosen], out)
+    assert res.frames == 19 and res.episodes == 2
+
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 50 and info["total_frames"] == 19
+    assert info["features"]["observation.state"]["shape"] == [14]
+    assert info["features"][f"observation.images.{CAMS[0]}"]["dtype"] == "video"
+    data = pq.read_table(out / "data" / "chunk-000" / "file-000.parquet").to_pydict()
+    assert len(data["index"]) == 19 and data["episode_index"] == [0] * 12 + [1] * 7
+    assert data["frame_index"][:3] == [0, 1, 2] and abs(data["timestamp"][12 + 3] - 3 / 50) < 1e-6
+    np.testing.assert_allclose(np.array(data["observation.state"][0]), tick(0).qpos, rtol=1e-6)
+    tasks = pq.read_table(out / "meta" / "tasks.parquet").to_pydict()
+    per_frame = [tasks["task"][tasks["task_index"].index(t)] for t in data["task_index"]]
+    assert per_frame[:6] == ["approach"] * 6 and per_frame[6:12] == ["grasp"] * 6  # segments -> tasks
+    epi = pq.read_table(out / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
+    assert [e["length"] for e in epi] == [12, 7] and epi[1]["dataset_from_index"] == 12
+    key = f"videos/observation.images.{CAMS[1]}"
+    assert epi[1][f"{key}/from_timestamp"] == pytest.approx(12 / 50)
+    stats = json.loads((out / "meta" / "stats.json").read_text())
+    assert len(stats["action"]["mean"]) == 14 and np.array(stats[f"observation.images.{CAMS[0]}"]["mean"]).shape == (3, 1, 1)
+
+    for c, cam in enumerate(CAMS):
+        path = out / "videos" / f"observation.images.{cam}" / "chunk-000" / "file-000.mp4"
+        with av.open(str(path)) as cont:
+            frames = [f.to_ndarray(format="rgb24") for f in cont.decode(video=0)]
+        assert len(frames) == 19
+        # frame 12 is episode 2's first step: same picture as its step 0 (lossy twice: JPEG then H.264)
+        good = np.abs(frames[12].astype(int) - image(0, c).astype(int)).mean()
+        swapped = np.abs(frames[12].astype(int) - image(0, c)[..., ::-1].astype(int)).mean()
+        assert good < 20 and good < swapped / 2  # RGB, not BGR
+
+
+HUB = """
+import sys
+from pathlib import Path
+from recorder.hub import HubError, push_to_hub
+try:
+    push_to_hub(Path(sys.argv[1]), "someone/some-dataset", token="hf_fake")
+except HubError as e:
+    print("HUBERROR:", e)
+"""
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
+def test_hub_push_offline_gives_clear_error(tmp_path, env):
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "info.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-c", HUB, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, **env}, timeout=60)
+    assert "HUBERROR:" in r.stdout, r.stderr[-2000:]
+    assert "offline" in r.stdout.lower()
