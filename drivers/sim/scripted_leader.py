@@ -5,11 +5,15 @@ with a human on real leaders. Before the demonstration the leaders emulate ALOHA
 start pose with the grippers half open, then "squeeze" (normalized gripper 0, below the aloha1 start threshold
 of ~0.39) so a ceremony waiting for the squeeze proceeds, and the demonstration begins right after.
 
-The schedule is driven by *reads*, not by time: a start-up ceremony may spend seconds of sim time moving the
-followers without looking at the leaders, and the demonstration must not run away meanwhile. It counts the
-distinct ticks at which a leader was read: `hold_reads` at rest, then `squeeze_reads` squeezed, and the
-demonstration's tick 0 is the next tick. From then on it follows sim ticks, so a loop that reads every tick and
-commands the follower with the reading replays the trajectory exactly (demo tick k -> target k).
+The schedule is driven by *reads* and ALOHA's own start signal, not by time: a start-up ceremony may spend
+seconds of sim time moving the followers without looking at the leaders, and the demonstration must not run
+away meanwhile. It counts the distinct ticks at which a leader was read: after `hold_reads` at rest the leaders
+squeeze, and the demonstration's tick 0 is the tick after whichever comes first:
+- a leader's arm torque is switched off while squeezing (ALOHA's ceremony does that right after it saw the
+  squeeze: "torque off the leader arms and start"), or
+- `squeeze_reads` distinct ticks were read squeezed (for loops without a ceremony; None disables this).
+From then on it follows sim ticks, so a loop that reads every tick and commands the follower with the reading
+replays the trajectory exactly (demo tick k -> target k).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ SQUEEZE_GRIPPER = 0.0  # normalized: fully squeezed, well below the start thresh
 class ScriptedDemo:
     """One demonstration shared by both scripted leaders: plan per episode, start-up schedule, playback."""
 
-    def __init__(self, sim: AlohaSim, hold_reads: int = 2, squeeze_reads: int = 3,
+    def __init__(self, sim: AlohaSim, hold_reads: int = 2, squeeze_reads: int | None = 3,
                  gripper: GripperConstants = GRIPPER_PRESETS["aloha1"]):
         if SQUEEZE_GRIPPER >= gripper.start_threshold_normalized or IDLE_GRIPPER <= gripper.start_threshold_normalized:
             raise DriverError("scripted leader: start threshold of these gripper constants is outside (0, 0.5)")
@@ -73,8 +77,13 @@ class ScriptedDemo:
             return
         self._last_read_tick = tick
         self._reads += 1
-        if self._reads >= self.hold_reads + self.squeeze_reads:
+        if self.squeeze_reads is not None and self._reads >= self.hold_reads + self.squeeze_reads:
             self.start_tick = tick + 1
+
+    def release(self) -> None:
+        """A leader's arm torque went off: if the leaders are squeezing, teleop starts with the next tick."""
+        if self.trajectory is not None and self.start_tick is None and self.squeezing:
+            self.start_tick = self.sim.tick + 1
 
     @property
     def step(self) -> int | None:
@@ -165,6 +174,10 @@ class ScriptedLeader:
         self.last_command = np.asarray(position, dtype=np.float64).copy()
 
     def set_torque(self, arm: bool, gripper: bool | None = None) -> None:
+        """Recorded for status(); switching the arm torque off while squeezing starts the demonstration."""
+        if not arm:
+            with self.sim.lock:
+                self.demo.release()
         self._torque[:6] = arm
         self._torque[6] = arm if gripper is None else gripper
 
