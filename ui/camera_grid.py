@@ -1,0 +1,156 @@
+"""Camera previews: a grid of tiles, each the newest frame (downscaled by striding, never full size) with its
+measured fps and drop counter. Fed by the GUI's poll timer; a tile converts an image only when its frame is new
+and its preview interval has passed, so previews cost the control loop nothing but a reference read."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from PyQt6.QtCore import QRectF, QSize, Qt
+from PyQt6.QtGui import QColor, QFont, QImage, QPainter
+from PyQt6.QtWidgets import QGridLayout, QSizePolicy, QWidget
+
+from ui import theme
+
+
+def downscale(image: np.ndarray, max_w: int, max_h: int) -> np.ndarray:
+    """Integer-stride subsample so the result is at most ~max_w x max_h (cheap: a view, then one copy)."""
+    h, w = image.shape[:2]
+    s = max(1, math.ceil(max(w / max(max_w, 1), h / max(max_h, 1))))
+    return np.ascontiguousarray(image[::s, ::s, :3])
+
+
+def to_qimage(rgb: np.ndarray) -> QImage:
+    h, w = rgb.shape[:2]
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class CameraTile(QWidget):
+    def __init__(self, name: str, parent=None):
+        super().__init__(parent)
+        self.name = name
+        self.image: QImage | None = None
+        self.seq = -1
+        self.fps = float("nan")
+        self.nominal_fps = 0
+        self.dropped = 0
+        self.status = "idle"  # idle | ok | warn | fail
+        self.message = "no signal"
+        self.updates = 0
+        self.setMinimumSize(200, 150)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def sizeHint(self) -> QSize:
+        return QSize(400, 300)
+
+    def set_frame(self, image: np.ndarray, seq: int) -> None:
+        self.image = to_qimage(downscale(image, self.width(), self.height()))
+        self.seq = seq
+        self.updates += 1
+        self.update()
+
+    def set_stats(self, fps: float, dropped: int, nominal: int) -> None:
+        self.fps, self.dropped, self.nominal_fps = fps, dropped, nominal
+        if not math.isfinite(fps) or fps <= 0:
+            self.status = "fail" if self.image is not None else "idle"
+        elif fps < 0.8 * nominal:
+            self.status = "warn"
+        else:
+            self.status = "warn" if dropped else "ok"
+        self.update()
+
+    def clear(self, message: str = "no signal") -> None:
+        self.image, self.seq, self.message, self.status = None, -1, message, "idle"
+        self.fps, self.dropped = float("nan"), 0
+        self.update()
+
+    def paintEvent(self, _ev) -> None:
+        p = QPainter(self)
+        r = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        p.fillRect(r, QColor("#05080c"))
+        if self.image is not None:
+            iw, ih = self.image.width(), self.image.height()
+            scale = min(r.width() / iw, r.height() / ih)
+            w, h = iw * scale, ih * scale
+            target = QRectF(r.x() + (r.width() - w) / 2, r.y() + (r.height() - h) / 2, w, h)
+            p.drawImage(target, self.image)
+        else:
+            p.setPen(QColor(theme.MUTED))
+            p.drawText(r, Qt.AlignmentFlag.AlignCenter, self.message)
+        colour = {"ok": theme.OK, "warn": theme.WARN, "fail": theme.FAIL}.get(self.status, theme.IDLE)
+        p.setPen(QColor(theme.BORDER))
+        p.drawRect(r)
+        # caption strips: name on top, measured fps and drops at the bottom
+        f = QFont(self.font())
+        f.setPointSizeF(10)
+        f.setBold(True)
+        p.setFont(f)
+        top = QRectF(r.x(), r.y(), r.width(), 24)
+        p.fillRect(top, QColor(0, 0, 0, 165))
+        p.setPen(QColor(theme.TEXT))
+        p.drawText(top.adjusted(8, 0, -8, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self.name)
+        bottom = QRectF(r.x(), r.bottom() - 22, r.width(), 22)
+        p.fillRect(bottom, QColor(0, 0, 0, 165))
+        fps = "— fps" if not math.isfinite(self.fps) else f"{self.fps:.1f} fps"
+        p.setPen(QColor(colour))
+        p.drawText(bottom.adjusted(8, 0, -8, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, f"● {fps}")
+        p.setPen(QColor(theme.WARN if self.dropped else theme.MUTED))
+        p.drawText(bottom.adjusted(8, 0, -8, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                   f"drops {self.dropped}")
+        p.end()
+
+
+class CameraGrid(QWidget):
+    """Tiles in a grid (2 columns for up to 4 cameras). `feed(frames)` from the poll timer, `set_stats(stats)`."""
+
+    def __init__(self, parent=None, preview_hz: float = 15.0):
+        super().__init__(parent)
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(6)
+        self.tiles: dict[str, CameraTile] = {}
+        self.min_interval = 1.0 / preview_hz
+        self._last = 0.0
+        self.set_cameras([])
+
+    def set_cameras(self, names: list[str], fps: dict[str, int] | None = None) -> None:
+        for t in self.tiles.values():
+            t.setParent(None)
+            t.deleteLater()
+        self.tiles = {}
+        if not names:
+            names_ = ["no cameras"]
+        else:
+            names_ = list(names)
+        cols = 1 if len(names_) == 1 else 2
+        for i, n in enumerate(names_):
+            tile = CameraTile(n)
+            tile.nominal_fps = (fps or {}).get(n, 0)
+            if not names:
+                tile.message = "connect a rig to see its cameras"
+            else:
+                self.tiles[n] = tile
+            self.grid.addWidget(tile, i // cols, i % cols)
+            if not names:
+                self._placeholder = tile
+
+    def feed(self, frames: dict) -> None:
+        now = time.monotonic()
+        if now - self._last < self.min_interval:
+            return
+        self._last = now
+        for name, fr in frames.items():
+            tile = self.tiles.get(name)
+            if tile is not None and fr is not None and fr.seq != tile.seq and tile.isVisible():
+                tile.set_frame(fr.image, fr.seq)
+
+    def set_stats(self, stats: dict) -> None:
+        for name, st in stats.items():
+            tile = self.tiles.get(name)
+            if tile is not None:
+                tile.set_stats(st.fps, st.dropped, tile.nominal_fps)
+
+    def clear(self, message: str = "no signal") -> None:
+        for t in self.tiles.values():
+            t.clear(message)

@@ -1,0 +1,299 @@
+"""The GUI's handle on the rig: owns the Rig and the control thread that runs the TeleopLoop.
+
+Threads: the control loop runs on its own Python thread. Its only GUI hook is a listener that stores the newest
+`Tick` in a slot (one reference assignment) and keeps a cheap running max of the period; the GUI polls that slot
+with a QTimer (~20 Hz) for previews, plots and rates. State changes (connected, teleop steps, errors, e-stop) come
+back as Qt signals, which Qt queues onto the GUI thread. No widget is touched off the GUI thread.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+from typing import Any, Callable
+
+from PyQt6.QtCore import QObject, pyqtSignal
+
+from drivers.errors import DriverError
+from ui.tasks import JobContext, JobRunner
+from workbench.config import RigConfig, load_rig_config
+from workbench.rig import Rig, build_rig
+from workbench.teleop import TeleopLoop, TeleopStopped, Tick
+
+log = logging.getLogger(__name__)
+
+
+class RigController(QObject):
+    configChanged = pyqtSignal(object)  # RigConfig
+    connectionChanged = pyqtSignal(bool)
+    connectProgress = pyqtSignal(str)
+    teleopState = pyqtSignal(str)  # idle | starting | waiting_for_squeeze | running | stopping
+    teleopStep = pyqtSignal(str)  # start-up / shutdown ceremony steps, in words
+    teleopFinished = pyqtSignal(object)  # TimingSummary or None
+    estopChanged = pyqtSignal(bool)
+    error = pyqtSignal(object, str)  # exception, context ("Connect", "Teleop")
+    armStatus = pyqtSignal(object)  # list[ArmStatus]
+
+    def __init__(self, jobs: JobRunner, realtime_sim: bool = True, parent=None):
+        super().__init__(parent)
+        self.jobs = jobs
+        self.realtime_sim = realtime_sim
+        self.config: RigConfig | None = None
+        self.rig: Rig | None = None
+        self.loop: TeleopLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_flag = False
+        self._latest: Tick | None = None  # lock-free slot: written by the control thread, read by the GUI
+        self._max_period = 0.0
+        self._extra_listeners: list[Callable[[Tick], None]] = []
+        self.last_summary = None
+        self.connecting = False
+        self.state = "idle"
+
+    # -- configuration ---------------------------------------------------------------------------------
+    def load_config(self, ref: str) -> RigConfig:
+        """Parse a preset or TOML file (raises ConfigError). In simulation the GUI runs in real time."""
+        cfg = load_rig_config(ref)
+        if cfg.backend == "sim" and self.realtime_sim != cfg.sim.realtime:
+            cfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, realtime=self.realtime_sim))
+        self.config = cfg
+        self.configChanged.emit(cfg)
+        return cfg
+
+    # -- connect / disconnect --------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.rig is not None and self.rig.connected
+
+    @property
+    def teleop_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def connect_rig(self, ref: str | None = None):
+        """Build and connect the rig on a worker thread; returns the Job (progress/cancel/error signals)."""
+        if self.connected or self.connecting:
+            return None
+        try:
+            cfg = self.load_config(ref) if ref is not None else self.config
+            if cfg is None:
+                raise ValueError("choose a rig first")
+        except Exception as exc:  # noqa: BLE001 - ConfigError and friends: shown, not raised
+            self.error.emit(exc, "Loading the rig configuration")
+            return None
+        self.connecting = True
+
+        def work(ctx: JobContext) -> Rig:
+            ctx.progress(f"Building {cfg.name} ({cfg.backend})")
+            rig = build_rig(cfg)
+            try:
+                rig.connect(progress=lambda m: (ctx.progress(m), self.connectProgress.emit(m)))
+            except BaseException:
+                rig.disconnect()
+                raise
+            if ctx.cancelled:
+                rig.disconnect()
+            return rig
+
+        job = self.jobs.submit(f"Connecting {cfg.name}", work, cancellable=True,
+                               on_success=self._on_connected, on_error=self._on_connect_failed)
+        job.cancelled.connect(self._on_connect_cancelled)
+        return job
+
+    def _on_connected(self, rig: Rig) -> None:
+        self.connecting = False
+        self.rig = rig
+        self.connectionChanged.emit(True)
+        self.refresh_status()
+
+    def _on_connect_failed(self, exc: BaseException) -> None:
+        self.connecting = False
+        self.error.emit(exc, "Connect")
+        self.connectionChanged.emit(False)
+
+    def _on_connect_cancelled(self) -> None:
+        self.connecting = False
+        self.connectionChanged.emit(False)
+
+    def disconnect_rig(self):
+        """Stop teleop (if any), then hold the followers and disconnect, off the GUI thread."""
+        rig = self.rig
+        if rig is None:
+            return None
+        self.stop_teleop()
+        thread = self._thread
+
+        def work(ctx: JobContext) -> None:
+            if thread is not None:
+                ctx.progress("Stopping teleoperation")
+                thread.join(timeout=10)
+            ctx.progress("Holding the followers and disconnecting")
+            rig.disconnect()
+
+        self.rig = None
+        self._latest = None
+        return self.jobs.submit("Disconnecting", work, on_success=lambda _: self.connectionChanged.emit(False),
+                                on_error=lambda e: (self.error.emit(e, "Disconnect"), self.connectionChanged.emit(False)))
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Blocking: used when the window closes."""
+        self.stop_teleop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.jobs.wait(int(timeout * 1000))
+        if self.rig is not None:
+            self.rig.disconnect()
+            self.rig = None
+
+    # -- status ------------------------------------------------------------------------------------------
+    def refresh_status(self):
+        """Per-arm status (torque, temperature, errors) on a worker thread. Skipped while teleoperating: each
+        status read is several bus transactions under the I/O lock and would cost the control loop time."""
+        rig = self.rig
+        if rig is None or self.teleop_running:
+            return None
+        return self.jobs.submit("Reading servo status", lambda ctx: rig.arm_status(),
+                                on_success=self.armStatus.emit, on_error=lambda e: self.error.emit(e, "Servo status"))
+
+    def reboot(self, arm: str, joint: str):
+        rig = self.rig
+        if rig is None:
+            return None
+
+        def work(ctx: JobContext):
+            rig.reboot(arm, joint)
+            return rig.arm_status()
+
+        return self.jobs.submit(f"Rebooting {arm} / {joint}", work, on_success=self.armStatus.emit,
+                                on_error=lambda e: self.error.emit(e, f"Reboot {arm}/{joint}"))
+
+    def camera_stats(self) -> dict:
+        return self.rig.camera_stats() if self.rig is not None else {}
+
+    # -- teleoperation -------------------------------------------------------------------------------------
+    def add_tick_listener(self, fn: Callable[[Tick], None]) -> None:
+        """Extra per-tick listeners (the recording session) for the current and future loops."""
+        self._extra_listeners.append(fn)
+        if self.loop is not None:
+            self.loop.add_listener(fn)
+
+    def remove_tick_listener(self, fn: Callable[[Tick], None]) -> None:
+        if fn in self._extra_listeners:
+            self._extra_listeners.remove(fn)
+        if self.loop is not None:
+            self.loop.remove_listener(fn)
+
+    def start_teleop(self, wait_for_squeeze: bool = True, seed: int | None = None,
+                     before_run: Callable[[TeleopLoop], None] | None = None) -> bool:
+        rig = self.rig
+        if rig is None or not rig.connected:
+            self.error.emit("Connect a rig first (Rig tab).", "Teleop")
+            return False
+        if self.teleop_running:
+            return False
+        if rig.safety.estopped:
+            from drivers.errors import SafetyError
+            self.error.emit(SafetyError("the e-stop is engaged"), "Teleop")
+            return False
+        loop = TeleopLoop(rig)
+        loop.add_listener(self._on_tick)
+        for fn in self._extra_listeners:
+            loop.add_listener(fn)
+        self.loop = loop
+        self._stop_flag = False
+        self._max_period = 0.0
+        self._thread = threading.Thread(target=self._control_thread, args=(loop, wait_for_squeeze, seed, before_run),
+                                        name="teleop-control", daemon=True)
+        self._set_state("starting")
+        self._thread.start()
+        return True
+
+    def stop_teleop(self) -> None:
+        self._stop_flag = True
+        if self.loop is not None:
+            self.loop.request_stop()
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.teleopState.emit(state)
+
+    def _control_thread(self, loop: TeleopLoop, squeeze: bool, seed: int | None, before_run) -> None:
+        rig = loop.rig
+        summary = None
+
+        def step(msg: str) -> None:
+            self.teleopStep.emit(msg)
+            if loop.state != self.state:
+                self._set_state(loop.state)
+
+        try:
+            if rig.sim is not None:
+                rig.begin_episode(seed if seed is not None else rig.config.sim.seed)
+            loop.startup(progress=step, wait_for_squeeze=squeeze)
+            if not self._stop_flag:
+                if before_run is not None:
+                    before_run(loop)
+                self._set_state("running")
+                summary = loop.run()
+            else:
+                summary = None
+        except TeleopStopped as exc:
+            if not rig.safety.estopped:
+                self.error.emit(exc, "Teleoperation")
+            summary = loop.timing.summary()
+        except DriverError as exc:
+            if not rig.safety.estopped:
+                self.error.emit(exc, "Teleop start-up")
+        except Exception as exc:  # noqa: BLE001 - a bug: followers were held by the loop; show, don't crash
+            self.error.emit(exc, "Teleoperation")
+        finally:
+            try:
+                if rig.connected and not rig.safety.estopped:
+                    loop.shutdown(progress=step)
+            except Exception as exc:  # noqa: BLE001
+                self.error.emit(exc, "Teleop shutdown")
+            self.last_summary = summary
+            self._set_state("idle")
+            self.teleopStep.emit("Stopped" if not rig.safety.estopped else "E-stop engaged: followers held")
+            self.teleopFinished.emit(summary)
+
+    def _on_tick(self, tick: Tick) -> None:
+        # control thread: keep this to a couple of assignments
+        self._latest = tick
+        p = tick.period
+        if p > self._max_period:
+            self._max_period = p
+        if self._stop_flag:
+            self.loop.request_stop()
+
+    def latest_tick(self) -> Tick | None:
+        return self._latest
+
+    def take_max_period(self) -> float:
+        p, self._max_period = self._max_period, 0.0
+        return p if p > 0 and math.isfinite(p) else float("nan")
+
+    # -- e-stop --------------------------------------------------------------------------------------------
+    @property
+    def estopped(self) -> bool:
+        return self.rig is not None and self.rig.safety.estopped
+
+    def estop(self, reason: str = "operator") -> None:
+        """Engage from the GUI thread: blocks at most one control tick (the rig's I/O lock)."""
+        self._stop_flag = True
+        rig = self.rig
+        if rig is not None:
+            try:
+                rig.safety.estop(reason)
+            finally:
+                if self.loop is not None:
+                    self.loop.request_stop()
+        self.estopChanged.emit(True)
+
+    def release_estop(self) -> None:
+        if self.rig is not None:
+            self.rig.safety.release()
+        self.estopChanged.emit(False)
+
+    def any_state(self) -> dict[str, Any]:
+        return {"connected": self.connected, "teleop": self.state, "estop": self.estopped}

@@ -1,0 +1,1 @@
+"""Episodes tab: dataset table, player (synchronized cameras + joint plots), segment timeline editor."""

@@ -1,0 +1,105 @@
+"""Table model over the dataset store's episode summaries, and a filter proxy (text, outcome, quality)."""
+from __future__ import annotations
+
+from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PyQt6.QtGui import QBrush, QColor, QFont
+
+from ui import theme
+
+COLUMNS = ["#", "Date", "Length", "Task", "Label", "Quality", "Segments"]
+
+
+def _date(created: str) -> str:
+    # ISO 8601 "2026-11-23T09:31:02+00:00" -> "2026-11-23 09:31"
+    return created.replace("T", " ")[:16] if created else "—"
+
+
+class EpisodesModel(QAbstractTableModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.episodes: list = []  # recorder.store.EpisodeSummary
+
+    def set_episodes(self, episodes: list) -> None:
+        self.beginResetModel()
+        self.episodes = list(episodes)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.episodes)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def episode(self, row: int):
+        return self.episodes[row]
+
+    def row_of(self, name: str) -> int:
+        return next((i for i, e in enumerate(self.episodes) if e.name == name), -1)
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        e = self.episodes[index.row()]
+        c = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return [
+                str(e.index),
+                _date(e.created),
+                f"{e.duration_s:.1f} s" if e.duration_s >= 0 else f"{e.steps} steps",
+                e.task or "—",
+                e.outcome + (" (deleted)" if e.deleted else ""),
+                e.quality.upper() if e.quality != "n/a" else "n/a",
+                str(e.segments),
+            ][c]
+        if role == Qt.ItemDataRole.UserRole:  # sort keys
+            return [e.index, e.created, e.duration_s, e.task, e.outcome, e.quality, e.segments][c]
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if e.deleted:
+                return QBrush(QColor("#56606b"))
+            if c == 4:
+                return QBrush(QColor(theme.status_colour(e.outcome)))
+            if c == 5:
+                return QBrush(QColor(theme.status_colour(e.quality)))
+        if role == Qt.ItemDataRole.FontRole and c in (4, 5) and not e.deleted:
+            f = QFont()
+            f.setBold(True)
+            return f
+        if role == Qt.ItemDataRole.TextAlignmentRole and c in (0, 2, 6):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{e.name} · {e.steps} steps · cameras {', '.join(e.cameras)} · {e.size_bytes / 1e6:.1f} MB" + \
+                   (" · recovered after a crash" if e.recovered else "")
+        return None
+
+
+class EpisodesFilter(QSortFilterProxyModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.text = ""
+        self.outcome = ""  # "" = all
+        self.quality = ""
+        self.setSortRole(Qt.ItemDataRole.UserRole)
+
+    def set_filters(self, text: str | None = None, outcome: str | None = None, quality: str | None = None) -> None:
+        if text is not None:
+            self.text = text.strip().lower()
+        if outcome is not None:
+            self.outcome = outcome
+        if quality is not None:
+            self.quality = quality
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, row: int, parent) -> bool:  # noqa: N802
+        e = self.sourceModel().episode(row)
+        if self.outcome and e.outcome != self.outcome:
+            return False
+        if self.quality and e.quality != self.quality:
+            return False
+        if self.text and self.text not in f"{e.task} {e.name}".lower():
+            return False
+        return True

@@ -1,0 +1,462 @@
+"""Episodes tab: the dataset table with filters, the player, segment editing, labels and notes, soft delete and
+restore, replay on the arms, LeRobot export and hub upload. Every action is a `recorder` / `workbench` call."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PyQt6.QtCore import QItemSelectionModel, Qt, pyqtSignal
+from PyQt6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBox, QFileDialog, QGridLayout,
+                             QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
+                             QSplitter, QTableView, QVBoxLayout, QWidget)
+
+from ui import theme
+from ui.episodes.model import EpisodesFilter, EpisodesModel
+from ui.episodes.player import EpisodePlayer
+from ui.tasks import JobProgress
+
+log = logging.getLogger(__name__)
+
+
+class EpisodesPanel(QWidget):
+    exported = pyqtSignal(object)
+
+    def __init__(self, controller, jobs, settings, parent=None):
+        super().__init__(parent)
+        self.ctl, self.jobs, self.settings = controller, jobs, settings
+        self.store = None
+        self.current: str | None = None
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(12, 12, 12, 12)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        outer.addWidget(split)
+
+        # ---- left: dataset, filters, table, label/notes, actions ----
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(0, 0, 6, 0)
+        lv.setSpacing(8)
+        top = QHBoxLayout()
+        self.folder_label = QLabel("No dataset")
+        self.folder_label.setStyleSheet("font-weight: 700; font-size: 14px;")
+        self.open_btn = QPushButton("Open dataset…")
+        self.refresh_btn = QPushButton("Refresh")
+        top.addWidget(self.folder_label, 1)
+        top.addWidget(self.open_btn)
+        top.addWidget(self.refresh_btn)
+        lv.addLayout(top)
+        filt = QHBoxLayout()
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Filter by task…")
+        self.outcome_f = QComboBox()
+        self.outcome_f.addItems(["All labels", "success", "failure", "unlabeled"])
+        self.quality_f = QComboBox()
+        self.quality_f.addItems(["All quality", "pass", "warn", "fail"])
+        self.show_deleted = QCheckBox("Deleted")
+        filt.addWidget(self.search, 1)
+        filt.addWidget(self.outcome_f)
+        filt.addWidget(self.quality_f)
+        filt.addWidget(self.show_deleted)
+        lv.addLayout(filt)
+        self.model = EpisodesModel(self)
+        self.proxy = EpisodesFilter(self)
+        self.proxy.setSourceModel(self.model)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(28)
+        self.table.setShowGrid(False)
+        hdr = self.table.horizontalHeader()
+        hdr.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hdr.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        lv.addWidget(self.table, 3)
+        self.count_label = QLabel("")
+        self.count_label.setProperty("class", "muted")
+        lv.addWidget(self.count_label)
+
+        lab = QGroupBox("Label and notes")
+        lg = QVBoxLayout(lab)
+        row = QHBoxLayout()
+        self.outcome_group = QButtonGroup(self)
+        self.outcome_btns: dict[str, QPushButton] = {}
+        for o, text in (("success", "✔ Success"), ("failure", "✖ Failure"), ("unlabeled", "Unlabeled")):
+            b = QPushButton(text)
+            b.setCheckable(True)
+            b.clicked.connect(lambda _=False, oo=o: self.set_outcome(oo))
+            self.outcome_group.addButton(b)
+            self.outcome_btns[o] = b
+            row.addWidget(b)
+        lg.addLayout(row)
+        self.notes = QPlainTextEdit()
+        self.notes.setPlaceholderText("Notes (what went wrong, object placement, …)")
+        self.notes.setFixedHeight(54)
+        lg.addWidget(self.notes)
+        row2 = QHBoxLayout()
+        self.save_notes_btn = QPushButton("Save notes")
+        self.delete_btn = QPushButton("Delete")
+        theme.set_role(self.delete_btn, "danger")
+        self.restore_btn = QPushButton("Restore")
+        self.replay_btn = QPushButton("Replay on arms")
+        self.replay_btn.setToolTip("Play the recorded actions on the connected followers (through the safety layer)")
+        row2.addWidget(self.save_notes_btn)
+        row2.addStretch(1)
+        row2.addWidget(self.replay_btn)
+        row2.addWidget(self.delete_btn)
+        row2.addWidget(self.restore_btn)
+        lg.addLayout(row2)
+        lv.addWidget(lab)
+
+        exp = QGroupBox("Export")
+        eg = QGridLayout(exp)
+        self.export_dir = QLineEdit()
+        self.export_dir.setPlaceholderText("LeRobot dataset folder")
+        self.export_browse = QPushButton("…")
+        self.export_browse.setFixedWidth(36)
+        self.export_btn = QPushButton("Export to LeRobot")
+        theme.set_role(self.export_btn, "primary")
+        self.export_scope = QComboBox()
+        self.export_scope.addItems(["shown episodes", "selected episodes"])
+        self.repo = QLineEdit()
+        self.repo.setPlaceholderText("hub dataset id, e.g. my-lab/aloha-cube")
+        self.push_btn = QPushButton("Push to hub")
+        eg.addWidget(self.export_dir, 0, 0, 1, 2)
+        eg.addWidget(self.export_browse, 0, 2)
+        eg.addWidget(self.export_scope, 1, 0)
+        eg.addWidget(self.export_btn, 1, 1, 1, 2)
+        eg.addWidget(self.repo, 2, 0)
+        eg.addWidget(self.push_btn, 2, 1, 1, 2)
+        self.progress = JobProgress(compact=True)
+        eg.addWidget(self.progress, 3, 0, 1, 3)
+        lv.addWidget(exp)
+        split.addWidget(left)
+
+        # ---- right: player + segment editing ----
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(6, 0, 0, 0)
+        rv.setSpacing(6)
+        self.player = EpisodePlayer()
+        rv.addWidget(self.player, 1)
+        seg = QHBoxLayout()
+        cap = QLabel("SEGMENT")
+        cap.setProperty("class", "caption")
+        self.seg_text = QLineEdit()
+        self.seg_text.setPlaceholderText("select a segment on the timeline, or add one at the cursor")
+        self.seg_apply = QPushButton("Rename")
+        self.seg_add = QPushButton("+ Add at cursor")
+        self.seg_del = QPushButton("Delete segment")
+        seg.addWidget(cap)
+        seg.addWidget(self.seg_text, 1)
+        seg.addWidget(self.seg_apply)
+        seg.addWidget(self.seg_add)
+        seg.addWidget(self.seg_del)
+        rv.addLayout(seg)
+        split.addWidget(right)
+        split.setSizes([520, 760])
+        split.setStretchFactor(1, 1)
+
+        # wiring
+        self.open_btn.clicked.connect(self._open_dataset)
+        self.refresh_btn.clicked.connect(self.refresh)
+        self.search.textChanged.connect(lambda t: self._filter(text=t))
+        self.outcome_f.currentIndexChanged.connect(
+            lambda i: self._filter(outcome="" if i == 0 else self.outcome_f.currentText()))
+        self.quality_f.currentIndexChanged.connect(
+            lambda i: self._filter(quality="" if i == 0 else self.quality_f.currentText()))
+        self.show_deleted.toggled.connect(lambda _: self.refresh())
+        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.save_notes_btn.clicked.connect(self.save_notes)
+        self.delete_btn.clicked.connect(self.delete_selected)
+        self.restore_btn.clicked.connect(self.restore_selected)
+        self.replay_btn.clicked.connect(self.replay)
+        self.export_btn.clicked.connect(self.export)
+        self.export_browse.clicked.connect(self._browse_export)
+        self.push_btn.clicked.connect(self.push)
+        tl = self.player.timeline
+        tl.segmentsEdited.connect(self.save_segments)
+        tl.selectionChanged.connect(self._segment_selected)
+        self.seg_apply.clicked.connect(self.rename_segment)
+        self.seg_text.returnPressed.connect(self.rename_segment)
+        self.seg_add.clicked.connect(lambda: tl.add_segment(text=self.seg_text.text().strip() or "new segment"))
+        self.seg_del.clicked.connect(tl.delete_selected)
+        self.repo.setText(str(self.settings.value("export/repo", "") or ""))
+        self._update_actions()
+
+    # -- dataset ---------------------------------------------------------------------------------------------------
+    def set_dataset(self, folder: str | None) -> None:
+        from recorder.store import DatasetStore
+
+        if not folder:
+            return
+        try:
+            self.store = DatasetStore(folder, create=True)
+        except Exception as exc:  # noqa: BLE001
+            self.ctl.error.emit(exc, "Opening the dataset")
+            return
+        self.folder_label.setText(f"Dataset: {Path(folder).name}")
+        self.folder_label.setToolTip(str(folder))
+        if not self.export_dir.text():
+            self.export_dir.setText(str(Path(folder).with_name(Path(folder).name + "_lerobot")))
+        self.refresh()
+
+    def _open_dataset(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Open a dataset folder", str(self.store.root if self.store else Path.home()))
+        if d:
+            self.set_dataset(d)
+
+    def refresh(self) -> None:
+        if self.store is None:
+            return
+        keep = self.selected_names()
+        try:
+            eps = self.store.list(include_deleted=self.show_deleted.isChecked())
+        except Exception as exc:  # noqa: BLE001
+            self.ctl.error.emit(exc, "Reading the dataset")
+            return
+        self.model.set_episodes(eps)
+        self._count()
+        if keep:
+            self.select_names(keep)
+        elif self.current and self.model.row_of(self.current) < 0:
+            self.player.unload()
+            self.current = None
+        self._update_actions()
+
+    def _filter(self, **kw) -> None:
+        self.proxy.set_filters(**kw)
+        self._count()
+
+    def _count(self) -> None:
+        n, shown = len(self.model.episodes), self.proxy.rowCount()
+        ok = sum(1 for e in self.model.episodes if e.outcome == "success" and not e.deleted)
+        self.count_label.setText(f"{shown} of {n} episodes shown · {ok} labelled success")
+
+    # -- selection -------------------------------------------------------------------------------------------------
+    def selected_names(self) -> list[str]:
+        rows = {self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()}
+        return [self.model.episode(r).name for r in sorted(rows)]
+
+    def select_names(self, names: list[str]) -> None:
+        sm = self.table.selectionModel()
+        sm.clearSelection()
+        for name in names:
+            r = self.model.row_of(name)
+            if r >= 0:
+                idx = self.proxy.mapFromSource(self.model.index(r, 0))
+                if idx.isValid():
+                    sm.select(idx, QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+                    self.table.scrollTo(idx)
+
+    def _selection_changed(self, *_) -> None:
+        names = self.selected_names()
+        name = names[-1] if names else None
+        if name != self.current:
+            self.current = name
+            if name is None:
+                self.player.unload()
+            else:
+                self._load(name)
+        self._update_actions()
+
+    def _load(self, name: str) -> None:
+        try:
+            self.player.load(self.store.path(name, include_deleted=True))
+        except Exception as exc:  # noqa: BLE001
+            self.ctl.error.emit(exc, f"Opening {name}")
+            return
+        info = self.player.info
+        for o, b in self.outcome_btns.items():
+            b.setChecked(o == info.outcome)
+        self.notes.setPlainText(info.notes)
+
+    def current_summary(self):
+        r = self.model.row_of(self.current) if self.current else -1
+        return self.model.episode(r) if r >= 0 else None
+
+    def _update_actions(self) -> None:
+        e = self.current_summary()
+        has = e is not None
+        for w in (*self.outcome_btns.values(), self.notes, self.save_notes_btn, self.seg_add, self.seg_text,
+                  self.seg_apply, self.seg_del):
+            w.setEnabled(has and not e.deleted)
+        self.delete_btn.setEnabled(bool(self.selected_names()) and not (has and e.deleted))
+        self.restore_btn.setVisible(self.show_deleted.isChecked())
+        self.restore_btn.setEnabled(has and e.deleted)
+        self.replay_btn.setEnabled(has and not e.deleted and self.ctl.connected and not self.ctl.teleop_running)
+        self.export_btn.setEnabled(self.store is not None and bool(self.model.episodes))
+
+    # -- labels, notes, segments ------------------------------------------------------------------------------------
+    def _after_edit(self, info) -> None:
+        r = self.model.row_of(info.name)
+        if r >= 0:  # refresh just this row from the store (it re-reads only changed files)
+            self.refresh()
+
+    def set_outcome(self, outcome: str) -> None:
+        if not self.current:
+            return
+        try:
+            info = self.store.label(self.current, outcome)
+        except Exception as exc:  # noqa: BLE001
+            self.ctl.error.emit(exc, "Labelling")
+            return
+        self._after_edit(info)
+
+    def save_notes(self) -> None:
+        if not self.current:
+            return
+        try:
+            info = self.store.set_notes(self.current, self.notes.toPlainText())
+        except Exception as exc:  # noqa: BLE001
+            self.ctl.error.emit(exc, "Saving notes")
+            return
+        self._after_edit(info)
+
+    def save_segments(self, segments: list) -> None:
+        if not self.current:
+            return
+        try:
+            info = self.store.set_segments(self.current, segments)
+        except Exception as exc:  # noqa: BLE001
+            self.ctl.error.emit(exc, "Saving segments")
+            self.player.timeline.set_episode(self.player.info.steps, self.store.show(self.current).segments)
+            return
+        self.player.info.segments = info.segments
+        self._after_edit(info)
+
+    def _segment_selected(self, i: int) -> None:
+        tl = self.player.timeline
+        if 0 <= i < len(tl.segments):
+            s = tl.segments[i]
+            self.seg_text.setText(s.text)
+            self.seg_text.setToolTip(f"steps {s.start}–{s.end}")
+        else:
+            self.seg_text.clear()
+
+    def rename_segment(self) -> None:
+        tl = self.player.timeline
+        if tl.selected >= 0:
+            tl.set_text(tl.selected, self.seg_text.text())
+
+    # -- delete / restore -------------------------------------------------------------------------------------------
+    def delete_selected(self) -> None:
+        names = self.selected_names()
+        self.player.unload()
+        self.current = None
+        for n in names:
+            try:
+                self.store.remove(n)
+            except Exception as exc:  # noqa: BLE001
+                self.ctl.error.emit(exc, f"Deleting {n}")
+        self.refresh()
+        if names:
+            self.ctl.error.emit(_info(f"Moved {len(names)} episode(s) to the trash",
+                                      "Tick “Deleted” to see them and press Restore to bring one back."), "")
+
+    def restore_selected(self) -> None:
+        names = self.selected_names()
+        self.player.unload()
+        self.current = None
+        for n in names:
+            try:
+                self.store.restore(n)
+            except Exception as exc:  # noqa: BLE001
+                self.ctl.error.emit(exc, f"Restoring {n}")
+        self.refresh()
+
+    # -- replay -----------------------------------------------------------------------------------------------------
+    def replay(self):
+        if not self.current or not self.ctl.connected:
+            return None
+        try:
+            from workbench import replay as replay_service
+        except ImportError:
+            self.ctl.error.emit(_info("Replay is not available in this build",
+                                      "workbench.replay is missing; update the workbench."), "")
+            return None
+        path = self.store.path(self.current)
+        rig = self.ctl.rig
+
+        def work(ctx):
+            fn = getattr(replay_service, "replay_episode", None) or getattr(replay_service, "replay")
+            kwargs = {}
+            import inspect
+
+            params = inspect.signature(fn).parameters
+            if "progress" in params:
+                kwargs["progress"] = lambda *a: ctx.progress(str(a[0]) if a else "", a[1] if len(a) > 1 else None)
+            if "should_stop" in params:
+                kwargs["should_stop"] = lambda: ctx.cancelled
+            return fn(rig, path, **kwargs)
+
+        job = self.jobs.submit(f"Replaying {self.current}", work, cancellable=True,
+                               on_error=lambda e: self.ctl.error.emit(e, "Replay"))
+        self.progress.track(job)
+        return job
+
+    # -- export / upload --------------------------------------------------------------------------------------------
+    def _browse_export(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Export into (a new folder is created)", self.export_dir.text())
+        if d:
+            self.export_dir.setText(d)
+
+    def export_names(self) -> list[str]:
+        if self.export_scope.currentIndex() == 1:
+            return self.selected_names()
+        names = []
+        for r in range(self.proxy.rowCount()):
+            e = self.model.episode(self.proxy.mapToSource(self.proxy.index(r, 0)).row())
+            if not e.deleted:
+                names.append(e.name)
+        return names
+
+    def export(self):
+        from recorder.export_lerobot import export_lerobot
+
+        names = self.export_names()
+        out = self.export_dir.text().strip()
+        if not names:
+            self.ctl.error.emit(_info("Nothing to export", "Select episodes or clear the filters."), "")
+            return None
+        if not out:
+            self.ctl.error.emit(_info("Choose an export folder", "Type a folder path next to “Export”."), "")
+            return None
+        paths = [self.store.path(n) for n in names]
+
+        def work(ctx):
+            ctx.progress(f"{len(paths)} episodes → {out}")
+            return export_lerobot(paths, Path(out), robot_type="aloha", overwrite=True)
+
+        job = self.jobs.submit(f"Exporting {len(paths)} episodes", work,
+                               on_success=self._exported, on_error=lambda e: self.ctl.error.emit(e, "Export"))
+        self.progress.track(job)
+        return job
+
+    def _exported(self, result) -> None:
+        self.exported.emit(result)
+        self.ctl.error.emit(_info(f"Exported {result.episodes} episodes ({result.frames} frames)",
+                                  f"LeRobot dataset at {result.root} (video codec {result.codec})."), "")
+
+    def push(self):
+        from recorder.hub import push_to_hub
+
+        repo, folder = self.repo.text().strip(), self.export_dir.text().strip()
+        if not repo or "/" not in repo:
+            self.ctl.error.emit(_info("Give a hub dataset id", "Like your-name/aloha-cube."), "")
+            return None
+        self.settings.setValue("export/repo", repo)
+        job = self.jobs.submit(f"Pushing to {repo}", lambda ctx: push_to_hub(Path(folder), repo),
+                               on_success=lambda url: self.ctl.error.emit(_info("Uploaded", str(url)), ""),
+                               on_error=lambda e: self.ctl.error.emit(e, "Push to hub"))
+        self.progress.track(job)
+        return job
+
+
+def _info(title: str, message: str):
+    from ui.errors import Readable
+
+    return Readable(title, message, "", "info")

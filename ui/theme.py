@@ -1,0 +1,119 @@
+"""Colours, fonts and the application style sheet: one place, so status colours mean the same everywhere."""
+from __future__ import annotations
+
+from PyQt6.QtGui import QColor, QFont, QPalette
+from PyQt6.QtWidgets import QApplication
+
+# status colours: green = good / running, amber = attention, red = fault / e-stop, grey = inactive
+OK = "#3fb950"
+WARN = "#d29922"
+FAIL = "#f85149"
+IDLE = "#8b949e"
+ACCENT = "#58a6ff"
+
+BG = "#0d1117"
+PANEL = "#161b22"
+RAISED = "#1f2630"
+BORDER = "#30363d"
+TEXT = "#e6edf3"
+MUTED = "#8b949e"
+
+STATUS_COLOURS = {"pass": OK, "ok": OK, "good": OK, "warn": WARN, "fail": FAIL, "error": FAIL, "n/a": IDLE,
+                  "idle": IDLE, "success": OK, "failure": FAIL, "unlabeled": IDLE}
+
+# per-joint plot colours (7 joints: 6 + gripper)
+JOINT_COLOURS = ["#58a6ff", "#3fb950", "#d29922", "#bc8cff", "#ff7b72", "#39c5cf", "#f0883e"]
+
+
+def status_colour(status: str) -> str:
+    return STATUS_COLOURS.get(str(status).lower(), IDLE)
+
+
+STYLE = f"""
+QWidget {{ background: {BG}; color: {TEXT}; font-size: 13px; }}
+QMainWindow::separator {{ background: {BORDER}; width: 1px; height: 1px; }}
+QToolBar {{ background: {PANEL}; border-bottom: 1px solid {BORDER}; spacing: 8px; padding: 6px; }}
+QStatusBar {{ background: {PANEL}; border-top: 1px solid {BORDER}; color: {MUTED}; }}
+QStatusBar QLabel {{ background: transparent; }}
+QTabWidget::pane {{ border: none; border-top: 1px solid {BORDER}; }}
+QTabBar::tab {{ background: {BG}; color: {MUTED}; padding: 9px 22px; border: none; font-size: 14px;
+               font-weight: 600; border-bottom: 3px solid transparent; }}
+QTabBar::tab:selected {{ color: {TEXT}; border-bottom: 3px solid {ACCENT}; }}
+QTabBar::tab:hover {{ color: {TEXT}; }}
+QGroupBox {{ background: {PANEL}; border: 1px solid {BORDER}; border-radius: 8px; margin-top: 22px;
+            padding: 12px 10px 10px 10px; font-weight: 600; }}
+QGroupBox::title {{ subcontrol-origin: margin; left: 10px; top: 2px; padding: 0 4px; color: {MUTED};
+                   font-size: 12px; letter-spacing: 1px; text-transform: uppercase; background: transparent; }}
+QGroupBox QWidget {{ background: transparent; }}
+QGroupBox QLineEdit, QGroupBox QComboBox, QGroupBox QSpinBox, QGroupBox QDoubleSpinBox, QGroupBox QPlainTextEdit,
+QGroupBox QTableView, QGroupBox QTreeWidget, QGroupBox QListWidget {{ background: {BG}; }}
+QLabel {{ background: transparent; }}
+QPushButton {{ background: {RAISED}; border: 1px solid {BORDER}; border-radius: 6px; padding: 7px 14px;
+              font-weight: 600; min-height: 20px; }}
+QPushButton:hover {{ border-color: {ACCENT}; }}
+QPushButton:pressed {{ background: {BORDER}; }}
+QPushButton:disabled {{ color: #56606b; border-color: #252b33; background: {PANEL}; }}
+QPushButton[role="primary"] {{ background: #1f6feb; border-color: #1f6feb; color: white; }}
+QPushButton[role="primary"]:disabled {{ background: #1a2a44; border-color: #1a2a44; color: #6e7b8c; }}
+QPushButton[role="go"] {{ background: #238636; border-color: #2ea043; color: white; }}
+QPushButton[role="go"]:disabled {{ background: #17301f; border-color: #17301f; color: #5f7a66; }}
+QPushButton[role="danger"] {{ background: #3d1417; border-color: {FAIL}; color: #ffb4ae; }}
+QPushButton#estop {{ background: #da3633; border: 2px solid #ff7b72; color: white; font-size: 15px;
+                    font-weight: 800; padding: 8px 22px; border-radius: 6px; letter-spacing: 1px; }}
+QPushButton#estop:hover {{ background: #f85149; }}
+QPushButton#estop[engaged="true"] {{ background: {WARN}; border-color: #f2cc60; color: #1b1300; }}
+QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QPlainTextEdit {{ background: {BG}; border: 1px solid {BORDER};
+    border-radius: 5px; padding: 5px 7px; selection-background-color: #1f6feb; }}
+QLineEdit:focus, QComboBox:focus, QSpinBox:focus, QDoubleSpinBox:focus, QPlainTextEdit:focus {{ border-color: {ACCENT}; }}
+QComboBox QAbstractItemView {{ background: {PANEL}; border: 1px solid {BORDER}; selection-background-color: #1f6feb; }}
+QTableView, QTreeWidget, QListWidget {{ background: {BG}; border: 1px solid {BORDER}; border-radius: 6px;
+    gridline-color: {PANEL}; alternate-background-color: {PANEL}; selection-background-color: #1f3a66;
+    selection-color: {TEXT}; }}
+QHeaderView::section {{ background: {PANEL}; color: {MUTED}; border: none; border-bottom: 1px solid {BORDER};
+    padding: 6px 8px; font-weight: 600; }}
+QProgressBar {{ background: {BG}; border: 1px solid {BORDER}; border-radius: 5px; text-align: center;
+    min-height: 18px; color: {TEXT}; }}
+QProgressBar::chunk {{ background: #1f6feb; border-radius: 4px; }}
+QScrollBar:vertical {{ background: {BG}; width: 10px; }}
+QScrollBar::handle:vertical {{ background: {BORDER}; border-radius: 5px; min-height: 30px; }}
+QScrollBar:horizontal {{ background: {BG}; height: 10px; }}
+QScrollBar::handle:horizontal {{ background: {BORDER}; border-radius: 5px; min-width: 30px; }}
+QScrollBar::add-line, QScrollBar::sub-line {{ width: 0; height: 0; }}
+QSlider::groove:horizontal {{ height: 6px; background: {BORDER}; border-radius: 3px; }}
+QSlider::handle:horizontal {{ background: {ACCENT}; width: 16px; margin: -6px 0; border-radius: 8px; }}
+QSlider::sub-page:horizontal {{ background: #1f6feb; border-radius: 3px; }}
+QCheckBox {{ background: transparent; spacing: 8px; }}
+QToolTip {{ background: {RAISED}; color: {TEXT}; border: 1px solid {BORDER}; padding: 4px; }}
+QFrame#banner {{ border-radius: 6px; }}
+QLabel[class="muted"] {{ color: {MUTED}; }}
+QLabel[class="big"] {{ font-size: 30px; font-weight: 700; font-family: "DejaVu Sans Mono", monospace; }}
+QLabel[class="huge"] {{ font-size: 44px; font-weight: 700; font-family: "DejaVu Sans Mono", monospace; }}
+QLabel[class="caption"] {{ color: {MUTED}; font-size: 11px; font-weight: 600; letter-spacing: 1px; }}
+"""
+
+
+def apply(app: QApplication) -> None:
+    app.setStyle("Fusion")
+    pal = QPalette()
+    for role, colour in ((QPalette.ColorRole.Window, BG), (QPalette.ColorRole.Base, BG),
+                         (QPalette.ColorRole.AlternateBase, PANEL), (QPalette.ColorRole.Text, TEXT),
+                         (QPalette.ColorRole.WindowText, TEXT), (QPalette.ColorRole.Button, RAISED),
+                         (QPalette.ColorRole.ButtonText, TEXT), (QPalette.ColorRole.Highlight, "#1f6feb"),
+                         (QPalette.ColorRole.HighlightedText, "#ffffff"), (QPalette.ColorRole.ToolTipBase, RAISED),
+                         (QPalette.ColorRole.ToolTipText, TEXT), (QPalette.ColorRole.PlaceholderText, MUTED)):
+        pal.setColor(role, QColor(colour))
+    app.setPalette(pal)
+    font = QFont("DejaVu Sans", 10)
+    app.setFont(font)
+    app.setStyleSheet(STYLE)
+
+
+def pill(text: str, colour: str) -> str:
+    """Rich-text coloured status word (for labels and table cells)."""
+    return f'<span style="color:{colour}; font-weight:700">{text}</span>'
+
+
+def set_role(button, role: str) -> None:
+    button.setProperty("role", role)
+    button.style().unpolish(button)
+    button.style().polish(button)
