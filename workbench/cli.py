@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = [
     "workbench.cli_rig",
     "workbench.cli_teleop",
+    "workbench.cli_record", "workbench.cli_episodes",
 ]
 
 

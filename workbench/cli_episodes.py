@@ -1,0 +1,150 @@
+"""`workbench episodes ...`: list, show, label, annotate, remove/restore, recover, import, export, push."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("episodes", help="manage a dataset folder of episodes",
+                       description="List, inspect, label and annotate episodes; soft-delete and restore; recover "
+                                   "crashed recordings; import ALOHA HDF5; export to LeRobot v3.0; push to the hub.")
+    p.add_argument("dataset", type=Path, help="dataset folder")
+    es = p.add_subparsers(dest="episodes_cmd", metavar="ACTION", required=True)
+    ls = es.add_parser("list", help="one line per episode")
+    ls.add_argument("--all", action="store_true", help="include the trash")
+    ls.set_defaults(func=_list)
+    sh = es.add_parser("show", help="metadata, segments and the quality report of one episode")
+    sh.add_argument("episode")
+    sh.set_defaults(func=_show)
+    lb = es.add_parser("label", help="set the outcome (success/failure/unlabeled) and notes")
+    lb.add_argument("episode")
+    lb.add_argument("outcome", choices=["success", "failure", "unlabeled"])
+    lb.add_argument("--notes")
+    lb.set_defaults(func=_label)
+    an = es.add_parser("annotate", help="add (START END TEXT) or remove (--remove N) a segment")
+    an.add_argument("episode")
+    an.add_argument("segment", nargs="*", help="START END TEXT (steps, end exclusive)")
+    an.add_argument("--remove", type=int, help="remove segment number N (as `show` numbers them)")
+    an.set_defaults(func=_annotate)
+    rm = es.add_parser("rm", help="move episodes to the trash (soft delete)")
+    rm.add_argument("episode", nargs="+")
+    rm.set_defaults(func=_rm)
+    rs = es.add_parser("restore", help="bring episodes back from the trash")
+    rs.add_argument("episode", nargs="+")
+    rs.set_defaults(func=_restore)
+    rc = es.add_parser("recover", help="turn crashed recordings into episodes (or quarantine them)")
+    rc.set_defaults(func=_recover)
+    im = es.add_parser("import", help="import an ALOHA HDF5 folder (ALOHA 1, ALOHA 2, Mobile ALOHA)")
+    im.add_argument("source", type=Path)
+    im.add_argument("--task", default="")
+    im.add_argument("--fps", type=float, default=50.0)
+    im.set_defaults(func=_import)
+    ex = es.add_parser("export", help="export to a LeRobot v3.0 folder")
+    ex.add_argument("out", type=Path)
+    ex.add_argument("--outcome", action="append", help="keep only these outcomes (repeatable)")
+    ex.add_argument("--quality", action="append", help="keep only these quality statuses, e.g. pass (repeatable)")
+    ex.add_argument("--overwrite", action="store_true")
+    ex.set_defaults(func=_export)
+    pu = es.add_parser("push", help="push a LeRobot export folder to the Hugging Face hub")
+    pu.add_argument("export_dir", type=Path)
+    pu.add_argument("repo_id")
+    pu.add_argument("--public", action="store_true")
+    pu.set_defaults(func=_push)
+
+
+def _store(args, create=False):
+    from recorder.store import DatasetStore
+
+    return DatasetStore(args.dataset, create=create)
+
+
+def _list(args) -> int:
+    eps = _store(args).list(include_deleted=args.all)
+    print(f"{'episode':14s} {'steps':>6s} {'secs':>6s} {'outcome':10s} {'quality':7s} {'segs':>4s}  task")
+    for e in eps:
+        print(f"{e.name:14s} {e.steps:6d} {e.duration_s:6.1f} {e.outcome:10s} {e.quality:7s} {e.segments:4d}  "
+              f"{e.task}{'  [trash]' if e.deleted else ''}{'  [recovered]' if e.recovered else ''}")
+    print(f"{len(eps)} episodes")
+    return 0
+
+
+def _show(args) -> int:
+    i = _store(args).show(args.episode)
+    print(f"{i.name}  ({i.path})\n  source {i.source}, format {i.format_version}, {i.steps} steps, "
+          f"{i.duration_s:.2f} s, cameras {', '.join(i.cameras)}, sim {i.sim}\n  task: {i.task}\n"
+          f"  outcome: {i.outcome}   notes: {i.notes}\n  created {i.created}{', recovered' if i.recovered else ''}")
+    for n, s in enumerate(sorted(i.segments, key=lambda s: (s.start, s.end))):
+        print(f"  segment {n}: [{s.start}, {s.end}) {s.text}")
+    print(i.quality.format() if i.quality else "  no quality report")
+    return 0
+
+
+def _label(args) -> int:
+    i = _store(args).label(args.episode, args.outcome, args.notes)
+    print(f"{i.name}: {i.outcome}")
+    return 0
+
+
+def _annotate(args) -> int:
+    from recorder.format import Segment
+
+    store = _store(args)
+    if args.remove is not None:
+        i = store.remove_segment(args.episode, args.remove)
+    else:
+        if len(args.segment) < 3:
+            raise SystemExit("annotate needs START END TEXT, or --remove N")
+        i = store.add_segment(args.episode, Segment(int(args.segment[0]), int(args.segment[1]),
+                                                    " ".join(args.segment[2:])))
+    print(f"{i.name}: {len(i.segments)} segments")
+    return 0
+
+
+def _rm(args) -> int:
+    store = _store(args)
+    for e in args.episode:
+        store.remove(e)
+        print(f"{e}: moved to the trash (`restore` brings it back)")
+    return 0
+
+
+def _restore(args) -> int:
+    store = _store(args)
+    for e in args.episode:
+        store.restore(e)
+        print(f"{e}: restored")
+    return 0
+
+
+def _recover(args) -> int:
+    print(_store(args).recover().format())
+    return 0
+
+
+def _import(args) -> int:
+    from recorder.importer import import_aloha_folder
+
+    res = import_aloha_folder(args.source, _store(args, create=True), task=args.task, fps=args.fps)
+    for src, saved in res.imported:
+        print(f"{src.name} -> {saved.path.name} ({saved.steps} steps)")
+    for src, why in res.failed:
+        print(f"FAILED {src.name}: {why}")
+    return 1 if res.failed else 0
+
+
+def _export(args) -> int:
+    from recorder.export_lerobot import export_lerobot
+    from recorder.store import select
+
+    store = _store(args)
+    chosen = select(store.list(), outcomes=args.outcome, quality=args.quality)
+    res = export_lerobot([store.path(e.name) for e in chosen], args.out, overwrite=args.overwrite)
+    print(f"exported {res.episodes} episodes, {res.frames} frames, {len(res.tasks)} tasks ({res.codec}) to {res.root}")
+    return 0
+
+
+def _push(args) -> int:
+    from recorder.hub import push_to_hub
+
+    print(push_to_hub(args.export_dir, args.repo_id, private=not args.public))
+    return 0

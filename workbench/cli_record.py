@@ -1,0 +1,116 @@
+"""`workbench record`: a recording session from the terminal; keys feed the session's event stream."""
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+from pathlib import Path
+
+PRESET_LABELS = {str(i): f"segment {i}" for i in range(1, 10)}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("record", help="record episodes into a dataset folder",
+                       description="Record --episodes episodes of --episode-s seconds. Keys: n/space next, "
+                                   "r re-record, q stop, 1-9 preset segment labels, s + text + Enter segment. "
+                                   "On a simulated rig the scripted demonstrator performs the task unattended "
+                                   "and its phases become segment annotations.")
+    p.add_argument("--rig", default="sim-transfer-cube", help="preset name or rig TOML file")
+    p.add_argument("--dataset", required=True, type=Path, help="dataset folder (created if missing)")
+    p.add_argument("--task", required=True, help="task prompt stored with every episode")
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--episode-s", type=float, default=8.0, help="episode length in seconds (default 8)")
+    p.add_argument("--reset-s", type=float, default=5.0, help="reset period between episodes (real rigs)")
+    p.add_argument("--countdown-s", type=float, default=3.0, help="countdown before each episode (real rigs)")
+    p.add_argument("--seed", type=int, default=None, help="simulation: seed of the first episode")
+    p.add_argument("--labels", default="", help="preset labels for keys 1-9, comma separated")
+    p.add_argument("--no-squeeze", action="store_true", help="skip waiting for the leader-gripper squeeze")
+    p.set_defaults(func=_record)
+
+
+class KeyboardEvents(threading.Thread):
+    """Raw-mode stdin reader: turns key presses into session events."""
+
+    def __init__(self, events, labels: dict[str, str]):
+        super().__init__(daemon=True, name="keyboard")
+        self.events, self.labels = events, labels
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        import termios
+        import tty
+
+        from workbench.recording import SessionEvent
+
+        fd = sys.stdin.fileno()
+        old = termios.tcgetattr(fd)
+        try:
+            tty.setcbreak(fd)
+            text: list[str] | None = None
+            while not self._stop.is_set():
+                if not select.select([fd], [], [], 0.1)[0]:
+                    continue
+                ch = os.read(fd, 1).decode(errors="ignore")
+                if text is not None:  # typing a free-text segment label
+                    if ch in "\r\n":
+                        self.events.put(SessionEvent.MARK, "".join(text).strip())
+                        print(f"\nsegment: {''.join(text).strip()!r}", flush=True)
+                        text = None
+                    else:
+                        text.append(ch)
+                        print(ch, end="", flush=True)
+                elif ch in ("n", " "):
+                    self.events.put(SessionEvent.NEXT)
+                elif ch == "r":
+                    self.events.put(SessionEvent.RERECORD)
+                elif ch == "q":
+                    self.events.put(SessionEvent.STOP)
+                elif ch in self.labels:
+                    self.events.put(SessionEvent.MARK, self.labels[ch])
+                    print(f"segment: {self.labels[ch]!r}", flush=True)
+                elif ch == "s":
+                    text = []
+                    print("segment text: ", end="", flush=True)
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _record(args) -> int:
+    from recorder.store import DatasetStore
+    from workbench.config import load_rig_config
+    from workbench.recording import EventStream, RecordingSession, SessionSettings
+    from workbench.rig import build_rig
+    from workbench.teleop import TeleopLoop
+
+    cfg = load_rig_config(args.rig)
+    store = DatasetStore(args.dataset)
+    rec = store.recover()
+    if rec.recovered or rec.quarantined:
+        print(rec.format())
+    labels = dict(PRESET_LABELS)
+    for i, text in enumerate([x.strip() for x in args.labels.split(",") if x.strip()][:9], start=1):
+        labels[str(i)] = text
+    events = EventStream()
+    keys = KeyboardEvents(events, labels) if sys.stdin.isatty() else None
+    rig = build_rig(cfg)
+    with rig:
+        loop = TeleopLoop(rig)
+        loop.startup(progress=lambda m: print(f"[startup] {m}", flush=True), wait_for_squeeze=not args.no_squeeze)
+        if keys:
+            keys.start()
+        session = RecordingSession(rig, store, SessionSettings(args.task, args.episodes, args.episode_s, args.reset_s,
+                                                               args.countdown_s, args.seed), events,
+                                   progress=lambda m: print(m, flush=True))
+        try:
+            saved = session.run(loop)
+        finally:
+            if keys:
+                keys.stop()
+            loop.shutdown(progress=lambda m: print(f"[shutdown] {m}", flush=True))
+    ok = sum(s.quality.status != "fail" for s in saved)
+    print(f"recorded {len(saved)} episodes into {args.dataset} ({ok} without a quality failure)")
+    return 0
