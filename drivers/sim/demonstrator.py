@@ -120,7 +120,9 @@ def _wp(t: int, xyz, quat, gripper: float) -> Waypoint:
 def script_transfer_cube(objects: dict[str, np.ndarray], init_left: np.ndarray, init_right: np.ndarray,
                          ticks: int = 400) -> EEScript:
     """Right gripper picks the cube (tilted 60 deg down), carries it to a meeting point in the middle, the left
-    gripper (rolled 90 deg) closes on it, then the right opens and both retreat. Timing follows ACT's script."""
+    gripper (rolled 90 deg) closes on it, then the right opens and both retreat. Waypoints and timing are ACT's;
+    positions are grasp points (mocap bodies, see _ee_model); the first waypoint is the grippers' start pose and
+    orientations are absolute (ACT's upright mocap frame = quat 1 0 0 0)."""
     box = objects["red_box_joint"][:3]
     pick = _axis_angle([0, 1, 0], -60)  # tilted down 60 deg from the upright mocap frame
     meet_left = _axis_angle([1, 0, 0], 90)

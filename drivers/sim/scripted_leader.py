@@ -23,7 +23,7 @@ from drivers.arm import ARM_DOF, ARM_JOINTS, START_POSE, ArmState, ArmStatus, Jo
 from drivers.errors import DriverError
 from drivers.gripper import GRIPPER_PRESETS, GripperConstants
 from drivers.sim.aloha_sim import AlohaSim
-from drivers.sim.demonstrator import DONE_PHASE, STARTUP_PHASE, JointTrajectory, plan_demo
+from drivers.sim.demonstrator import STARTUP_PHASE, JointTrajectory, plan_demo
 
 IDLE_GRIPPER = 0.5  # normalized: ALOHA moves the leader grippers to mid-range during start-up
 SQUEEZE_GRIPPER = 0.0  # normalized: fully squeezed, well below the start threshold
