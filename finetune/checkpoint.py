@@ -153,24 +153,29 @@ class _PreadReader:
         flat = out.view(-1)
         per_chunk = max(1, self.chunk // item)
         f = self.files.get(entry.file) or self.files.setdefault(entry.file, open(entry.file, "rb"))
+        direct = out.dtype == src and out.device.type == "cpu"  # same dtype on the CPU: read into place
         for e0 in range(0, flat.numel(), per_chunk):
             e1 = min(flat.numel(), e0 + per_chunk)
             n = (e1 - e0) * item
-            buf = self.staging[:n]
-            view = memoryview(buf.numpy())
+            buf = flat[e0:e1].view(torch.uint8) if direct else self.staging[:n]
             f.seek(entry.begin + e0 * item)
-            got = 0
-            while got < n:
-                r = f.readinto(view[got:])
-                if not r:
-                    raise CheckpointError(f"{entry.file}: unexpected end of file")
-                got += r
-            flat[e0:e1].copy_(buf.view(src))
+            _read_exactly(f, memoryview(buf.numpy()), entry.file)
+            if not direct:
+                flat[e0:e1].copy_(buf.view(src))
 
     def close(self) -> None:
         for f in self.files.values():
             f.close()
         self.files.clear()
+
+
+def _read_exactly(f: Any, view: memoryview, path: Path) -> None:
+    got = 0
+    while got < len(view):
+        r = f.readinto(view[got:])
+        if not r:
+            raise CheckpointError(f"{path}: unexpected end of file")
+        got += r
 
 
 class _SafeOpenReader:
