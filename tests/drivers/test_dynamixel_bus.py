@@ -121,10 +121,10 @@ def test_tick_rad_conversions_with_reverse_and_homing_offset(dxl_chains):
     arm = DynamixelArm(cfg)
     arm.connect()
     try:
+        arm.set_torque(False)  # first, or the servos would drive the shafts back toward their goals
         chain.servo(1).shaft = 2048 + 200  # waist: drive mode normal, offset +100
         chain.servo(2).shaft = 2048 + 300  # shoulder: reverse drive mode (vx300s) -> reads -300 ticks
         chain.servo(8).shaft = 2048  # wrist_rotate: offset -50
-        arm.set_torque(False)
         q = arm.read().position
         assert q[0] == pytest.approx(300 * ct.RAD_PER_TICK)
         assert q[1] == pytest.approx(-300 * ct.RAD_PER_TICK)
