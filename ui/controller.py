@@ -48,6 +48,7 @@ class RigController(QObject):
         self._max_period = 0.0
         self._extra_listeners: list[Callable[[Tick], None]] = []
         self.last_summary = None
+        self.runner_result = None
         self.connecting = False
         self.state = "idle"
 
@@ -184,7 +185,9 @@ class RigController(QObject):
             self.loop.remove_listener(fn)
 
     def start_teleop(self, wait_for_squeeze: bool = True, seed: int | None = None,
-                     before_run: Callable[[TeleopLoop], None] | None = None) -> bool:
+                     runner: Callable[[TeleopLoop], Any] | None = None) -> bool:
+        """Start-up ceremony, then `loop.run()` until stopped, or `runner(loop)` (a recording session's run) after
+        the start-up; then the shutdown ceremony. All on the control thread."""
         rig = self.rig
         if rig is None or not rig.connected:
             self.error.emit("Connect a rig first (Rig tab).", "Teleop")
@@ -202,7 +205,7 @@ class RigController(QObject):
         self.loop = loop
         self._stop_flag = False
         self._max_period = 0.0
-        self._thread = threading.Thread(target=self._control_thread, args=(loop, wait_for_squeeze, seed, before_run),
+        self._thread = threading.Thread(target=self._control_thread, args=(loop, wait_for_squeeze, seed, runner),
                                         name="teleop-control", daemon=True)
         self._set_state("starting")
         self._thread.start()
@@ -217,7 +220,7 @@ class RigController(QObject):
         self.state = state
         self.teleopState.emit(state)
 
-    def _control_thread(self, loop: TeleopLoop, squeeze: bool, seed: int | None, before_run) -> None:
+    def _control_thread(self, loop: TeleopLoop, squeeze: bool, seed: int | None, runner) -> None:
         rig = loop.rig
         summary = None
 
@@ -230,13 +233,14 @@ class RigController(QObject):
             if rig.sim is not None:
                 rig.begin_episode(seed if seed is not None else rig.config.sim.seed)
             loop.startup(progress=step, wait_for_squeeze=squeeze)
-            if not self._stop_flag:
-                if before_run is not None:
-                    before_run(loop)
+            if not self._stop_flag and not rig.safety.estopped:
                 self._set_state("running")
-                summary = loop.run()
-            else:
-                summary = None
+                if runner is not None:
+                    self.runner_result = None
+                    self.runner_result = runner(loop)
+                    summary = loop.timing.summary()
+                else:
+                    summary = loop.run()
         except TeleopStopped as exc:
             if not rig.safety.estopped:
                 self.error.emit(exc, "Teleoperation")
@@ -244,8 +248,8 @@ class RigController(QObject):
         except DriverError as exc:
             if not rig.safety.estopped:
                 self.error.emit(exc, "Teleop start-up")
-        except Exception as exc:  # noqa: BLE001 - a bug: followers were held by the loop; show, don't crash
-            self.error.emit(exc, "Teleoperation")
+        except Exception as exc:  # noqa: BLE001 - recorder errors, bugs: followers were held by the loop; show
+            self.error.emit(exc, "Recording" if runner is not None else "Teleoperation")
         finally:
             try:
                 if rig.connected and not rig.safety.estopped:

@@ -1,0 +1,115 @@
+"""The operator's loop on the simulated rig, through the real app: record two episodes with the scripted
+demonstrator (a segment marked with a number key), see them in the Episodes table, scrub the player, edit a
+segment on the timeline (drag a boundary, rename, add, delete), label one a success, soft delete and restore,
+export to LeRobot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PyQt6.QtCore import QPoint, Qt
+from PyQt6.QtTest import QTest
+
+from tests.ui.conftest import connect
+
+
+def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_path):
+    win = window
+    connect(qtbot, win)
+    rp = win.record_panel
+    win.tabs.setCurrentWidget(rp)
+    rp.task.setEditText("transfer the cube to the right gripper")
+    rp.episodes.setValue(2)
+    rp.length.setValue(2.0)  # 100 ticks each
+    qtbot.mouseClick(rp.start_btn, Qt.MouseButton.LeftButton)
+    session = rp.session
+    assert session is not None
+    qtbot.waitUntil(lambda: rp.state == "recording" and rp.elapsed() > 0.3, timeout=60000)
+    QTest.keyClick(win, Qt.Key.Key_2)  # preset label 2 ("grasp"), as a foot pedal or the keyboard would
+    assert rp.marks and rp.marks[-1][1] == "grasp"
+    qtbot.waitUntil(lambda: rp.session is None, timeout=120000)
+    assert [s.name for s in session.saved] == ["episode_0", "episode_1"]
+    assert rp.report.rowCount() > 0 and rp.q_last.value.text()
+    assert win.banner.current is None or win.banner.current.severity == "info", win.banner.current
+    texts = [s.text for s in session.saved[0].segments]
+    assert "grasp" in texts
+    # the task prompt is remembered (QSettings history)
+    assert win.settings.value("record/task_history")[0] == "transfer the cube to the right gripper"
+
+    # ---- Episodes tab: the table shows both, with their segment counts ----
+    ep = win.episodes_panel
+    win.tabs.setCurrentWidget(ep)
+    qtbot.waitUntil(lambda: ep.model.rowCount() == 2, timeout=10000)
+    assert ep.model.episodes[0].segments == len(session.saved[0].segments)
+    assert ep.model.data(ep.model.index(0, 3)) == "transfer the cube to the right gripper"
+    ep.select_names(["episode_0"])
+    qtbot.waitUntil(lambda: ep.player.info is not None and ep.player.info.name == "episode_0", timeout=10000)
+    player = ep.player
+    assert set(player.tiles) == {"cam_high", "cam_left_wrist"}
+    player.slider.setValue(60)
+    assert player.step == 60 and player.timeline.cursor == 60
+    assert all(t.image is not None for t in player.tiles.values())
+
+    # ---- timeline: drag the end of the "grasp" segment with the mouse ----
+    tl = player.timeline
+    i = next(k for k, s in enumerate(tl.segments) if s.text == "grasp")
+    seg = tl.segments[i]
+    y = tl.height() // 2
+    tl.select(i)  # (a click inside it does the same; its edges then win over neighbours' edges)
+    x_end = round(tl.x_of(seg.end))
+    target = max(seg.start + 5, seg.end - 10)
+    QTest.mousePress(tl, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(x_end, y))
+    QTest.mouseMove(tl, QPoint(round(tl.x_of(target)), y))
+    QTest.mouseRelease(tl, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(round(tl.x_of(target)), y))
+    stored = {s.text: s for s in win.episodes_panel.store.show("episode_0").segments}
+    assert abs(stored["grasp"].end - target) <= 1 and stored["grasp"].start == seg.start
+    # rename it
+    tl.select(next(k for k, s in enumerate(tl.segments) if s.text == "grasp"))
+    ep.seg_text.setText("grasp the cube")
+    qtbot.mouseClick(ep.seg_apply, Qt.MouseButton.LeftButton)
+    texts = [s.text for s in ep.store.show("episode_0").segments]
+    assert "grasp the cube" in texts and "grasp" not in texts
+    # add one at the cursor, then delete it with the Delete key
+    n = len(texts)
+    player.set_step(10)
+    ep.seg_text.setText("approach")
+    qtbot.mouseClick(ep.seg_add, Qt.MouseButton.LeftButton)
+    assert len(ep.store.show("episode_0").segments) == n + 1
+    tl.setFocus()
+    QTest.keyClick(tl, Qt.Key.Key_Delete)
+    assert len(ep.store.show("episode_0").segments) == n
+
+    # ---- label a success, with notes ----
+    qtbot.mouseClick(ep.outcome_btns["success"], Qt.MouseButton.LeftButton)
+    ep.notes.setPlainText("clean hand-over")
+    qtbot.mouseClick(ep.save_notes_btn, Qt.MouseButton.LeftButton)
+    info = ep.store.show("episode_0")
+    assert info.outcome == "success" and info.notes == "clean hand-over"
+    assert ep.model.data(ep.model.index(ep.model.row_of("episode_0"), 4)) == "success"
+    ep.outcome_f.setCurrentText("success")
+    assert ep.proxy.rowCount() == 1
+    ep.outcome_f.setCurrentIndex(0)
+
+    # ---- soft delete and restore ----
+    ep.select_names(["episode_1"])
+    qtbot.mouseClick(ep.delete_btn, Qt.MouseButton.LeftButton)
+    assert [e.name for e in ep.model.episodes] == ["episode_0"]
+    ep.show_deleted.setChecked(True)
+    ep.select_names(["episode_1"])
+    qtbot.mouseClick(ep.restore_btn, Qt.MouseButton.LeftButton)
+    ep.show_deleted.setChecked(False)
+    assert [e.name for e in ep.model.episodes] == ["episode_0", "episode_1"]
+
+    # ---- export to LeRobot (worker thread, progress bar) ----
+    out = tmp_path / "lerobot"
+    ep.export_dir.setText(str(out))
+    results = []
+    ep.exported.connect(results.append)
+    qtbot.mouseClick(ep.export_btn, Qt.MouseButton.LeftButton)
+    assert ep.progress.isVisible()
+    qtbot.waitUntil(lambda: bool(results) or (win.banner.current is not None and win.banner.current.severity == "error"),
+                    timeout=120000)
+    assert results, win.banner.current
+    assert results[0].episodes == 2
+    meta = json.loads((Path(out) / "meta" / "info.json").read_text())
+    assert meta["total_episodes"] == 2
