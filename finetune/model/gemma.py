@@ -177,9 +177,15 @@ class PaliGemmaWithExpert(nn.Module):
         attn: AttentionInputs,
         kv_cache: KVCache | None = None,
         return_kv: bool = False,
+        kv_write_at: int | None = None,
     ) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
         """Runs prefix tokens through the VLM weights and suffix tokens through the expert weights, one shared
-        attention per layer. Returns the final-normed outputs of each group and, if asked, the new K/V."""
+        attention per layer. Returns the final-normed outputs of each group and, if asked, the new K/V.
+
+        kv_cache: per-layer (K, V) the queries also attend to, placed before the new tokens. With kv_write_at=n
+        the cache tensors are buffers whose first n positions hold the cached K/V and whose tail has room for
+        the new tokens: their K/V are written there in place (inference only) instead of concatenating a copy
+        of the whole cache every layer and every denoising step."""
         stacks = (self.paligemma.model.language_model, self.gemma_expert.model)
         groups = [(x, m) for x, m in zip((prefix, suffix), stacks) if x is not None]
         if not groups:
@@ -200,7 +206,13 @@ class PaliGemmaWithExpert(nn.Module):
                 new_kv.append((k, v))
             if kv_cache is not None:
                 ck, cv = kv_cache[i]
-                k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+                if kv_write_at is not None:
+                    end = kv_write_at + k.shape[2]
+                    ck[:, :, kv_write_at:end].copy_(k)
+                    cv[:, :, kv_write_at:end].copy_(v)
+                    k, v = ck[:, :, :end], cv[:, :, :end]
+                else:
+                    k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
             out = attend(q, k, v, attn.bias, self.cfg.attention)  # [B, Sq, H*D]
             start = 0
             for j, ((_, m), n) in enumerate(zip(groups, lens)):

@@ -71,10 +71,17 @@ class Observation:
 
 @dataclass(frozen=True)
 class PrefixCache:
-    """What the 10 denoising steps read: every layer's prefix K/V (after RoPE) and which prefix tokens are valid."""
+    """What the denoising steps read: every layer's prefix K/V (after RoPE) and which prefix tokens are valid.
+
+    kv holds per-layer buffers [B, KV, P + suffix_len, D]: positions < P are the prefix (written once by
+    prefill); each denoising step writes its suffix K/V into the tail in place."""
 
     kv: KVCache
     prefix_pad: Tensor  # [B, P] bool
+
+    @property
+    def prefix_len(self) -> int:
+        return self.prefix_pad.shape[1]
 
 
 def make_attention_mask(pad: Tensor, ar: Tensor) -> Tensor:
@@ -238,7 +245,15 @@ class Pi0(nn.Module):
         positions = torch.cumsum(pad.long(), dim=1) - 1
         pwe = self.paligemma_with_expert
         _, _, kv = pwe(embs, None, pwe.attention_inputs(mask, positions, embs.dtype), return_kv=True)
-        return PrefixCache(kv=kv, prefix_pad=pad)
+        p, s = pad.shape[1], self.config.suffix_len
+        buffers = []
+        for k, v in kv:
+            kb = k.new_empty(k.shape[0], k.shape[1], p + s, k.shape[3])
+            vb = v.new_empty(kb.shape)
+            kb[:, :, :p].copy_(k)
+            vb[:, :, :p].copy_(v)
+            buffers.append((kb, vb))
+        return PrefixCache(kv=buffers, prefix_pad=pad)
 
     @torch.no_grad()
     def denoise(self, cache: PrefixCache, state: Tensor, noise: Tensor, num_steps: int | None = None) -> Tensor:
@@ -261,7 +276,7 @@ class Pi0(nn.Module):
         x = noise.float()
         for i in range(n):
             suffix = self.embed_suffix(state_emb, x, time_embs[i].expand(b, -1))
-            _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv)
+            _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len)
             x = x + dt * self.velocity_out(out)
         return x
 

@@ -72,3 +72,20 @@ def test_offline_uses_the_hf_home_cache(tmp_path):
     """, tmp_path / "hf")
     assert proc.returncode == 0, proc.stderr
     assert f"DIR {snap}" in proc.stdout
+
+
+def test_hub_errors_are_translated():
+    """The real huggingface-hub exception types (as raised for a 403 gated / 404 repo) become clear HubErrors."""
+    httpx = pytest.importorskip("httpx2", reason="huggingface-hub's HTTP client")
+    from huggingface_hub import errors as E
+
+    from finetune.hub import _call
+
+    req = httpx.Request("GET", "https://huggingface.co/api/models/google/paligemma-3b-pt-224")
+    for exc, expected in ((E.GatedRepoError, "is gated"), (E.RepositoryNotFoundError, "not found on the hub"),
+                          (E.RevisionNotFoundError, "has no revision 'v9'")):
+        def boom(exc=exc):
+            raise exc("server says no", response=httpx.Response(403, request=req))
+
+        with pytest.raises(HubError, match=expected):
+            _call(boom, "google/paligemma-3b-pt-224", "v9")
