@@ -40,6 +40,7 @@ class EpisodeInfo:
     segments: list[Segment] = field(default_factory=list)
     quality: QualityReport | None = None
     sim: bool = False
+    sim_seed: int | None = None  # simulation: the object randomization seed of the episode
     created: str = ""
     duration_s: float = float("nan")
     control_hz: float | None = None
@@ -85,6 +86,7 @@ class EpisodeReader:
                 task=attr_str(a.get("task")), outcome=attr_str(a.get("outcome")) or "unlabeled",
                 notes=attr_str(a.get("notes")), segments=fmt.segments_from_json(attr_str(a.get("segments"))),
                 quality=QualityReport.from_json(attr_str(a.get("quality"))), sim=bool(a.get("sim", False)),
+                sim_seed=int(a["sim_seed"]) if int(a.get("sim_seed", -1)) >= 0 else None,
                 created=attr_str(a.get("created")),
                 duration_s=float(t[-1] - t[0]) if steps > 1 else 0.0,
                 control_hz=ch if np.isfinite(ch) else None, format_version=int(a["format_version"]),

@@ -137,6 +137,7 @@ def finalize_file(builder: EpisodeFileBuilder, final: Path, header: Mapping[str,
     duration = float(qi.t[-1] - qi.t[0]) if n > 1 else 0.0
     attrs = {
         "sim": bool(header.get("sim", False)),
+        "sim_seed": -1 if header.get("sim_seed") is None else int(header["sim_seed"]),  # reproduces the scene on replay
         "task": header.get("task", ""),
         "outcome": fmt.check_outcome(header.get("outcome", "unlabeled")),
         "notes": header.get("notes", ""),
@@ -167,7 +168,7 @@ class EpisodeWriter:
     """Records one episode into `dataset_dir` as `<name>.hdf5`. Create through DatasetStore.new_episode."""
 
     def __init__(self, dataset_dir: Path, name: str, cameras: Sequence[str], *, task: str = "",
-                 rig_config: str = "", sim: bool = False, control_hz: float | None = None,
+                 rig_config: str = "", sim: bool = False, sim_seed: int | None = None, control_hz: float | None = None,
                  thresholds: QualityThresholds | None = None, n_joints: int = 14,
                  jpeg_quality: int = fmt.JPEG_QUALITY, encode_threads: int = 2, max_inflight_images: int = 200,
                  max_queued_steps: int = 500, flush_s: float = 0.25, sync_s: float = 1.0,
@@ -183,7 +184,7 @@ class EpisodeWriter:
         self.partial_path = inc / f"{name}.partial{fmt.EPISODE_SUFFIX}"
         self.header = {
             "name": name, "format_version": fmt.FORMAT_VERSION, "cameras": self.cameras, "n_joints": n_joints,
-            "task": task, "rig_config": rig_config, "sim": sim, "control_hz": control_hz,
+            "task": task, "rig_config": rig_config, "sim": sim, "sim_seed": sim_seed, "control_hz": control_hz,
             "thresholds": asdict(thresholds or QualityThresholds()), "jpeg_quality": jpeg_quality,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "outcome": "unlabeled",
             "notes": "",

@@ -39,6 +39,25 @@ def _run_gui(args: argparse.Namespace) -> int:
     return gui_main(rig=getattr(args, "rig", None))
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Failures an operator can act on: printed as one readable line (with -v, the traceback)."""
+    from drivers.errors import DriverError
+    from recorder.writer import RecorderError
+    from workbench.config import ConfigError
+    from workbench.teleop import TeleopStopped
+
+    errors: list[type[BaseException]] = [DriverError, ConfigError, RecorderError, TeleopStopped,
+                                         FileNotFoundError, PermissionError]
+    try:
+        from recorder.store import StoreError
+        from workbench.replay import ReplayError
+
+        errors += [StoreError, ReplayError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -52,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # readable errors, not tracebacks, for the expected failure kinds
-        from drivers.errors import DriverError
-        from workbench.config import ConfigError
-
-        if isinstance(exc, (DriverError, ConfigError, FileNotFoundError, PermissionError)) and not args.verbose:
+        if isinstance(exc, _user_errors()) and not args.verbose:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

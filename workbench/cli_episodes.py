@@ -45,6 +45,11 @@ def register(sub) -> None:
     ex.add_argument("--quality", action="append", help="keep only these quality statuses, e.g. pass (repeatable)")
     ex.add_argument("--overwrite", action="store_true")
     ex.set_defaults(func=_export)
+    rp = es.add_parser("replay", help="replay an episode's actions on the follower arms (through the safety layer)")
+    rp.add_argument("episode")
+    rp.add_argument("--rig", default="sim-transfer-cube", help="preset name or rig TOML file")
+    rp.set_defaults(func=_replay)
+
     pu = es.add_parser("push", help="push a LeRobot export folder to the Hugging Face hub")
     pu.add_argument("export_dir", type=Path)
     pu.add_argument("repo_id")
@@ -147,4 +152,22 @@ def _push(args) -> int:
     from recorder.hub import push_to_hub
 
     print(push_to_hub(args.export_dir, args.repo_id, private=not args.public))
+    return 0
+
+
+def _replay(args) -> int:
+    from workbench.config import load_rig_config
+    from workbench.replay import replay_episode
+    from workbench.rig import build_rig
+
+    path = _store(args).path(args.episode)
+    with build_rig(load_rig_config(args.rig)) as rig:
+        try:
+            r = replay_episode(rig, path)
+        except KeyboardInterrupt:
+            print("interrupted: followers held")
+            return 130
+    print(f"replayed {r.steps} steps{' (stopped early)' if r.stopped else ''}: follower-vs-action error median "
+          f"{r.tracking_median_rad:.4f} rad, max {r.tracking_max_rad:.4f} rad; {r.clamped} commands clamped"
+          + ("" if r.success is None else f"; task success {r.success}"))
     return 0

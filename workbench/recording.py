@@ -7,6 +7,7 @@ listener (cheap), so a key press takes effect on the next tick.
 from __future__ import annotations
 
 import enum
+import os
 import queue
 import time
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class RecordingSession:
         cfg = self.rig.config
         return self.store.new_episode(
             list(self.rig.cameras), task=self.s.task, rig_config=cfg.text, sim=self.rig.sim is not None,
+            sim_seed=None if self.rig.sim is None else self.rig.sim.seed,
             control_hz=cfg.control_hz, thresholds=QualityThresholds.from_mapping(dict(cfg.quality)))
 
     def _wait(self, seconds: float, what: str) -> None:
@@ -97,8 +99,9 @@ class RecordingSession:
         """Record with `loop` (a started workbench.teleop.TeleopLoop) until the episode count or a stop."""
         steps = int(round(self.s.episode_s * self.rig.config.control_hz))
         k = 0
+        base_seed = self.s.seed if self.s.seed is not None else int.from_bytes(os.urandom(3), "little")
         while k < self.s.episodes and not self._stop_session:
-            self.rig.begin_episode(None if self.s.seed is None else self.s.seed + k)
+            self.rig.begin_episode(base_seed + k)  # a concrete seed per episode: replays recreate the scene
             self._wait(self.s.countdown_s, f"episode {k + 1}/{self.s.episodes} starts in")
             if self._stop_session:
                 break

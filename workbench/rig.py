@@ -111,8 +111,13 @@ class Rig:
             self.safety.sync([a.name for a in self.followers.values()])
 
     def phase(self) -> str | None:
-        leader = self.leaders.get("right")
-        return getattr(leader, "phase", None)
+        """The sub-task the scripted demonstrator performs now (segment labels); None outside its demonstration."""
+        if self.sim is None:
+            return None
+        from drivers.sim.demonstrator import DONE_PHASE, STARTUP_PHASE
+
+        phase = getattr(self.leaders.get("right"), "phase", None)
+        return None if phase in (STARTUP_PHASE, DONE_PHASE) else phase
 
     def success(self) -> bool | None:
         return None if self.sim is None else bool(self.sim.success)
