@@ -18,7 +18,7 @@ from ui import theme
 from ui.camera_grid import CameraGrid
 from ui.controller import RigController
 from ui.errors import ErrorBanner
-from ui.joint_plots import JointPlots
+from ui.strip_charts import LiveJointCharts
 from ui.rig_panel import RigPanel, StatusPill
 from ui.tasks import JobRunner
 from ui.teleop_panel import TeleopPanel
@@ -52,8 +52,10 @@ class LivePanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 12, 12, 12)
         split = QSplitter(Qt.Orientation.Vertical)
-        self.cameras = CameraGrid()
-        self.plots = JointPlots()
+        # rates chosen with bench/bench_gui_teleop.py: previews 10 fps, charts redrawn 10 times a second (sampled
+        # at the 20 Hz poll) keep the GUI's share of the CPU and of the GIL small next to the 50 Hz loop
+        self.cameras = CameraGrid(preview_hz=10.0)
+        self.plots = LiveJointCharts(redraw_hz=10.0)
         split.addWidget(self.cameras)
         split.addWidget(self.plots)
         split.setStretchFactor(0, 3)
@@ -69,7 +71,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         # The control loop shares the GIL with this thread: a short switch interval bounds how long Python code
         # here (plots, previews) can delay the loop waking up (CPython's default is 5 ms, a quarter of a tick).
-        sys.setswitchinterval(0.0005)
+        sys.setswitchinterval(0.0001)
         self.settings = settings or QSettings("aloha-workbench", "workbench")
         self.setWindowTitle("ALOHA Workbench")
         self.jobs = JobRunner(self)

@@ -1,29 +1,40 @@
-"""Camera previews: a grid of tiles, each the newest frame (downscaled by striding, never full size) with its
+"""Camera previews: a grid of tiles, each the newest frame (resized to the tile, never full size) with its
 measured fps and drop counter. Fed by the GUI's poll timer; a tile converts an image only when its frame is new
-and its preview interval has passed, so previews cost the control loop nothing but a reference read."""
+and its preview interval has passed, so previews cost the control loop nothing but a reference read. Frames are
+resized to the tile in OpenCV (GIL released) and painted 1:1."""
 from __future__ import annotations
 
 import math
 import time
 
+import cv2
 import numpy as np
-from PyQt6.QtCore import QRectF, QSize, Qt
+from PyQt6.QtCore import QPointF, QRectF, QSize, Qt
 from PyQt6.QtGui import QColor, QFont, QImage, QPainter
 from PyQt6.QtWidgets import QGridLayout, QSizePolicy, QWidget
 
 from ui import theme
 
 
-def downscale(image: np.ndarray, max_w: int, max_h: int) -> np.ndarray:
-    """Integer-stride subsample so the result is at most ~max_w x max_h (cheap: a view, then one copy)."""
+def fit_size(w: int, h: int, box_w: int, box_h: int) -> tuple[int, int]:
+    """The largest (w, h) with the image's aspect ratio inside the box (never upscaled, never zero)."""
+    scale = min(box_w / w, box_h / h, 1.0)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def preview_image(image: np.ndarray, box_w: int, box_h: int) -> tuple[QImage, np.ndarray]:
+    """Frame -> a QImage already at its on-screen size, in the paint engine's native 32-bit format.
+
+    Resizing (area filter) and colour conversion run in OpenCV, which releases the GIL; painting is then a 1:1
+    blit. Scaling or converting an RGB888 image in `paintEvent` happens inside a Qt call made from Python, which
+    holds the GIL and so delays the control loop thread. Returns the image and the buffer it points into.
+    """
     h, w = image.shape[:2]
-    s = max(1, math.ceil(max(w / max(max_w, 1), h / max(max_h, 1))))
-    return np.ascontiguousarray(image[::s, ::s, :3])
-
-
-def to_qimage(rgb: np.ndarray) -> QImage:
-    h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    tw, th = fit_size(w, h, box_w, box_h)
+    small = image if (tw, th) == (w, h) else cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+    code = cv2.COLOR_GRAY2BGRA if small.ndim == 2 else (cv2.COLOR_RGBA2BGRA if small.shape[2] == 4 else cv2.COLOR_RGB2BGRA)
+    bgra = cv2.cvtColor(small, code)  # QImage RGB32 is 0xffRRGGBB: B, G, R, A bytes on little-endian machines
+    return QImage(bgra.data, tw, th, 4 * tw, QImage.Format.Format_RGB32), bgra
 
 
 class CameraTile(QWidget):
@@ -31,6 +42,7 @@ class CameraTile(QWidget):
         super().__init__(parent)
         self.name = name
         self.image: QImage | None = None
+        self._buffer: np.ndarray | None = None  # keeps the pixels `image` points into alive
         self.seq = -1
         self.fps = float("nan")
         self.nominal_fps = 0
@@ -45,7 +57,7 @@ class CameraTile(QWidget):
         return QSize(400, 300)
 
     def set_frame(self, image: np.ndarray, seq: int) -> None:
-        self.image = to_qimage(downscale(image, self.width(), self.height()))
+        self.image, self._buffer = preview_image(image, max(self.width() - 2, 160), max(self.height() - 2, 120))
         self.seq = seq
         self.updates += 1
         self.update()
@@ -71,10 +83,12 @@ class CameraTile(QWidget):
         p.fillRect(r, QColor("#05080c"))
         if self.image is not None:
             iw, ih = self.image.width(), self.image.height()
-            scale = min(r.width() / iw, r.height() / ih)
-            w, h = iw * scale, ih * scale
-            target = QRectF(r.x() + (r.width() - w) / 2, r.y() + (r.height() - h) / 2, w, h)
-            p.drawImage(target, self.image)
+            if iw <= r.width() and ih <= r.height():  # the usual case: a blit at the size it was made for
+                p.drawImage(QPointF(round(r.x() + (r.width() - iw) / 2), round(r.y() + (r.height() - ih) / 2)),
+                            self.image)
+            else:  # the tile shrank since the frame arrived; the next frame is made to fit again
+                w, h = fit_size(iw, ih, int(r.width()), int(r.height()))
+                p.drawImage(QRectF(r.x() + (r.width() - w) / 2, r.y() + (r.height() - h) / 2, w, h), self.image)
         else:
             p.setPen(QColor(theme.MUTED))
             p.drawText(r, Qt.AlignmentFlag.AlignCenter, self.message)

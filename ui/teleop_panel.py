@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import math
+import time
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout,
@@ -142,6 +143,8 @@ class TeleopPanel(QWidget):
         lay.addStretch(1)
 
         self.meter = RateMeter()
+        self._last_figures = 0.0
+        self._pmax = 0.0
         self._current_step = -1
         self.start_btn.clicked.connect(self.start)
         self.stop_btn.clicked.connect(self.ctl.stop_teleop)
@@ -231,6 +234,14 @@ class TeleopPanel(QWidget):
         if tick is None:
             return
         self.meter.add(tick.index, tick.t)
+        if math.isfinite(max_period):
+            self._pmax = max(self._pmax, max_period)
+        now = time.monotonic()
+        if now - self._last_figures < 0.2:  # big numbers: 5 updates a second is plenty to read
+            return
+        self._last_figures = now
+        max_period, self._pmax = self._pmax, 0.0
+        max_period = max_period if max_period > 0 else float("nan")
         nominal = self.ctl.config.control_hz if self.ctl.config else 50.0
         hz = self.meter.rate()
         self.rate.set("—" if not math.isfinite(hz) else f"{hz:5.1f}", rate_status(hz, nominal))

@@ -38,6 +38,8 @@ def build_virtual(config: RigConfig) -> Rig:
     emulators = VirtualRig(arms=[VirtualArm(a.name, a.role, a.settings.get("model", "vx300s" if a.role == "follower" else "wx250s"))
                                  for a in config.arms], gripper=config.gripper)
     ports = emulators.start()
+    # emulated servos stand in for hardware, which never waits for the PC: just below the control loop's priority
+    _prioritize_process(emulators._proc.pid, max(config.rt_priority - 1, 0))
     try:
         leaders, followers = _arms(config, ports)
         rig = Rig(config, leaders, followers, _cameras(config), RealClock(), on_close=emulators.stop)
@@ -46,6 +48,21 @@ def build_virtual(config: RigConfig) -> Rig:
         raise
     rig.emulators = emulators  # fault injection from tests, benches and the GUI's demo mode
     return rig
+
+
+def _prioritize_process(pid: int, realtime: int, nice: int = -10) -> None:
+    import os
+
+    try:
+        for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+            try:
+                if realtime <= 0:
+                    raise PermissionError
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(realtime))
+            except PermissionError:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except (OSError, AttributeError):
+        pass  # normal priority: fine on an idle machine
 
 
 def build_sim(config: RigConfig) -> Rig:

@@ -61,6 +61,7 @@ class RigConfig:
     name: str
     backend: Backend
     control_hz: float
+    rt_priority: int  # SCHED_FIFO priority of the control loop thread on a real-time clock; 0: a lower nice only
     gripper: GripperConstants
     gripper_set: str  # preset name, or "custom"
     arms: tuple[ArmEntry, ...]
@@ -109,9 +110,10 @@ def parse_rig_config(text: str, source: str = "<string>") -> RigConfig:
     r = _Reader(source)
     r.keys(doc, "", {"rig", "arms", "cameras", "safety", "quality", "sim", "gripper"})
     rig = r.table(doc, "rig")
-    r.keys(rig, "rig", {"name", "backend", "control_hz", "gripper"})
+    r.keys(rig, "rig", {"name", "backend", "control_hz", "gripper", "rt_priority"})
     backend = r.choice(rig, "rig.backend", BACKENDS, required=True)
     control_hz = float(r.number(rig, "rig.control_hz", default=50.0, lo=1.0, hi=1000.0))
+    rt_priority = int(r.number(rig, "rig.rt_priority", default=50, lo=0, hi=99, integer=True))
     gripper, gripper_set = _gripper(r, rig, doc)
     arms = _arms(r, doc, backend)
     cameras = _cameras(r, doc, backend, control_hz)
@@ -121,7 +123,7 @@ def parse_rig_config(text: str, source: str = "<string>") -> RigConfig:
     sim = _sim(r, doc, backend)
     return RigConfig(
         name=str(rig.get("name", Path(source).stem)),
-        backend=backend, control_hz=control_hz, gripper=gripper, gripper_set=gripper_set,
+        backend=backend, control_hz=control_hz, rt_priority=rt_priority, gripper=gripper, gripper_set=gripper_set,
         arms=arms, cameras=cameras, safety=safety, quality=quality, sim=sim, source=source, text=text,
     )
 

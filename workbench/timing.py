@@ -6,13 +6,20 @@ to catch up: at 50 Hz, sending three stale commands back to back is worse than s
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from drivers.clock import Clock
+
+log = logging.getLogger(__name__)
 
 
 class Pacer:
@@ -121,3 +128,50 @@ class LoopTiming:
             camera_p50_ms=pct(self.camera, 50),
         )
 
+
+
+@contextlib.contextmanager
+def elevated_priority(realtime: int = 50, nice: int = -10) -> Iterator[str]:
+    """Best effort: a higher CPU priority for the calling thread (the control loop) while inside; yields what it got.
+
+    On a busy PC (GUI drawing, video encoding) the 50 Hz loop must get a core the moment its deadline comes: under
+    the normal scheduler a woken thread can wait a millisecond or more behind others. `realtime` > 0 asks for
+    SCHED_FIFO at that priority (as ros2_control does), else it falls back to a lower niceness. Both need root,
+    CAP_SYS_NICE or a limits.conf grant (`@robot - rtprio 50`, `@robot - nice -10`); without them the loop runs at
+    normal priority and says so once. The previous policy comes back on exit, so threads this one starts later
+    (e.g. after a CLI teleop run) do not inherit it.
+    """
+    tid = threading.get_native_id()
+    try:
+        old_policy, old_param = os.sched_getscheduler(tid), os.sched_getparam(tid)
+        old_nice = os.getpriority(os.PRIO_PROCESS, tid)
+    except (OSError, AttributeError):  # not Linux
+        yield "normal"
+        return
+    got = "normal"
+    if realtime > 0:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(realtime))
+            got = f"SCHED_FIFO {realtime}"
+        except (PermissionError, OSError):
+            pass
+    if got == "normal" and nice < old_nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+            got = f"nice {nice}"
+        except (PermissionError, OSError):
+            pass
+    if got == "normal" and not _warned:
+        _warned.append(True)
+        log.info("control loop runs at normal CPU priority (no permission for a higher one; see README)")
+    try:
+        yield got
+    finally:
+        try:
+            os.sched_setscheduler(tid, old_policy, old_param)
+            os.setpriority(os.PRIO_PROCESS, tid, old_nice)
+        except (PermissionError, OSError):
+            pass
+
+
+_warned: list[bool] = []

@@ -76,3 +76,11 @@ def test_bad_safety_values(tmp_path):
 def test_sim_camera_faster_than_control_rate(tmp_path):
     e = _err(preset_text("sim-transfer-cube").replace("fps = 50", "fps = 60", 1), tmp_path)
     assert e.key == "cameras.cam_high.fps"
+
+
+def test_rt_priority_default_and_range(tmp_path):
+    assert load_rig_config("virtual").rt_priority == 50
+    text = preset_text("virtual").replace('backend = "virtual"', 'backend = "virtual"\nrt_priority = 0')
+    assert parse_rig_config(text, "x.toml").rt_priority == 0
+    e = _err(preset_text("virtual").replace('backend = "virtual"', 'backend = "virtual"\nrt_priority = 120'), tmp_path)
+    assert e.key == "rig.rt_priority" and "outside" in str(e)

@@ -64,3 +64,39 @@ def test_timing_summary():
 def test_rate_must_be_positive():
     with pytest.raises(ValueError):
         Pacer(StepClock(), 0)
+
+
+def _sched(tid):
+    import os
+
+    return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
+
+
+@pytest.mark.parametrize("realtime", [50, 0])
+def test_elevated_priority_applies_then_restores(realtime):
+    """Inside: SCHED_FIFO (or a lower nice, or normal without permission), for this thread only; after: as before."""
+    import os
+    import threading
+
+    from workbench.timing import elevated_priority
+
+    result = {}
+
+    def body():  # a fresh thread, so the test runner's own thread is never changed
+        tid = threading.get_native_id()
+        before = _sched(tid)
+        with elevated_priority(realtime=realtime, nice=-5) as got:
+            result["got"], result["inside"] = got, _sched(tid)
+        result["before"], result["after"] = before, _sched(tid)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    got, inside = result["got"], result["inside"]
+    if got.startswith("SCHED_FIFO"):
+        assert realtime > 0 and inside[0] == os.SCHED_FIFO
+    elif got.startswith("nice"):
+        assert inside == (result["before"][0], -5)
+    else:
+        assert got == "normal" and inside == result["before"]
+    assert result["after"] == result["before"]

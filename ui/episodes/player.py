@@ -6,7 +6,7 @@ import numpy as np
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
-from ui.camera_grid import CameraTile, downscale
+from ui.camera_grid import CameraTile
 from ui.episodes.timeline import SegmentTimeline
 from ui.joint_plots import JointPlots
 
@@ -45,9 +45,8 @@ class EpisodePlayer(QWidget):
         lay.addLayout(ctl)
         self.timeline = SegmentTimeline()
         lay.addWidget(self.timeline)
-        self.plots = JointPlots(cursor=True, columns=4)
+        self.plots = JointPlots(columns=4)
         self.plots.title.setText("JOINTS (LEADER = ACTION, FOLLOWER = STATE)")
-        self.plots.sideChanged.connect(lambda _s: self.info is not None and self.plots._draw_episode())
         lay.addWidget(self.plots, 4)
         self._timer = QTimer(self)
         self._timer.setInterval(40)
@@ -105,7 +104,7 @@ class EpisodePlayer(QWidget):
             try:
                 img = self.reader.image(name, i)
                 tile.image = None
-                tile.set_frame(downscale(img, max(tile.width(), 160), max(tile.height(), 120)), i)
+                tile.set_frame(img, i)
                 tile.status = "ok"
             except (KeyError, ValueError, OSError) as exc:
                 tile.clear(f"cannot decode: {exc}")
