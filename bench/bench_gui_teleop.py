@@ -97,7 +97,7 @@ def gui(path: str, ticks: int, tmp: Path, screenshot: str | None = None, without
 
     win.rig_panel.connect_rig()
     wait(lambda: win.ctl.connected, 60)
-    win.tabs.setCurrentWidget(win.teleop_panel)
+    win.show_tab(win.teleop_panel)
     win.teleop_panel.squeeze.setChecked(False)
     win.teleop_panel.start()
     wait(lambda: win.ctl.state == "running", 60)

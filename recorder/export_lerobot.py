@@ -7,11 +7,12 @@ episode row says where it starts and ends (from/to timestamps).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import av
 import numpy as np
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 from drivers.arm import JOINT_NAMES, SIDES
 from recorder.reader import EpisodeInfo, EpisodeReader, read_info
 from recorder.segments import task_per_step
+
+Progress = Callable[[str, float], None]  # (what, fraction done); raising from it cancels the export
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -67,14 +70,31 @@ def _stats(x: np.ndarray) -> dict:
 
 def export_lerobot(episode_paths: Sequence[Path], out: Path, *, robot_type: str = "aloha", fps: int | None = None,
                    codec: str | None = None, crf: int = 23, overwrite: bool = False,
-                   image_stats_every: int = 10) -> ExportResult:
+                   image_stats_every: int = 10, progress: Progress | None = None) -> ExportResult:
+    """Write the LeRobot dataset into a sibling `.partial` folder and move it to `out` only when complete: an
+    error or a cancel (an exception raised by `progress(text, fraction)`) leaves any earlier export untouched."""
     out = Path(out)
     if not episode_paths:
         raise ExportError("no episodes selected for export")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} exists; pass overwrite to replace it")
+    work = out.parent / f".{out.name}.partial"
+    if work.exists():
+        shutil.rmtree(work)
+    try:
+        result = _export(episode_paths, work, robot_type, fps, codec, crf, image_stats_every,
+                         progress or (lambda text, fraction: None))
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     if out.exists():
-        if not overwrite:
-            raise ExportError(f"{out} exists; pass overwrite to replace it")
         shutil.rmtree(out)
+    work.rename(out)
+    return dataclasses.replace(result, root=out)
+
+
+def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: str | None, crf: int,
+            image_stats_every: int, progress: Progress) -> ExportResult:
     infos: list[EpisodeInfo] = [read_info(p) for p in episode_paths]
     cams = infos[0].cameras
     for i in infos:
@@ -93,6 +113,7 @@ def export_lerobot(episode_paths: Sequence[Path], out: Path, *, robot_type: str 
     ep_rows: list[dict] = []
     start = 0
     for e, info in enumerate(infos):
+        progress(f"reading {info.name}", 0.05 * e / len(infos))
         with EpisodeReader(info.path) as r:
             n = info.steps
             arrays = {k: getattr(r, prop).astype(np.float32) for k, prop in _VECTOR_FEATURES.items()}
@@ -138,10 +159,14 @@ def export_lerobot(episode_paths: Sequence[Path], out: Path, *, robot_type: str 
     for k in _VECTOR_FEATURES:
         features[k] = {"dtype": "float32", "shape": [len(STATE_NAMES)], "names": STATE_NAMES}
         stats[k] = _stats(np.concatenate(cols[k]))
-    for cam in cams:
+    for c, cam in enumerate(cams):
         key = f"observation.images.{cam}"
+
+        def cam_progress(e: int, c=c, cam=cam) -> None:  # videos are most of the work: 5 % .. 100 %
+            progress(f"encoding {cam}: episode {e + 1}/{len(infos)}", 0.05 + 0.95 * (c + e / len(infos)) / len(cams))
+
         h, w, sampled, n_sampled = _encode_camera(infos, cam, out / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0),
-                                       fps, codec, crf, image_stats_every)
+                                                  fps, codec, crf, image_stats_every, cam_progress)
         features[key] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
                          "info": {"video.height": h, "video.width": w, "video.codec": _codec_name(codec),
                                   "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
@@ -194,13 +219,14 @@ def _write_tasks(tasks: list[str], path: Path) -> None:
 
 
 def _encode_camera(infos: Sequence[EpisodeInfo], cam: str, path: Path, fps: int, codec: str, crf: int,
-                   stats_every: int) -> tuple[int, int, np.ndarray, int]:
+                   stats_every: int, progress: Callable[[int], None]) -> tuple[int, int, np.ndarray, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     sampled: list[np.ndarray] = []
     with av.open(str(path), "w") as container:
         stream = None
         pts = 0
-        for info in infos:
+        for e, info in enumerate(infos):
+            progress(e)
             with EpisodeReader(info.path) as r:
                 for i, img in enumerate(r.images(cam)):
                     if stream is None:

@@ -11,7 +11,8 @@ import time
 
 from PyQt6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import (QApplication, QLabel, QMainWindow, QPushButton, QSizePolicy, QSplitter, QTabWidget,
+from PyQt6.QtWidgets import (QApplication, QFrame, QLabel, QMainWindow, QPushButton, QScrollArea, QSizePolicy, QSplitter,
+                             QTabWidget,
                              QToolBar, QVBoxLayout, QWidget)
 
 from ui import theme
@@ -118,17 +119,19 @@ class MainWindow(QMainWindow):
         self.split = QSplitter(Qt.Orientation.Horizontal)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
+        self.tabs.tabBar().setDrawBase(False)
         self.rig_panel = RigPanel(self.ctl, self.settings)
         self.teleop_panel = TeleopPanel(self.ctl)
-        self.tabs.addTab(self.rig_panel, "Rig")
-        self.tabs.addTab(self.teleop_panel, "Teleop")
+        self._pages: dict[QWidget, QWidget] = {}
+        self._add_page(self.rig_panel, "Rig")
+        self._add_page(self.teleop_panel, "Teleop")
         from ui.record_panel import RecordPanel
         from ui.episodes.panel import EpisodesPanel
 
         self.record_panel = RecordPanel(self.ctl, self.jobs, self.settings, dataset_dir=dataset_dir)
-        self.tabs.addTab(self.record_panel, "Record")
+        self._add_page(self.record_panel, "Record")
         self.episodes_panel = EpisodesPanel(self.ctl, self.jobs, self.settings)
-        self.tabs.addTab(self.episodes_panel, "Episodes")
+        self._add_page(self.episodes_panel, "Episodes", scroll=False)  # its table and player scroll themselves
         self.live = LivePanel()
         self.split.addWidget(self.tabs)
         self.split.addWidget(self.live)
@@ -140,6 +143,7 @@ class MainWindow(QMainWindow):
         v.addWidget(self.split, 1)
         self.setCentralWidget(central)
         self.status_label = QLabel("")
+        self.status_label.setMinimumWidth(1)  # long lines are cut, never widen the window
         self.statusBar().addWidget(self.status_label, 1)
         self.shortcut_hint = QLabel("Esc e-stop")
         self.statusBar().addPermanentWidget(self.shortcut_hint)
@@ -153,8 +157,8 @@ class MainWindow(QMainWindow):
         self.ctl.configChanged.connect(lambda cfg: self.rig_pill.set(f"{cfg.name} · not connected", "idle"))
         self.ctl.teleopState.connect(self._on_teleop_state)
         self.ctl.estopChanged.connect(self._on_estop)
-        self.ctl.teleopStep.connect(lambda m: self.status_label.setText(m))
-        self.ctl.connectProgress.connect(lambda m: self.status_label.setText(m))
+        self.ctl.teleopStep.connect(self.set_status)
+        self.ctl.connectProgress.connect(self.set_status)
         self.record_panel.recordingChanged.connect(self._on_recording)
         self.record_panel.datasetChanged.connect(self.episodes_panel.set_dataset)
         self.episodes_panel.set_dataset(self.record_panel.dataset_dir())
@@ -238,9 +242,35 @@ class MainWindow(QMainWindow):
     def _on_recording(self, text: str, status: str) -> None:
         self.rec_pill.set(text, status)
 
+    def set_status(self, message: str) -> None:
+        """One line in the status bar: the first line of a message (session reports span many; the Record tab
+        shows them in full). The full text is the tooltip."""
+        self.status_label.setText(message.split("\n", 1)[0])
+        self.status_label.setToolTip(message)
+
+    def _add_page(self, panel: QWidget, title: str, scroll: bool = True) -> None:
+        """A tab; form-like panels scroll vertically so the window fits a laptop screen (1366x768)."""
+        page = panel
+        if scroll:
+            page = QScrollArea()
+            page.setWidget(panel)
+            page.setWidgetResizable(True)
+            page.setFrameShape(QFrame.Shape.NoFrame)
+            page.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._pages[panel] = page
+        self.tabs.addTab(page, title)
+
+    def show_tab(self, panel: QWidget) -> None:
+        self.tabs.setCurrentWidget(self._pages[panel])
+
+    def current_panel(self) -> QWidget | None:
+        page = self.tabs.currentWidget()
+        return next((p for p, w in self._pages.items() if w is page), None)
+
     def _tab_changed(self, i: int) -> None:
-        self.live.setVisible(self.tabs.widget(i) is not self.episodes_panel)
-        if self.tabs.widget(i) is self.episodes_panel:
+        on_episodes = self.tabs.widget(i) is self._pages.get(self.episodes_panel)
+        self.live.setVisible(not on_episodes)
+        if on_episodes:
             self.episodes_panel.refresh()
 
     def _update_title(self) -> None:

@@ -50,6 +50,7 @@ class CameraTile(QWidget):
         self.status = "idle"  # idle | ok | warn | fail
         self.message = "no signal"
         self.updates = 0
+        self.live = True  # live: measured fps and drops at the bottom; playback (episode player): the frame index
         self.setMinimumSize(200, 150)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
@@ -106,6 +107,12 @@ class CameraTile(QWidget):
         p.drawText(top.adjusted(8, 0, -8, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self.name)
         bottom = QRectF(r.x(), r.bottom() - 22, r.width(), 22)
         p.fillRect(bottom, QColor(0, 0, 0, 165))
+        if not self.live:
+            p.setPen(QColor(theme.MUTED))
+            p.drawText(bottom.adjusted(8, 0, -8, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                       f"frame {self.seq}" if self.seq >= 0 else "")
+            p.end()
+            return
         fps = "— fps" if not math.isfinite(self.fps) else f"{self.fps:.1f} fps"
         p.setPen(QColor(colour))
         p.drawText(bottom.adjusted(8, 0, -8, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, f"● {fps}")

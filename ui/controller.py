@@ -34,6 +34,7 @@ class RigController(QObject):
     estopChanged = pyqtSignal(bool)
     error = pyqtSignal(object, str)  # exception, context ("Connect", "Teleop")
     armStatus = pyqtSignal(object)  # list[ArmStatus]
+    _controlDone = pyqtSignal(object, object)  # (thread, summary): the control thread's last word, queued
 
     def __init__(self, jobs: JobRunner, realtime_sim: bool = True, parent=None):
         super().__init__(parent)
@@ -51,6 +52,7 @@ class RigController(QObject):
         self.runner_result = None
         self.connecting = False
         self.state = "idle"
+        self._controlDone.connect(self._on_control_done)
 
     # -- configuration ---------------------------------------------------------------------------------
     def load_config(self, ref: str) -> RigConfig:
@@ -69,7 +71,9 @@ class RigController(QObject):
 
     @property
     def teleop_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """True from start until the GUI thread has handled the run's end (`teleopFinished`). Not `is_alive()`:
+        a new run started between the thread's exit and that queued signal would be taken for the one ending."""
+        return self._thread is not None
 
     def connect_rig(self, ref: str | None = None):
         """Build and connect the rig on a worker thread; returns the Job (progress/cancel/error signals)."""
@@ -141,6 +145,7 @@ class RigController(QObject):
         self.stop_teleop()
         if self._thread is not None:
             self._thread.join(timeout)
+            self._thread = None
         self.jobs.wait(int(timeout * 1000))
         if self.rig is not None:
             self.rig.disconnect()
@@ -259,7 +264,12 @@ class RigController(QObject):
             self.last_summary = summary
             self._set_state("idle")
             self.teleopStep.emit("Stopped" if not rig.safety.estopped else "E-stop engaged: followers held")
-            self.teleopFinished.emit(summary)
+            self._controlDone.emit(threading.current_thread(), summary)
+
+    def _on_control_done(self, thread, summary) -> None:
+        if thread is self._thread:
+            self._thread = None
+        self.teleopFinished.emit(summary)
 
     def _on_tick(self, tick: Tick) -> None:
         # control thread: keep this to a couple of assignments

@@ -29,6 +29,11 @@ KEYS = {
 }
 
 
+def _num(v: float) -> str:
+    """Readable at a glance: 3 significant digits, no exponent for the near-zero jitter of a simulated clock."""
+    return "0" if abs(v) < 5e-4 else f"{v:.3g}"
+
+
 def _fmt_s(s: float) -> str:
     return "—" if not math.isfinite(s) else f"{s:5.1f}"
 
@@ -45,7 +50,6 @@ class RecordPanel(QWidget):
         self.events = None
         self.state = "idle"  # idle | starting | countdown | recording | saving | reset
         self.episode_name = ""
-        self._rec_start_t: float | None = None
         self._wait_until: float | None = None
         self._saved_seen = 0
         self._drops0: dict[str, int] = {}
@@ -65,8 +69,7 @@ class RecordPanel(QWidget):
         row = QHBoxLayout()
         self.dataset = QLineEdit(dataset_dir or str(settings.value("record/dataset", "") or
                                                     Path.home() / "aloha_data" / "default"))
-        browse = QPushButton("…")
-        browse.setFixedWidth(36)
+        browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         row.addWidget(self.dataset, 1)
         row.addWidget(browse)
@@ -117,10 +120,15 @@ class RecordPanel(QWidget):
         theme.set_role(self.start_btn, "danger")
         self.start_btn.setStyleSheet("QPushButton { color: white; background: #b62324; border-color: #f85149; }"
                                      "QPushButton:disabled { background: #2a1214; color: #7d5a5a; border-color: #3d1417; }")
-        self.next_btn = QPushButton("Next  →")
-        self.rerecord_btn = QPushButton("↺ Re-record  ←")
-        self.discard_btn = QPushButton("Discard last  Del")
-        self.stop_btn = QPushButton("■ Stop  End")
+        # keys are listed once, below the buttons (and in each tooltip), so the labels stay short and readable
+        self.next_btn = QPushButton("Next →")
+        self.next_btn.setToolTip("Save this episode now and go on (→, PgDn, N)")
+        self.rerecord_btn = QPushButton("↺ Re-record")
+        self.rerecord_btn.setToolTip("Discard this episode and record it again (←, PgUp, R)")
+        self.discard_btn = QPushButton("Discard last")
+        self.discard_btn.setToolTip("Move the last saved episode to the trash (Del)")
+        self.stop_btn = QPushButton("■ Stop")
+        self.stop_btn.setToolTip("Save this episode and end the session (End, Q)")
         for b in (self.start_btn, self.next_btn, self.rerecord_btn, self.discard_btn, self.stop_btn):
             b.setMinimumHeight(36)
         g.addWidget(self.start_btn, 2, 0, 1, 3)
@@ -155,7 +163,8 @@ class RecordPanel(QWidget):
         mrow.addWidget(self.mark_btn)
         sv.addLayout(mrow)
         self.last_mark = QLabel("")
-        self.last_mark.setProperty("class", "muted")
+        self.last_mark.setWordWrap(True)
+        self.last_mark.setStyleSheet(f"color: {theme.ACCENT}; font-weight: 600;")
         sv.addWidget(self.last_mark)
         lay.addWidget(seg)
 
@@ -356,7 +365,7 @@ class RecordPanel(QWidget):
             self.ctl.error.emit(exc, f"Discarding {name}")
             return
         self.discarded.append(name)
-        self.last_mark.setText(f"{name} moved to the trash (Episodes tab → Deleted → Restore to undo)")
+        self.last_mark.setText(f"{name} moved to the trash (Episodes tab → Show deleted → Restore to undo)")
         self.datasetChanged.emit(self.dataset_dir())
 
     def _store(self):
@@ -404,7 +413,6 @@ class RecordPanel(QWidget):
         if first.startswith("recording "):
             self.state = "recording"
             self.episode_name = first.split()[1]
-            self._rec_start_t = None
             self._wait_until = None
         elif first.startswith("saved "):
             self.state = "saved"
@@ -445,17 +453,17 @@ class RecordPanel(QWidget):
 
     # -- poll timer ---------------------------------------------------------------------------------------------------
     def elapsed(self) -> float:
-        tick = self.ctl.latest_tick()
-        if tick is None or self._rec_start_t is None:
+        """Seconds recorded in the current episode: its step count over the control rate (exact on the sim's clock
+        and on the wall clock alike, and never mixed up with the previous episode's ticks)."""
+        w = self.session.current if self.session is not None else None
+        if w is None or self.state != "recording" or self.ctl.config is None:
             return 0.0
-        return max(0.0, tick.t - self._rec_start_t)
+        return w.steps / self.ctl.config.control_hz
 
     def update_live(self, tick) -> None:
         if self.session is None:
             return
         self.meter.add(tick.index, tick.t)
-        if self.state == "recording" and self._rec_start_t is None:
-            self._rec_start_t = tick.t
         nominal = self.ctl.config.control_hz
         hz = self.meter.rate()
         self.q_rate.set(_fmt_s(hz), rate_status(hz, nominal))
@@ -479,7 +487,7 @@ class RecordPanel(QWidget):
         q = saved.quality
         self.report.setRowCount(len(q.checks))
         for r, c in enumerate(q.checks):
-            val = "—" if c.value is None else f"{c.value:.3g} {c.unit}".strip()
+            val = "—" if c.value is None else f"{_num(c.value)} {c.unit}".strip()
             items = [QTableWidgetItem(c.name), QTableWidgetItem(val), QTableWidgetItem(c.status.upper())]
             items[0].setToolTip(c.detail)
             items[2].setForeground(theme_brush(c.status))

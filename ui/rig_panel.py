@@ -85,10 +85,9 @@ class RigPanel(QWidget):
         self.tree.setRootIsDecorated(True)
         self.tree.setUniformRowHeights(True)
         hdr = self.tree.header()
-        hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for c in (1, 2, 4):
+        for c in (0, 1, 2, 4):
             hdr.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
-        hdr.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
+        hdr.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)  # status texts vary; names never truncate
         a.addWidget(self.tree, 1)
         row3 = QHBoxLayout()
         self.arms_note = QLabel("Connect to read servo status.")
@@ -185,7 +184,7 @@ class RigPanel(QWidget):
 
     def _on_connection(self, up: bool) -> None:
         if up:
-            self.state.set(f"Connected · {self.ctl.config.name}", "ok")
+            self.state.set("Connected", "ok")
             self.arms_note.setText("Servo status is read when idle; during teleop, errors come from the loop.")
         else:
             self.state.set("Disconnected", "idle")

@@ -207,12 +207,13 @@ class LiveJointCharts(QWidget):
             t = self._t[ok] - self._t[ok][-1]  # seconds before now (<= 0)
             for j, cell in enumerate(self.cells):
                 xs = cell.x + (1.0 + t / self.window_s) * (cell.w - 1)
-                for data, colour in ((self._lead, theme.ACCENT), (self._fol, theme.WARN)):
+                # follower wide underneath, leader thin on top: when tracking is good both stay visible
+                for data, colour, width in ((self._fol, theme.WARN, 4), (self._lead, theme.ACCENT, 2)):
                     ys = np.clip(cell.rows(data[ok, off + j]), cell.y, cell.y + cell.h - 1)
                     pts = np.stack([xs, ys], axis=1)
                     pts = pts[np.isfinite(pts).all(axis=1)]
                     # 4 fractional bits: sub-pixel positions, so slow motions stay smooth
-                    cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, _bgr(colour), 2,
+                    cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, _bgr(colour), width,
                                   cv2.LINE_AA, shift=4)
         self._canvas_np = canvas
         h, w = canvas.shape[:2]

@@ -96,7 +96,9 @@ class TeleopPanel(QWidget):
         row.addWidget(self.start_btn, 2)
         row.addWidget(self.stop_btn, 1)
         b.addLayout(row)
-        self.squeeze = QCheckBox("Wait for the leader-gripper squeeze before moving the followers")
+        self.squeeze = QCheckBox("Start on leader-gripper squeeze")
+        self.squeeze.setToolTip("Wait until both leader grippers are squeezed before the followers copy the leaders "
+                                "(the ALOHA start-up). Off: teleop starts right after the start pose.")
         self.squeeze.setChecked(True)
         b.addWidget(self.squeeze)
         lay.addWidget(box)

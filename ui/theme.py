@@ -1,6 +1,8 @@
 """Colours, fonts and the application style sheet: one place, so status colours mean the same everywhere."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from PyQt6.QtGui import QColor, QFont, QPalette
 from PyQt6.QtWidgets import QApplication
 
@@ -29,13 +31,15 @@ def status_colour(status: str) -> str:
     return STATUS_COLOURS.get(str(status).lower(), IDLE)
 
 
+CHECK_SVG = (Path(__file__).parent / "assets" / "check.svg").as_posix()
+
 STYLE = f"""
 QWidget {{ background: {BG}; color: {TEXT}; font-size: 13px; }}
 QMainWindow::separator {{ background: {BORDER}; width: 1px; height: 1px; }}
 QToolBar {{ background: {PANEL}; border-bottom: 1px solid {BORDER}; spacing: 8px; padding: 6px; }}
 QStatusBar {{ background: {PANEL}; border-top: 1px solid {BORDER}; color: {MUTED}; }}
 QStatusBar QLabel {{ background: transparent; }}
-QTabWidget::pane {{ border: none; border-top: 1px solid {BORDER}; }}
+QTabWidget::pane {{ border: none; }}
 QTabBar::tab {{ background: {BG}; color: {MUTED}; padding: 9px 22px; border: none; font-size: 14px;
                font-weight: 600; border-bottom: 3px solid transparent; }}
 QTabBar::tab:selected {{ color: {TEXT}; border-bottom: 3px solid {ACCENT}; }}
@@ -83,6 +87,9 @@ QSlider::groove:horizontal {{ height: 6px; background: {BORDER}; border-radius: 
 QSlider::handle:horizontal {{ background: {ACCENT}; width: 16px; margin: -6px 0; border-radius: 8px; }}
 QSlider::sub-page:horizontal {{ background: #1f6feb; border-radius: 3px; }}
 QCheckBox {{ background: transparent; spacing: 8px; }}
+QCheckBox::indicator {{ width: 16px; height: 16px; border: 1px solid {MUTED}; border-radius: 3px; background: {RAISED}; }}
+QCheckBox::indicator:checked {{ background: #1f6feb; border-color: {ACCENT}; image: url({CHECK_SVG}); }}
+QCheckBox::indicator:disabled {{ border-color: {BORDER}; }}
 QToolTip {{ background: {RAISED}; color: {TEXT}; border: 1px solid {BORDER}; padding: 4px; }}
 QFrame#banner {{ border-radius: 6px; }}
 QLabel[class="muted"] {{ color: {MUTED}; }}

@@ -143,7 +143,14 @@ def _export(args) -> int:
 
     store = _store(args)
     chosen = select(store.list(), outcomes=args.outcome, quality=args.quality)
-    res = export_lerobot([store.path(e.name) for e in chosen], args.out, overwrite=args.overwrite)
+    last = [-1]
+
+    def progress(text: str, fraction: float) -> None:  # a line per 10 %: readable in a terminal and in a log
+        if int(fraction * 10) > last[0]:
+            last[0] = int(fraction * 10)
+            print(f"  {fraction * 100:3.0f} %  {text}", flush=True)
+
+    res = export_lerobot([store.path(e.name) for e in chosen], args.out, overwrite=args.overwrite, progress=progress)
     print(f"exported {res.episodes} episodes, {res.frames} frames, {len(res.tasks)} tasks ({res.codec}) to {res.root}")
     return 0
 

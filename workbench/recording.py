@@ -73,6 +73,7 @@ class RecordingSession:
         self.progress = progress
         self.saved: list[SavedEpisode] = []
         self._stop_session = False
+        self.current: EpisodeWriter | None = None  # the episode being recorded
 
     def _writer(self) -> EpisodeWriter:
         cfg = self.rig.config
@@ -107,6 +108,7 @@ class RecordingSession:
                 break
             self.events.drain()  # presses during the countdown do not end the new episode
             writer = self._writer()
+            self.current = writer  # read by a GUI for the episode timer (its step count)
             rerecord = False
 
             def listener(tick, writer=writer):

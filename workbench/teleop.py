@@ -145,12 +145,16 @@ class TeleopLoop:
         """Teleoperate until `steps` ticks ran or `request_stop()`; on any error the followers hold first."""
         # Everything alive now (the app, the rig, imported modules) leaves the collector's view: a full collection
         # holds the GIL for as long as it walks the heap (23 ms measured with the GUI up), a whole tick lost.
+        gc.collect()
         gc.freeze()
         # a simulated clock never sleeps: real-time priority there would only starve the GUI
         realtime = self.rig.clock.realtime
-        with elevated_priority(self.rig.config.rt_priority if realtime else 0, -10 if realtime else 0) as got:
-            self.priority = got
-            return self._run(steps)
+        try:
+            with elevated_priority(self.rig.config.rt_priority if realtime else 0, -10 if realtime else 0) as got:
+                self.priority = got
+                return self._run(steps)
+        finally:
+            gc.unfreeze()  # what the run left behind is collectable again (between runs, off the loop's clock)
 
     def _run(self, steps: int | None) -> TimingSummary:
         self._stop.clear()

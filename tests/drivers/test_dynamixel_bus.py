@@ -122,6 +122,7 @@ def test_tick_rad_conversions_with_reverse_and_homing_offset(dxl_chains):
     arm.connect()
     try:
         arm.set_torque(False)  # first, or the servos would drive the shafts back toward their goals
+        arm.read()  # a round trip: the emulator has applied the (unanswered) torque-off sync write before it
         chain.servo(1).shaft = 2048 + 200  # waist: drive mode normal, offset +100
         chain.servo(2).shaft = 2048 + 300  # shoulder: reverse drive mode (vx300s) -> reads -300 ticks
         chain.servo(8).shaft = 2048  # wrist_rotate: offset -50

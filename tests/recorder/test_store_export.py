@@ -131,6 +131,34 @@ except HubError as e:
 """
 
 
+def test_export_reports_progress_and_a_cancel_keeps_the_previous_export(tmp_path):
+    store = DatasetStore(tmp_path / "ds")
+    paths = [store.path(_record(store, n).name) for n in (8, 6, 5)]
+    out = tmp_path / "lerobot"
+    seen = []
+    export_lerobot(paths[:1], out, progress=lambda text, f: seen.append((text, f)))
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
+    assert any(t.startswith(f"encoding {CAMS[1]}") for t, _ in seen)
+    before = json.loads((out / "meta" / "info.json").read_text())
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_midway(text, fraction):
+        if fraction > 0.5:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        export_lerobot(paths, out, overwrite=True, progress=cancel_midway)
+    # the earlier export is intact and no partial folder is left behind
+    assert json.loads((out / "meta" / "info.json").read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "lerobot"]
+    res = export_lerobot(paths, out, overwrite=True)  # and a full export replaces it
+    assert res.root == out and res.episodes == 3
+    assert json.loads((out / "meta" / "info.json").read_text())["total_episodes"] == 3
+
+
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
 def test_hub_push_offline_gives_clear_error(tmp_path, env):
     (tmp_path / "meta").mkdir()

@@ -66,7 +66,7 @@ def connect(qtbot, win):
 def start_teleop(qtbot, win, min_ticks: int = 10):
     from PyQt6.QtCore import Qt
 
-    win.tabs.setCurrentWidget(win.teleop_panel)
+    win.show_tab(win.teleop_panel)
     qtbot.mouseClick(win.teleop_panel.start_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: win.ctl.state == "running", timeout=60000)
     qtbot.waitUntil(lambda: win.ctl.latest_tick() is not None and win.ctl.latest_tick().index >= min_ticks,

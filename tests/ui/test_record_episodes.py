@@ -17,7 +17,7 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
     win = window
     connect(qtbot, win)
     rp = win.record_panel
-    win.tabs.setCurrentWidget(rp)
+    win.show_tab(rp)
     rp.task.setEditText("transfer the cube to the right gripper")
     rp.episodes.setValue(2)
     rp.length.setValue(2.0)  # 100 ticks each
@@ -38,7 +38,7 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
 
     # ---- Episodes tab: the table shows both, with their segment counts ----
     ep = win.episodes_panel
-    win.tabs.setCurrentWidget(ep)
+    win.show_tab(ep)
     qtbot.waitUntil(lambda: ep.model.rowCount() == 2, timeout=10000)
     assert ep.model.episodes[0].segments == len(session.saved[0].segments)
     assert ep.model.data(ep.model.index(0, 3)) == "transfer the cube to the right gripper"
@@ -113,3 +113,26 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
     assert results[0].episodes == 2
     meta = json.loads((Path(out) / "meta" / "info.json").read_text())
     assert meta["total_episodes"] == 2
+
+
+def test_record_right_after_stopping_free_teleop(qtbot, window):
+    """The operator stops teleop and clicks Record at once: the end of the old run (a queued signal) must not be
+    taken for the end of the new recording session."""
+    from tests.ui.conftest import start_teleop
+
+    win = window
+    connect(qtbot, win)
+    start_teleop(qtbot, win)
+    thread = win.ctl._thread
+    win.ctl.stop_teleop()
+    thread.join(30)  # the control thread is gone, its "finished" signal not yet delivered
+    rp = win.record_panel
+    win.show_tab(rp)
+    rp.task.setEditText("transfer the cube")
+    rp.episodes.setValue(1)
+    rp.length.setValue(1.0)
+    assert rp.start()
+    session = rp.session
+    qtbot.waitUntil(lambda: rp.session is None, timeout=120000)
+    assert [s.name for s in session.saved] == ["episode_0"]
+    assert not win.ctl.teleop_running

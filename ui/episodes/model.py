@@ -6,12 +6,12 @@ from PyQt6.QtGui import QBrush, QColor, QFont
 
 from ui import theme
 
-COLUMNS = ["#", "Date", "Length", "Task", "Label", "Quality", "Segments"]
+COLUMNS = ["#", "Recorded", "Length", "Task", "Label", "Quality", "Segs"]
 
 
 def _date(created: str) -> str:
-    # ISO 8601 "2026-11-23T09:31:02+00:00" -> "2026-11-23 09:31"
-    return created.replace("T", " ")[:16] if created else "—"
+    # ISO 8601 "2026-11-23T09:31:02+00:00" -> "11-23 09:31" (the year is in the tooltip and `episodes show`)
+    return created.replace("T", " ")[5:16] if created else "—"
 
 
 class EpisodesModel(QAbstractTableModel):
@@ -72,7 +72,7 @@ class EpisodesModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and c in (0, 2, 6):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{e.name} · {e.steps} steps · cameras {', '.join(e.cameras)} · {e.size_bytes / 1e6:.1f} MB" + \
+            return f"{e.name} · recorded {e.created} · {e.steps} steps · cameras {', '.join(e.cameras)} · {e.size_bytes / 1e6:.1f} MB" + \
                    (" · recovered after a crash" if e.recovered else "")
         return None
 

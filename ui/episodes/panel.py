@@ -52,11 +52,10 @@ class EpisodesPanel(QWidget):
         self.outcome_f.addItems(["All labels", "success", "failure", "unlabeled"])
         self.quality_f = QComboBox()
         self.quality_f.addItems(["All quality", "pass", "warn", "fail"])
-        self.show_deleted = QCheckBox("Deleted")
+        self.show_deleted = QCheckBox("Show deleted")
         filt.addWidget(self.search, 1)
         filt.addWidget(self.outcome_f)
         filt.addWidget(self.quality_f)
-        filt.addWidget(self.show_deleted)
         lv.addLayout(filt)
         self.model = EpisodesModel(self)
         self.proxy = EpisodesFilter(self)
@@ -74,10 +73,15 @@ class EpisodesPanel(QWidget):
         hdr = self.table.horizontalHeader()
         hdr.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         hdr.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the task elides instead
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         lv.addWidget(self.table, 3)
         self.count_label = QLabel("")
         self.count_label.setProperty("class", "muted")
-        lv.addWidget(self.count_label)
+        counts = QHBoxLayout()
+        counts.addWidget(self.count_label, 1)
+        counts.addWidget(self.show_deleted)
+        lv.addLayout(counts)
 
         lab = QGroupBox("Label and notes")
         lg = QVBoxLayout(lab)
@@ -115,8 +119,7 @@ class EpisodesPanel(QWidget):
         eg = QGridLayout(exp)
         self.export_dir = QLineEdit()
         self.export_dir.setPlaceholderText("LeRobot dataset folder")
-        self.export_browse = QPushButton("…")
-        self.export_browse.setFixedWidth(36)
+        self.export_browse = QPushButton("Browse…")
         self.export_btn = QPushButton("Export to LeRobot")
         theme.set_role(self.export_btn, "primary")
         self.export_scope = QComboBox()
@@ -157,7 +160,7 @@ class EpisodesPanel(QWidget):
         seg.addWidget(self.seg_del)
         rv.addLayout(seg)
         split.addWidget(right)
-        split.setSizes([520, 760])
+        split.setSizes([600, 840])
         split.setStretchFactor(1, 1)
 
         # wiring
@@ -355,7 +358,7 @@ class EpisodesPanel(QWidget):
         self.refresh()
         if names:
             self.ctl.error.emit(_info(f"Moved {len(names)} episode(s) to the trash",
-                                      "Tick “Deleted” to see them and press Restore to bring one back."), "")
+                                      "Tick “Show deleted” to see them and press Restore to bring one back."), "")
 
     def restore_selected(self) -> None:
         names = self.selected_names()
@@ -428,11 +431,16 @@ class EpisodesPanel(QWidget):
         paths = [self.store.path(n) for n in names]
 
         def work(ctx):
-            ctx.progress(f"{len(paths)} episodes → {out}")
-            return export_lerobot(paths, Path(out), robot_type="aloha", overwrite=True)
+            def progress(text: str, fraction: float) -> None:
+                ctx.check()  # Cancel: export_lerobot removes its partial output; an earlier export stays
+                ctx.progress(text, fraction)
 
-        job = self.jobs.submit(f"Exporting {len(paths)} episodes", work,
+            return export_lerobot(paths, Path(out), robot_type="aloha", overwrite=True, progress=progress)
+
+        job = self.jobs.submit(f"Exporting {len(paths)} episodes", work, cancellable=True,
                                on_success=self._exported, on_error=lambda e: self.ctl.error.emit(e, "Export"))
+        job.cancelled.connect(lambda: self.ctl.error.emit(
+            _info("Export cancelled", f"Nothing was written to {out}; an earlier export there is unchanged."), ""))
         self.progress.track(job)
         return job
 

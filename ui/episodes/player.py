@@ -67,6 +67,7 @@ class EpisodePlayer(QWidget):
         self.t = (t - t[0]) if t is not None and len(t) else np.arange(n) / (r.info.control_hz or 50.0)
         for name in r.info.cameras:
             tile = CameraTile(name)
+            tile.live = False
             tile.setMinimumSize(160, 120)
             self.tiles[name] = tile
             self.cam_row.addWidget(tile)
