@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from PyQt6.QtCore import QObject, pyqtSignal
@@ -52,6 +53,7 @@ class RigController(QObject):
         self.runner_result = None
         self.connecting = False
         self.state = "idle"
+        self.replay_job = None  # the running replay (ui.tasks.Job), if any
         self._controlDone.connect(self._on_control_done)
 
     # -- configuration ---------------------------------------------------------------------------------
@@ -173,6 +175,32 @@ class RigController(QObject):
         return self.jobs.submit(f"Rebooting {arm} / {joint}", work, on_success=self.armStatus.emit,
                                 on_error=lambda e: self.error.emit(e, f"Reboot {arm}/{joint}"))
 
+    def replay(self, path):
+        """Replay a recorded episode on the followers (workbench.replay, through the safety layer) on a worker
+        thread; Cancel stops it and holds the arms. Teleop cannot start meanwhile. Returns the Job or None."""
+        from workbench.replay import replay_episode
+
+        rig = self.rig
+        if rig is None or not rig.connected:
+            self.error.emit("Connect a rig first (Rig tab).", "Replay")
+            return None
+        if self.teleop_running or self.replay_job is not None:
+            self.error.emit("Stop teleoperation (or the running replay) first.", "Replay")
+            return None
+        if rig.safety.estopped:
+            from drivers.errors import SafetyError
+            self.error.emit(SafetyError("the e-stop is engaged"), "Replay")
+            return None
+
+        def work(ctx: JobContext):
+            return replay_episode(rig, path, progress=lambda m: ctx.progress(m), stop=ctx.cancel_event)
+
+        job = self.jobs.submit(f"Replaying {Path(path).stem}", work, cancellable=True,
+                               on_error=lambda e: self.error.emit(e, "Replay"))
+        self.replay_job = job
+        job.finished.connect(lambda: setattr(self, "replay_job", None))
+        return job
+
     def camera_stats(self) -> dict:
         return self.rig.camera_stats() if self.rig is not None else {}
 
@@ -198,6 +226,9 @@ class RigController(QObject):
             self.error.emit("Connect a rig first (Rig tab).", "Teleop")
             return False
         if self.teleop_running:
+            return False
+        if self.replay_job is not None:
+            self.error.emit("A replay is driving the arms: wait for it or cancel it (Episodes tab).", "Teleop")
             return False
         if rig.safety.estopped:
             from drivers.errors import SafetyError

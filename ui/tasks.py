@@ -27,6 +27,11 @@ class JobContext:
     def cancelled(self) -> bool:
         return self._job._cancel.is_set()
 
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set when the operator presses Cancel: for services that take a stop Event (e.g. replay)."""
+        return self._job._cancel
+
     def check(self) -> None:
         if self.cancelled:
             raise Cancelled()

@@ -136,3 +136,41 @@ def test_record_right_after_stopping_free_teleop(qtbot, window):
     qtbot.waitUntil(lambda: rp.session is None, timeout=120000)
     assert [s.name for s in session.saved] == ["episode_0"]
     assert not win.ctl.teleop_running
+
+
+def test_replay_a_recorded_episode_then_cancel_one(qtbot, window):
+    """Episodes tab → Replay on arms: the recorded actions drive the simulated followers through the safety layer;
+    teleop cannot start meanwhile; Cancel stops a replay early (the arms hold)."""
+    win = window
+    connect(qtbot, win)
+    rp = win.record_panel
+    win.show_tab(rp)
+    rp.task.setEditText("transfer the cube")
+    rp.episodes.setValue(1)
+    rp.length.setValue(1.0)
+    assert rp.start()
+    qtbot.waitUntil(lambda: rp.session is None, timeout=120000)
+
+    ep = win.episodes_panel
+    win.show_tab(ep)
+    qtbot.waitUntil(lambda: ep.model.rowCount() == 1, timeout=10000)
+    ep.select_names(["episode_0"])
+    qtbot.waitUntil(lambda: ep.replay_btn.isEnabled(), timeout=10000)
+    job = ep.replay()
+    assert job is not None and not ep.replay_btn.isEnabled()
+    assert not win.ctl.start_teleop()  # one thing drives the arms at a time
+    qtbot.waitUntil(lambda: job.done, timeout=120000)
+    assert job.error is None, job.error
+    r = job.result
+    assert r.steps == 50 and not r.stopped and r.tracking_median_rad < 0.05
+    qtbot.waitUntil(lambda: win.banner.current is not None and win.banner.current.title.startswith("Replay done"),
+                    timeout=5000)
+    qtbot.waitUntil(lambda: ep.replay_btn.isEnabled(), timeout=5000)
+
+    job = ep.replay()
+    qtbot.mouseClick(ep.progress.cancel, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: job.done, timeout=120000)
+    assert job.error is None and job.result.stopped and job.result.steps < 50
+    qtbot.waitUntil(lambda: win.banner.current is not None and win.banner.current.title.startswith("Replay stopped"),
+                    timeout=5000)
+    assert win.ctl.replay_job is None

@@ -290,7 +290,8 @@ class EpisodesPanel(QWidget):
         self.delete_btn.setEnabled(bool(self.selected_names()) and not (has and e.deleted))
         self.restore_btn.setVisible(self.show_deleted.isChecked())
         self.restore_btn.setEnabled(has and e.deleted)
-        self.replay_btn.setEnabled(has and not e.deleted and self.ctl.connected and not self.ctl.teleop_running)
+        self.replay_btn.setEnabled(has and not e.deleted and self.ctl.connected and not self.ctl.teleop_running
+                                   and self.ctl.replay_job is None)
         self.export_btn.setEnabled(self.store is not None and bool(self.model.episodes))
 
     # -- labels, notes, segments ------------------------------------------------------------------------------------
@@ -373,33 +374,25 @@ class EpisodesPanel(QWidget):
 
     # -- replay -----------------------------------------------------------------------------------------------------
     def replay(self):
-        if not self.current or not self.ctl.connected:
+        if not self.current:
             return None
-        try:
-            from workbench import replay as replay_service
-        except ImportError:
-            self.ctl.error.emit(_info("Replay is not available in this build",
-                                      "workbench.replay is missing; update the workbench."), "")
-            return None
-        path = self.store.path(self.current)
-        rig = self.ctl.rig
-
-        def work(ctx):
-            fn = getattr(replay_service, "replay_episode", None) or getattr(replay_service, "replay")
-            kwargs = {}
-            import inspect
-
-            params = inspect.signature(fn).parameters
-            if "progress" in params:
-                kwargs["progress"] = lambda *a: ctx.progress(str(a[0]) if a else "", a[1] if len(a) > 1 else None)
-            if "should_stop" in params:
-                kwargs["should_stop"] = lambda: ctx.cancelled
-            return fn(rig, path, **kwargs)
-
-        job = self.jobs.submit(f"Replaying {self.current}", work, cancellable=True,
-                               on_error=lambda e: self.ctl.error.emit(e, "Replay"))
-        self.progress.track(job)
+        job = self.ctl.replay(self.store.path(self.current))
+        if job is not None:
+            job.succeeded.connect(self._replayed)
+            job.cancelled.connect(lambda: self.ctl.error.emit(
+                _info("Replay stopped", "Cancelled by the operator: the followers hold their pose."), ""))
+            self.progress.track(job)
+            self._update_actions()
+            job.finished.connect(self._update_actions)
         return job
+
+    def _replayed(self, r) -> None:
+        what = "stopped early" if r.stopped else f"{r.steps} steps"
+        sim = "" if r.success is None else f" · task {'succeeded' if r.success else 'not completed'} in simulation"
+        self.ctl.error.emit(_info(f"Replay done: {what}",
+                                  f"follower tracking median {r.tracking_median_rad:.3f} rad, max "
+                                  f"{r.tracking_max_rad:.3f} rad · {r.clamped} commands clamped by the safety "
+                                  f"layer{sim}"), "")
 
     # -- export / upload --------------------------------------------------------------------------------------------
     def _browse_export(self) -> None:
