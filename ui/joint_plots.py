@@ -53,6 +53,18 @@ class SideHeader(QWidget):
         for b in self.buttons.buttons():
             b.setChecked(b.text().startswith(side))
 
+    @classmethod
+    def on_top_of(cls, owner: QWidget, caption: str = "JOINTS") -> QVBoxLayout:
+        """Give `owner` a column layout with this header on top, wired to `owner.set_side`; returns the layout."""
+        lay = QVBoxLayout(owner)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(4)
+        owner.header = cls(caption)
+        owner.title = owner.header.title
+        owner.header.sideChanged.connect(owner.set_side)
+        lay.addWidget(owner.header)
+        return lay
+
 
 class JointPlots(QWidget):
     sideChanged = pyqtSignal(str)
@@ -61,13 +73,7 @@ class JointPlots(QWidget):
         super().__init__(parent)
         self.side = "left"
         self._ep: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(4)
-        self.header = SideHeader("JOINTS")
-        self.title = self.header.title
-        self.header.sideChanged.connect(self.set_side)
-        lay.addWidget(self.header)
+        lay = SideHeader.on_top_of(self)
         self.glw = pg.GraphicsLayoutWidget()
         self.glw.ci.setSpacing(2)
         self.glw.ci.setContentsMargins(0, 0, 0, 0)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen
-from PyQt6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 from drivers.arm import JOINT_NAMES
 from ui import theme
@@ -97,13 +97,7 @@ class LiveJointCharts(QWidget):
         self._bg: np.ndarray | None = None  # background (frames, grid, labels) as B, G, R, A bytes
         self._canvas_np: np.ndarray | None = None
 
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(4)
-        self.header = SideHeader("JOINTS")
-        self.title = self.header.title
-        self.header.sideChanged.connect(self.set_side)
-        lay.addWidget(self.header)
+        lay = SideHeader.on_top_of(self)
         self.canvas = _Canvas(self)
         lay.addWidget(self.canvas, 1)
 

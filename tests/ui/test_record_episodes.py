@@ -115,6 +115,19 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
     assert meta["total_episodes"] == 2
 
 
+def _record_one_second(qtbot, win):
+    """One 1 s episode from the Record tab (Start recording); returns the finished session."""
+    rp = win.record_panel
+    win.show_tab(rp)
+    rp.task.setEditText("transfer the cube")
+    rp.episodes.setValue(1)
+    rp.length.setValue(1.0)
+    assert rp.start()
+    session = rp.session
+    qtbot.waitUntil(lambda: rp.session is None, timeout=120000)
+    return session
+
+
 def test_record_right_after_stopping_free_teleop(qtbot, window):
     """The operator stops teleop and clicks Record at once: the end of the old run (a queued signal) must not be
     taken for the end of the new recording session."""
@@ -126,14 +139,7 @@ def test_record_right_after_stopping_free_teleop(qtbot, window):
     thread = win.ctl._thread
     win.ctl.stop_teleop()
     thread.join(30)  # the control thread is gone, its "finished" signal not yet delivered
-    rp = win.record_panel
-    win.show_tab(rp)
-    rp.task.setEditText("transfer the cube")
-    rp.episodes.setValue(1)
-    rp.length.setValue(1.0)
-    assert rp.start()
-    session = rp.session
-    qtbot.waitUntil(lambda: rp.session is None, timeout=120000)
+    session = _record_one_second(qtbot, win)
     assert [s.name for s in session.saved] == ["episode_0"]
     assert not win.ctl.teleop_running
 
@@ -143,13 +149,7 @@ def test_replay_a_recorded_episode_then_cancel_one(qtbot, window):
     teleop cannot start meanwhile; Cancel stops a replay early (the arms hold)."""
     win = window
     connect(qtbot, win)
-    rp = win.record_panel
-    win.show_tab(rp)
-    rp.task.setEditText("transfer the cube")
-    rp.episodes.setValue(1)
-    rp.length.setValue(1.0)
-    assert rp.start()
-    qtbot.waitUntil(lambda: rp.session is None, timeout=120000)
+    _record_one_second(qtbot, win)
 
     ep = win.episodes_panel
     win.show_tab(ep)
