@@ -70,7 +70,8 @@ def _stats(x: np.ndarray) -> dict:
 
 def export_lerobot(episode_paths: Sequence[Path], out: Path, *, robot_type: str = "aloha", fps: int | None = None,
                    codec: str | None = None, crf: int = 23, overwrite: bool = False,
-                   image_stats_every: int = 10, progress: Progress | None = None) -> ExportResult:
+                   image_stats_every: int = 10, progress: Progress | None = None,
+                   data_file_mb: float = 100.0, video_file_mb: float = 500.0) -> ExportResult:
     """Write the LeRobot dataset into a sibling `.partial` folder and move it to `out` only when complete: an
     error or a cancel (an exception raised by `progress(text, fraction)`) leaves any earlier export untouched."""
     out = Path(out)
@@ -83,7 +84,7 @@ def export_lerobot(episode_paths: Sequence[Path], out: Path, *, robot_type: str 
         shutil.rmtree(work)
     try:
         result = _export(episode_paths, work, robot_type, fps, codec, crf, image_stats_every,
-                         progress or (lambda text, fraction: None))
+                         progress or (lambda text, fraction: None), data_file_mb, video_file_mb)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -94,7 +95,7 @@ def export_lerobot(episode_paths: Sequence[Path], out: Path, *, robot_type: str 
 
 
 def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: str | None, crf: int,
-            image_stats_every: int, progress: Progress) -> ExportResult:
+            image_stats_every: int, progress: Progress, data_file_mb: float, video_file_mb: float) -> ExportResult:
     infos: list[EpisodeInfo] = [read_info(p) for p in episode_paths]
     cams = infos[0].cameras
     for i in infos:
@@ -112,6 +113,7 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
     scal: dict[str, list] = {k: [] for k in ("timestamp", "frame_index", "episode_index", "index", "task_index")}
     ep_rows: list[dict] = []
     start = 0
+    data_files = _data_files([i.steps for i in infos], data_file_mb)
     for e, info in enumerate(infos):
         progress(f"reading {info.name}", 0.05 * e / len(infos))
         with EpisodeReader(info.path) as r:
@@ -129,29 +131,28 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
         scal["task_index"].append(np.array([tasks[s] for s in per_step], np.int64))
         row = {"episode_index": e, "tasks": sorted(set(per_step), key=per_step.index), "length": n,
                "dataset_from_index": start, "dataset_to_index": start + n,
-               "data/chunk_index": 0, "data/file_index": 0,
+               "data/chunk_index": _chunk_file(data_files[e])[0], "data/file_index": _chunk_file(data_files[e])[1],
                "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
                "workbench/source": info.name, "workbench/outcome": info.outcome,
                "workbench/quality": info.quality.status if info.quality else "n/a"}
         for k, a in arrays.items():
             for stat, v in _stats(a).items():
                 row[f"stats/{k}/{stat}"] = v
-        for cam in cams:
-            key = f"observation.images.{cam}"
-            row.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0,
-                        f"videos/{key}/from_timestamp": start / fps, f"videos/{key}/to_timestamp": (start + n) / fps})
         ep_rows.append(row)
         start += n
     total = start
 
-    # data parquet
-    table = {}
-    for k in _VECTOR_FEATURES:
-        a = np.concatenate(cols[k])
-        table[k] = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
-    for k, v in scal.items():
-        table[k] = pa.array(np.concatenate(v))
-    _write_parquet(pa.table(table), out / DATA_PATH.format(chunk_index=0, file_index=0))
+    # data parquet: episodes never split across files; a new file when the next one would pass data_file_mb
+    for f in sorted(set(data_files)):
+        eps = [e for e in range(len(infos)) if data_files[e] == f]
+        table = {}
+        for k in _VECTOR_FEATURES:
+            a = np.concatenate([cols[k][e] for e in eps])
+            table[k] = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
+        for k, v in scal.items():
+            table[k] = pa.array(np.concatenate([v[e] for e in eps]))
+        chunk, file = _chunk_file(f)
+        _write_parquet(pa.table(table), out / DATA_PATH.format(chunk_index=chunk, file_index=file))
 
     # videos
     features: dict = {}
@@ -165,8 +166,12 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
         def cam_progress(e: int, c=c, cam=cam) -> None:  # videos are most of the work: 5 % .. 100 %
             progress(f"encoding {cam}: episode {e + 1}/{len(infos)}", 0.05 + 0.95 * (c + e / len(infos)) / len(cams))
 
-        h, w, sampled, n_sampled = _encode_camera(infos, cam, out / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0),
-                                                  fps, codec, crf, image_stats_every, cam_progress)
+        h, w, sampled, n_sampled, placed = _encode_camera(infos, cam, out, key, fps, codec, crf, image_stats_every,
+                                                          cam_progress, video_file_mb)
+        for row, (file, t0, t1) in zip(ep_rows, placed):
+            chunk, file = _chunk_file(file)
+            row.update({f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": file,
+                        f"videos/{key}/from_timestamp": t0, f"videos/{key}/to_timestamp": t1})
         features[key] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
                          "info": {"video.height": h, "video.width": w, "video.codec": _codec_name(codec),
                                   "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
@@ -188,7 +193,7 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
     info_json = {
         "codebase_version": CODEBASE_VERSION, "robot_type": robot_type, "total_episodes": len(infos),
         "total_frames": total, "total_tasks": len(task_list), "chunks_size": CHUNKS_SIZE,
-        "data_files_size_in_mb": 100, "video_files_size_in_mb": 500, "fps": fps,
+        "data_files_size_in_mb": data_file_mb, "video_files_size_in_mb": video_file_mb, "fps": fps,
         "splits": {"train": f"0:{len(infos)}"}, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
         "features": features,
     }
@@ -218,33 +223,76 @@ def _write_tasks(tasks: list[str], path: Path) -> None:
     _write_parquet(t.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}), path)
 
 
-def _encode_camera(infos: Sequence[EpisodeInfo], cam: str, path: Path, fps: int, codec: str, crf: int,
-                   stats_every: int, progress: Callable[[int], None]) -> tuple[int, int, np.ndarray, int]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _encode_camera(infos: Sequence[EpisodeInfo], cam: str, root: Path, key: str, fps: int, codec: str, crf: int,
+                   stats_every: int, progress: Callable[[int], None], file_mb: float
+                   ) -> tuple[int, int, np.ndarray, int, list[tuple[int, float, float]]]:
+    """Episodes concatenated into mp4 files of about `file_mb` each (a file is closed after the episode that takes
+    it past the limit: episodes are never split). Returns the frame size, sampled pixels for the stats and, per
+    episode, (running file number, from_timestamp, to_timestamp) within its file."""
     sampled: list[np.ndarray] = []
-    with av.open(str(path), "w") as container:
-        stream = None
-        pts = 0
+    placed: list[tuple[int, float, float]] = []
+    file, container, stream, pts, path = -1, None, None, 0, None
+    h = w = 0
+    try:
         for e, info in enumerate(infos):
             progress(e)
+            if container is None or path.stat().st_size > file_mb * 1e6:
+                if container is not None:
+                    _close(container, stream)
+                file += 1
+                chunk, index = _chunk_file(file)
+                path = root / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=index)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                container, stream, pts = av.open(str(path), "w"), None, 0
+            t0 = pts / fps
             with EpisodeReader(info.path) as r:
                 for i, img in enumerate(r.images(cam)):
                     if stream is None:
-                        h, w = img.shape[:2]
+                        h, w = img.shape[0] - img.shape[0] % 2, img.shape[1] - img.shape[1] % 2
                         stream = container.add_stream(codec, rate=fps)
-                        stream.width, stream.height = w - w % 2, h - h % 2
+                        stream.width, stream.height = w, h
                         stream.pix_fmt = "yuv420p"
                         stream.codec_context.gop_size = 2
                         if codec == "libx264":
                             stream.options = {"crf": str(crf), "preset": "veryfast"}
-                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:stream.height, :stream.width]),
-                                                       format="rgb24")
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h, :w]), format="rgb24")
                     frame.pts = pts
                     pts += 1
                     for packet in stream.encode(frame):
                         container.mux(packet)
                     if i % stats_every == 0:
                         sampled.append(img[::8, ::8].reshape(-1, 3))
+            placed.append((file, t0, pts / fps))
+        _close(container, stream)
+        container = None
+    finally:
+        if container is not None:  # an error or a cancel: the caller removes the partial export
+            container.close()
+    return h, w, np.concatenate(sampled), len(sampled), placed
+
+
+def _close(container, stream) -> None:
+    if stream is not None:
         for packet in stream.encode():
             container.mux(packet)
-    return stream.height, stream.width, np.concatenate(sampled), len(sampled)
+    container.close()
+
+
+def _chunk_file(n: int) -> tuple[int, int]:
+    """The n-th file of a kind as (chunk_index, file_index): CHUNKS_SIZE files per chunk folder."""
+    return divmod(n, CHUNKS_SIZE)
+
+
+_ROW_BYTES = 4 * len(STATE_NAMES) * len(_VECTOR_FEATURES) + 8 * 5  # float32 vectors + 5 scalar columns
+
+
+def _data_files(lengths: Sequence[int], file_mb: float) -> list[int]:
+    """Running data-file number per episode: a new file when the next episode would take it past `file_mb`."""
+    files, f, size = [], 0, 0
+    for n in lengths:
+        b = n * _ROW_BYTES
+        if size and size + b > file_mb * 1e6:
+            f, size = f + 1, 0
+        files.append(f)
+        size += b
+    return files

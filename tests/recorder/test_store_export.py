@@ -131,6 +131,37 @@ except HubError as e:
 """
 
 
+def test_export_splits_data_and_video_files_at_the_size_limits(tmp_path):
+    """With tiny limits every episode lands in its own data file and video file (episodes are never split); each
+    episode row points at its files and at its time span inside the video, as LeRobot's loader expects."""
+    store = DatasetStore(tmp_path / "ds")
+    lengths = (8, 6, 5)
+    paths = [store.path(_record(store, n).name) for n in lengths]
+    out = tmp_path / "lerobot"
+    export_lerobot(paths, out, data_file_mb=1e-4, video_file_mb=1e-6)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["data_files_size_in_mb"] == 1e-4 and info["video_files_size_in_mb"] == 1e-6
+    epi = pq.read_table(out / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
+    for e, row in enumerate(epi):
+        data = pq.read_table(out / info["data_path"].format(chunk_index=row["data/chunk_index"],
+                                                             file_index=row["data/file_index"])).to_pydict()
+        assert row["data/file_index"] == e and data["episode_index"] == [e] * lengths[e]
+        assert data["index"][0] == row["dataset_from_index"]
+        for c, cam in enumerate(CAMS):
+            k = f"videos/observation.images.{cam}"
+            assert row[f"{k}/file_index"] == e and row[f"{k}/from_timestamp"] == 0.0
+            assert row[f"{k}/to_timestamp"] == pytest.approx(lengths[e] / 50)
+            video = out / info["video_path"].format(video_key=f"observation.images.{cam}",
+                                                    chunk_index=row[f"{k}/chunk_index"], file_index=e)
+            with av.open(str(video)) as cont:
+                frames = [f.to_ndarray(format="rgb24") for f in cont.decode(video=0)]
+            assert len(frames) == lengths[e]
+            assert np.abs(frames[0].astype(int) - image(0, c).astype(int)).mean() < 20
+    # default limits: one file of each for a small dataset
+    export_lerobot(paths, out, overwrite=True)
+    assert sorted(p.name for p in (out / "data" / "chunk-000").iterdir()) == ["file-000.parquet"]
+
+
 def test_export_reports_progress_and_a_cancel_keeps_the_previous_export(tmp_path):
     store = DatasetStore(tmp_path / "ds")
     paths = [store.path(_record(store, n).name) for n in (8, 6, 5)]
