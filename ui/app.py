@@ -11,9 +11,8 @@ import time
 
 from PyQt6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import (QApplication, QFrame, QLabel, QMainWindow, QPushButton, QScrollArea, QSizePolicy, QSplitter,
-                             QTabWidget,
-                             QToolBar, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QApplication, QFrame, QLabel, QMainWindow, QPushButton, QScrollArea, QSizePolicy,
+                             QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from ui import theme
 from ui.camera_grid import CameraGrid
@@ -262,10 +261,6 @@ class MainWindow(QMainWindow):
 
     def show_tab(self, panel: QWidget) -> None:
         self.tabs.setCurrentWidget(self._pages[panel])
-
-    def current_panel(self) -> QWidget | None:
-        page = self.tabs.currentWidget()
-        return next((p for p, w in self._pages.items() if w is page), None)
 
     def _tab_changed(self, i: int) -> None:
         on_episodes = self.tabs.widget(i) is self._pages.get(self.episodes_panel)
