@@ -1,6 +1,7 @@
 """Push an exported LeRobot dataset folder to the Hugging Face hub (token from HF_TOKEN or `hf auth login`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from recorder.export_lerobot import CODEBASE_VERSION
@@ -11,9 +12,14 @@ class HubError(RuntimeError):
 
 
 def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str | None = None,
-                commit_message: str = "Upload dataset from aloha-workbench") -> str:
+                commit_message: str = "Upload dataset from aloha-workbench",
+                progress: Callable[[str, float], None] | None = None) -> str:
     """Upload `folder` (a LeRobot v3.0 export) as dataset `repo_id`, tag it with the codebase version,
-    and return the repo URL. Raises HubError with the fix when offline, unauthenticated or refused."""
+    and return the repo URL. Raises HubError with the fix when offline, unauthenticated or refused.
+
+    Files are uploaded one by one (`preupload_lfs_files`), then committed together: `progress(text, fraction)`
+    reports bytes sent, and an exception raised from it (a cancel) stops before the commit, so the dataset on the
+    hub never shows a half upload."""
     import huggingface_hub as hf
     from huggingface_hub import errors as hf_errors
 
@@ -24,10 +30,21 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str 
     if not token:
         raise HubError("no Hugging Face token: run `hf auth login` or set HF_TOKEN")
     api = hf.HfApi(token=token)
+    report = progress or (lambda text, fraction: None)
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                          commit_message=commit_message)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        total = max(sum(p.stat().st_size for p in files), 1)
+        ops, sent = [], 0
+        for p in files:
+            rel = p.relative_to(folder).as_posix()
+            report(f"uploading {rel}", sent / total)
+            op = hf.CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p))
+            api.preupload_lfs_files(repo_id, additions=[op], repo_type="dataset")
+            ops.append(op)
+            sent += p.stat().st_size
+        report(f"committing {len(ops)} files", 1.0)
+        api.create_commit(repo_id, operations=ops, commit_message=commit_message, repo_type="dataset")
         try:
             api.create_tag(repo_id, tag=CODEBASE_VERSION, repo_type="dataset")
         except hf_errors.HfHubHTTPError as e:

@@ -143,14 +143,8 @@ def _export(args) -> int:
 
     store = _store(args)
     chosen = select(store.list(), outcomes=args.outcome, quality=args.quality)
-    last = [-1]
-
-    def progress(text: str, fraction: float) -> None:  # a line per 10 %: readable in a terminal and in a log
-        if int(fraction * 10) > last[0]:
-            last[0] = int(fraction * 10)
-            print(f"  {fraction * 100:3.0f} %  {text}", flush=True)
-
-    res = export_lerobot([store.path(e.name) for e in chosen], args.out, overwrite=args.overwrite, progress=progress)
+    res = export_lerobot([store.path(e.name) for e in chosen], args.out, overwrite=args.overwrite,
+                         progress=_percent_printer())
     print(f"exported {res.episodes} episodes, {res.frames} frames, {len(res.tasks)} tasks ({res.codec}) to {res.root}")
     return 0
 
@@ -158,7 +152,7 @@ def _export(args) -> int:
 def _push(args) -> int:
     from recorder.hub import push_to_hub
 
-    print(push_to_hub(args.export_dir, args.repo_id, private=not args.public))
+    print(push_to_hub(args.export_dir, args.repo_id, private=not args.public, progress=_percent_printer()))
     return 0
 
 
@@ -178,3 +172,15 @@ def _replay(args) -> int:
           f"{r.tracking_median_rad:.4f} rad, max {r.tracking_max_rad:.4f} rad; {r.clamped} commands clamped"
           + ("" if r.success is None else f"; task success {r.success}"))
     return 0
+
+
+def _percent_printer():
+    """A progress callback printing a line per 10 %: readable in a terminal and in a log."""
+    last = [-1]
+
+    def progress(text: str, fraction: float) -> None:
+        if int(fraction * 10) > last[0]:
+            last[0] = int(fraction * 10)
+            print(f"  {fraction * 100:3.0f} %  {text}", flush=True)
+
+    return progress

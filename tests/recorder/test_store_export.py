@@ -190,6 +190,60 @@ def test_export_reports_progress_and_a_cancel_keeps_the_previous_export(tmp_path
     assert json.loads((out / "meta" / "info.json").read_text())["total_episodes"] == 3
 
 
+PUSH = """
+import json, sys
+from pathlib import Path
+from recorder.hub import push_to_hub
+
+cancel_at = float(sys.argv[2])
+seen = []
+
+def progress(text, fraction):
+    seen.append(fraction)
+    if fraction >= cancel_at:
+        raise KeyboardInterrupt("operator cancelled")
+
+try:
+    url = push_to_hub(Path(sys.argv[1]), "lab/cube", token="hf_fake", progress=progress)
+    print("URL", url)
+except KeyboardInterrupt:
+    print("CANCELLED")
+print("FRACTIONS", json.dumps(seen))
+"""
+
+
+def test_hub_push_reports_progress_commits_once_and_a_cancel_commits_nothing(tmp_path):
+    from tests.recorder.fake_hub import FakeHub
+
+    store = DatasetStore(tmp_path / "ds")
+    paths = [store.path(_record(store, n).name) for n in (8, 6)]
+    out = tmp_path / "lerobot"
+    export_lerobot(paths, out)
+    hub = FakeHub()
+    try:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1"}
+        env.pop("HF_HUB_OFFLINE", None)
+
+        def push(cancel_at: float) -> str:
+            r = subprocess.run([sys.executable, "-c", PUSH, str(out), str(cancel_at)], cwd=ROOT, capture_output=True,
+                               text=True, env=env, timeout=120)
+            assert "FRACTIONS" in r.stdout, r.stderr[-3000:]
+            return r.stdout
+
+        stdout = push(cancel_at=0.3)  # cancelled part-way: nothing is committed
+        assert "CANCELLED" in stdout and hub.commits == [] and hub.files == {}
+        stdout = push(cancel_at=2.0)
+        assert "URL" in stdout and hub.endpoint + "/datasets/lab/cube" in stdout
+        fractions = json.loads(stdout.split("FRACTIONS", 1)[1])
+        assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+        local = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert hub.files == local  # every file, byte for byte, in one commit, tagged with the format version
+        assert len(hub.commits) == 1 and hub.tags == ["v3.0"]
+        assert len(fractions) == len(local) + 1
+    finally:
+        hub.close()
+
+
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
 def test_hub_push_offline_gives_clear_error(tmp_path, env):
     (tmp_path / "meta").mkdir()

@@ -450,9 +450,18 @@ class EpisodesPanel(QWidget):
             self.ctl.error.emit(_info("Give a hub dataset id", "Like your-name/aloha-cube."), "")
             return None
         self.settings.setValue("export/repo", repo)
-        job = self.jobs.submit(f"Pushing to {repo}", lambda ctx: push_to_hub(Path(folder), repo),
+        def work(ctx):
+            def progress(text: str, fraction: float) -> None:
+                ctx.check()  # Cancel: stops before the commit, so nothing half-uploaded appears on the hub
+                ctx.progress(text, fraction)
+
+            return push_to_hub(Path(folder), repo, progress=progress)
+
+        job = self.jobs.submit(f"Pushing to {repo}", work, cancellable=True,
                                on_success=lambda url: self.ctl.error.emit(_info("Uploaded", str(url)), ""),
                                on_error=lambda e: self.ctl.error.emit(e, "Push to hub"))
+        job.cancelled.connect(lambda: self.ctl.error.emit(
+            _info("Upload cancelled", f"Nothing was committed to {repo}."), ""))
         self.progress.track(job)
         return job
 
