@@ -125,6 +125,11 @@ class VirtualRig:
         self._proc: mp.process.BaseProcess | None = None
         self._conn = None
 
+    @property
+    def pid(self) -> int | None:
+        """The emulator process (for its CPU priority: it stands in for hardware that never waits for the PC)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout_s: float = 20.0) -> dict[str, str]:
         if self._proc is not None:
             return self.paths

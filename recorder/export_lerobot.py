@@ -129,9 +129,10 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
         scal["episode_index"].append(np.full(n, e, np.int64))
         scal["index"].append(np.arange(start, start + n, dtype=np.int64))
         scal["task_index"].append(np.array([tasks[s] for s in per_step], np.int64))
+        data_chunk, data_file = _chunk_file(data_files[e])
         row = {"episode_index": e, "tasks": sorted(set(per_step), key=per_step.index), "length": n,
                "dataset_from_index": start, "dataset_to_index": start + n,
-               "data/chunk_index": _chunk_file(data_files[e])[0], "data/file_index": _chunk_file(data_files[e])[1],
+               "data/chunk_index": data_chunk, "data/file_index": data_file,
                "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
                "workbench/source": info.name, "workbench/outcome": info.outcome,
                "workbench/quality": info.quality.status if info.quality else "n/a"}

@@ -42,7 +42,7 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str 
             op = hf.CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p))
             api.preupload_lfs_files(repo_id, additions=[op], repo_type="dataset")
             ops.append(op)
-            sent += p.stat().st_size
+            sent += op.upload_info.size
         report(f"committing {len(ops)} files", 1.0)
         api.create_commit(repo_id, operations=ops, commit_message=commit_message, repo_type="dataset")
         try:

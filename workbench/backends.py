@@ -39,7 +39,7 @@ def build_virtual(config: RigConfig) -> Rig:
                                  for a in config.arms], gripper=config.gripper)
     ports = emulators.start()
     # emulated servos stand in for hardware, which never waits for the PC: just below the control loop's priority
-    _prioritize_process(emulators._proc.pid, max(config.rt_priority - 1, 0))
+    _prioritize_process(emulators.pid, max(config.rt_priority - 1, 0))
     try:
         leaders, followers = _arms(config, ports)
         rig = Rig(config, leaders, followers, _cameras(config), RealClock(), on_close=emulators.stop)

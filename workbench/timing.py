@@ -161,7 +161,8 @@ def elevated_priority(realtime: int = 50, nice: int = -10) -> Iterator[str]:
             got = f"nice {nice}"
         except (PermissionError, OSError):
             pass
-    if got == "normal" and not _warned:
+    asked = realtime > 0 or nice < old_nice
+    if got == "normal" and asked and not _warned:
         _warned.append(True)
         log.info("control loop runs at normal CPU priority (no permission for a higher one; see README)")
     try:
