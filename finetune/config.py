@@ -105,7 +105,7 @@ class Pi0Config:
     time_min_period: float = 4e-3
     time_max_period: float = 4.0
     dtype: str = "bfloat16"
-    attention: str = "sdpa"  # "sdpa" or "eager" (explicit fp32 logits)
+    attention: str = "sdpa"  # "sdpa", "eager" (explicit fp32 logits) or "flex" (FlexAttention block mask)
     loss_action_dims: int | None = None
 
     def __post_init__(self) -> None:
@@ -121,8 +121,8 @@ class Pi0Config:
             raise ValueError("vision width must be a multiple of its num_heads")
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}")
-        if self.attention not in ("sdpa", "eager"):
-            raise ValueError(f"attention must be 'sdpa' or 'eager', got {self.attention!r}")
+        if self.attention not in ("sdpa", "eager", "flex"):
+            raise ValueError(f"attention must be 'sdpa', 'eager' or 'flex', got {self.attention!r}")
         if not self.camera_names:
             raise ValueError("at least one camera slot is required")
         object.__setattr__(self, "camera_names", tuple(self.camera_names))

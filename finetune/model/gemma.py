@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from finetune.config import GemmaConfig, Pi0Config
 from finetune.model.siglip import SiglipVisionTower
@@ -150,9 +151,10 @@ class GemmaExpert(nn.Module):
 class AttentionInputs:
     """Per-call attention constants, built once (not per layer, not per denoising step)."""
 
-    bias: Tensor  # [B, 1, g*Sq, Sk] additive mask (0 or MASK_VALUE), repeated for the g query heads per KV head
+    bias: Tensor | None  # [B, 1, g*Sq, Sk] additive mask (0 or MASK_VALUE), repeated for the g query heads per KV head
     cos: Tensor  # [B, 1, Sq, D] fp32
     sin: Tensor
+    block_mask: Any = None  # FlexAttention BlockMask (attention="flex"); then bias is None
 
 
 class PaliGemmaWithExpert(nn.Module):
@@ -161,13 +163,16 @@ class PaliGemmaWithExpert(nn.Module):
         self.cfg = cfg
         self.paligemma = PaliGemma(cfg)
         self.gemma_expert = GemmaExpert(cfg.expert)
+        self.gradient_checkpointing = False
 
     def attention_inputs(self, mask: Tensor, positions: Tensor, dtype: torch.dtype) -> AttentionInputs:
         """mask [B, Sq, Sk] bool (True = may attend), positions [B, Sq] of the queries."""
         g = self.cfg.paligemma
+        cos, sin = rope_cos_sin(positions, g.head_dim, g.rope_theta)
+        if self.cfg.attention == "flex":
+            return AttentionInputs(bias=None, cos=cos, sin=sin, block_mask=flex_block_mask(mask))
         bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, MASK_VALUE)
         bias = bias[:, None].repeat(1, 1, g.num_heads // g.num_kv_heads, 1)  # rows of the folded query heads
-        cos, sin = rope_cos_sin(positions, g.head_dim, g.rope_theta)
         return AttentionInputs(bias=bias, cos=cos, sin=sin)
 
     def forward(
@@ -193,6 +198,12 @@ class PaliGemmaWithExpert(nn.Module):
         hs = [x for x, _ in groups]
         lens = [x.shape[1] for x in hs]
         new_kv: KVCache = []
+        which = tuple(w for w, x in enumerate((prefix, suffix)) if x is not None)
+        if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None and not return_kv:
+            # training: recompute each layer in backward (non-reentrant: safe with DDP and frozen inputs)
+            for i in range(self.cfg.paligemma.depth):
+                hs = list(checkpoint(self._train_layer, i, attn, which, lens, *hs, use_reentrant=False))
+            return self._final(hs, groups, prefix, suffix, None)
         for i in range(self.cfg.paligemma.depth):
             qs, ks, vs = [], [], []
             start = 0
@@ -213,23 +224,75 @@ class PaliGemmaWithExpert(nn.Module):
                     k, v = ck[:, :, :end], cv[:, :, :end]
                 else:
                     k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
-            out = attend(q, k, v, attn.bias, self.cfg.attention)  # [B, Sq, H*D]
+            out = attend(q, k, v, attn.bias, self.cfg.attention, attn.block_mask)  # [B, Sq, H*D]
             start = 0
             for j, ((_, m), n) in enumerate(zip(groups, lens)):
                 hs[j] = m.layers[i].finish(hs[j], out[:, start:start + n])
                 start += n
+        return self._final(hs, groups, prefix, suffix, new_kv if return_kv else None)
+
+    def _train_layer(self, i: int, attn: AttentionInputs, which: tuple[int, ...], lens: list[int],
+                     *hs: Tensor) -> tuple[Tensor, ...]:
+        """Layer i over the present groups (which: 0 = prefix/VLM, 1 = suffix/expert) without any cache: the
+        unit gradient checkpointing recomputes. Same arithmetic as the loop in forward."""
+        all_stacks = (self.paligemma.model.language_model, self.gemma_expert.model)
+        layers = [all_stacks[w].layers[i] for w in which]
+        qs, ks, vs = [], [], []
+        start = 0
+        for h, layer, n in zip(hs, layers, lens):
+            q, k, v = layer.qkv(h, attn.cos[:, :, start:start + n], attn.sin[:, :, start:start + n])
+            qs.append(q), ks.append(k), vs.append(v)
+            start += n
+        out = attend(_cat(qs), _cat(ks), _cat(vs), attn.bias, self.cfg.attention, attn.block_mask)
+        res, start = [], 0
+        for h, layer, n in zip(hs, layers, lens):
+            res.append(layer.finish(h, out[:, start:start + n]))
+            start += n
+        return tuple(res)
+
+    @staticmethod
+    def _final(hs: list[Tensor], groups: list, prefix: Tensor | None, suffix: Tensor | None,
+               kv: KVCache | None) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
         outs = [m.norm(h) for h, (_, m) in zip(hs, groups)]
         it = iter(outs)
         prefix_out = next(it) if prefix is not None else None
         suffix_out = next(it) if suffix is not None else None
-        return prefix_out, suffix_out, (new_kv if return_kv else None)
+        return prefix_out, suffix_out, kv
 
 
 def _cat(xs: Sequence[Tensor]) -> Tensor:
     return xs[0] if len(xs) == 1 else torch.cat(list(xs), dim=2)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, impl: str = "sdpa") -> Tensor:
+_FLEX: dict[str, Any] = {}
+
+
+def _flex_attention(device_type: str) -> Any:
+    """flex_attention, compiled on CUDA (its eager form materializes the scores and has no CPU backward: on the
+    CPU "flex" serves inference and tests only)."""
+    if device_type not in _FLEX:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX[device_type] = torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
+    return _FLEX[device_type]
+
+
+def flex_block_mask(mask: Tensor) -> Any:
+    """FlexAttention BlockMask from pi0's boolean prefix-LM mask [B, Sq, Sk] (True = may attend): blocks that
+    are entirely masked (prefix queries against the suffix, padding) are skipped instead of computed."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b, sq, sk = mask.shape
+    dense = mask.contiguous()
+
+    def mask_mod(bi: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+        return dense[bi, qi, ki]
+
+    return create_block_mask(mask_mod, B=b, H=None, Q_LEN=sq, KV_LEN=sk, device=mask.device)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, impl: str = "sdpa",
+           block_mask: Any = None) -> Tensor:
     """Grouped/multi-query attention without copying K/V per head.
 
     q [B, H, Sq, D], k/v [B, KV, Sk, D]; query head i uses KV head i // (H / KV) (the usual repeat_kv order).
@@ -239,6 +302,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, impl: str = "sdpa") ->
     "eager": explicit fp32 logits and softmax. Returns [B, Sq, H*D]."""
     b, h, sq, d = q.shape
     kvh = k.shape[1]
+    if impl == "flex":
+        out = _flex_attention(q.device.type)(q, k, v, block_mask=block_mask, enable_gqa=kvh != h)
+        return out.transpose(1, 2).reshape(b, sq, h * d)
     qg = q.reshape(b, kvh, (h // kvh) * sq, d)
     if impl == "sdpa":
         out = F.scaled_dot_product_attention(qg, k, v, attn_mask=bias)

@@ -120,6 +120,14 @@ class Pi0(nn.Module):
         self.action_time_mlp_out = nn.Linear(w, w)
         self.action_out_proj = nn.Linear(w, config.action_dim)
 
+    # ----- training switches -----
+    def set_gradient_checkpointing(self, enabled: bool = True) -> "Pi0":
+        """Recompute each transformer layer (Gemma pair and SigLIP) in the backward pass instead of storing its
+        activations: ~1/3 more compute, activations from ~100 GB to ~10 GB at batch 32 (pi0-gpu.md 2.2)."""
+        self.paligemma_with_expert.gradient_checkpointing = enabled
+        self.paligemma_with_expert.paligemma.model.vision_tower.vision_model.encoder.gradient_checkpointing = enabled
+        return self
+
     # ----- precision -----
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -216,8 +224,13 @@ class Pi0(nn.Module):
         return self.velocity_out(suffix_out)
 
     def compute_loss(self, obs: Observation, actions: Tensor, noise: Tensor | None = None,
-                     time: Tensor | None = None, reduction: str = "mean") -> Tensor:
-        """Flow-matching MSE. actions [B, H, A] (normalized, zero-padded). reduction "none" -> [B, H, A]."""
+                     time: Tensor | None = None, reduction: str = "mean",
+                     action_is_pad: Tensor | None = None) -> Tensor:
+        """Flow-matching MSE. actions [B, H, A] (normalized, zero-padded). reduction "none" -> [B, H, A].
+
+        action_is_pad [B, H] bool: chunk steps past the episode end. Their error is zeroed and the mean still
+        divides by B*H*A (LeRobot's convention): every sample weighs the same whatever its padding, so the mean
+        of per-rank means under DDP equals the mean over the combined batch exactly."""
         b = actions.shape[0]
         actions = actions.float()
         if noise is None:
@@ -230,6 +243,8 @@ class Pi0(nn.Module):
         prefix_embs, prefix_pad = self.embed_prefix(obs)
         v = self.velocity(prefix_embs, prefix_pad, self.embed_state(obs.state), x_t, self.time_embedding(time))
         loss = (v - u).pow(2)
+        if action_is_pad is not None:
+            loss = loss * (~action_is_pad.to(torch.bool))[..., None].to(loss.dtype)
         if reduction == "none":
             return loss
         if self.config.loss_action_dims is not None:

@@ -6,7 +6,9 @@ No pooling head: pi0 feeds all patch tokens to the projector. Names follow the h
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch import Tensor, nn
 
 from finetune.config import SiglipConfig
@@ -69,10 +71,12 @@ class SiglipEncoder(nn.Module):
     def __init__(self, cfg: SiglipConfig) -> None:
         super().__init__()
         self.layers = nn.ModuleList(SiglipEncoderLayer(cfg) for _ in range(cfg.depth))
+        self.gradient_checkpointing = False
 
     def forward(self, x: Tensor) -> Tensor:
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x)
+            x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
         return x
 
 
