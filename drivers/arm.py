@@ -18,6 +18,22 @@ ARM_JOINTS: tuple[str, ...] = ("waist", "shoulder", "elbow", "forearm_roll", "wr
 ARM_DOF = len(ARM_JOINTS) + 1  # + gripper
 JOINT_NAMES: tuple[str, ...] = ARM_JOINTS + ("gripper",)
 SIDES: tuple[str, ...] = ("left", "right")
+
+# The bimanual layout every 14-vector (qpos, action, command) uses: [left 6 joints, left gripper, right 6, right
+# gripper]. Recorder, quality checks, charts, replay and policies index through these, never through literals.
+BIMANUAL_DOF = len(SIDES) * ARM_DOF
+ARM_JOINT_COLUMNS: tuple[int, ...] = tuple(i * ARM_DOF + j for i in range(len(SIDES)) for j in range(ARM_DOF - 1))
+GRIPPER_COLUMNS: tuple[int, ...] = tuple(i * ARM_DOF + ARM_DOF - 1 for i in range(len(SIDES)))
+BIMANUAL_JOINT_NAMES: tuple[str, ...] = tuple(f"{side}_{j}" for side in SIDES for j in JOINT_NAMES)
+DEFAULT_CONTROL_HZ = 50.0  # ALOHA's rate; a rig file may choose another (rig.control_hz)
+
+
+GRIPPER_RANGE = (0.0, 1.0)  # normalized gripper at the Arm interface: closed .. open
+
+
+def arm_slice(side_index: int) -> slice:
+    """Columns of one arm (0 = left, 1 = right) in a bimanual 14-vector."""
+    return slice(side_index * ARM_DOF, (side_index + 1) * ARM_DOF)
 Role = Literal["leader", "follower"]
 
 START_POSE = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0], dtype=np.float64)  # 6 arm joints, rad
@@ -81,3 +97,7 @@ class Arm(Protocol):
 
     def reboot(self, joint: str) -> None:
         """Clear a hardware error of one joint (Dynamixel REBOOT) and restore its torque state."""
+
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi), each (7,), in ALOHA space (gripper 0..1): the arm model's own range, which the safety layer
+        narrows with the rig file's limits. Known without connecting."""

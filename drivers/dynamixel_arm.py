@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from drivers.arm import ARM_DOF, JOINT_NAMES, ArmState, ArmStatus, JointStatus, Role
+from drivers.arm import ARM_DOF, GRIPPER_RANGE, JOINT_NAMES, ArmState, ArmStatus, JointStatus, Role
 from drivers.dynamixel import control_table as ct
 from drivers.dynamixel.bus import DynamixelBus
 from drivers.dynamixel.layout import ARM_MODELS, MotorSpec, default_layout
@@ -162,6 +162,11 @@ class DynamixelArm:
         self._cmd_ticks = np.zeros(ARM_DOF, dtype="<i4")
         self._torque: dict[int, bool] = {i: False for i in self.all_ids}  # what we want, for reboot()
         self._connected = False
+
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.array([self.position_limits[j][0] for j in JOINT_NAMES[:-1]] + [GRIPPER_RANGE[0]])
+        hi = np.array([self.position_limits[j][1] for j in JOINT_NAMES[:-1]] + [GRIPPER_RANGE[1]])
+        return lo, hi
 
     # -- conversions (vectorized) ----------------------------------------------------------------------------
     def ticks_to_aloha(self, ticks: np.ndarray) -> np.ndarray:

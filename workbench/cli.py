@@ -44,9 +44,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from drivers.errors import DriverError
     from recorder.writer import RecorderError
     from workbench.config import ConfigError
-    from workbench.teleop import TeleopStopped
+    from workbench.control import LoopStopped
+    from workbench.session import SessionBusy
 
-    errors: list[type[BaseException]] = [DriverError, ConfigError, RecorderError, TeleopStopped,
+    errors: list[type[BaseException]] = [DriverError, ConfigError, RecorderError, LoopStopped, SessionBusy,
                                          FileNotFoundError, PermissionError]
     try:
         from recorder.store import StoreError

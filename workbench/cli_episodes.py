@@ -21,9 +21,13 @@ def register(sub) -> None:
     lb.add_argument("outcome", choices=["success", "failure", "unlabeled"])
     lb.add_argument("--notes")
     lb.set_defaults(func=_label)
-    an = es.add_parser("annotate", help="add (START END TEXT) or remove (--remove N) a segment")
+    an = es.add_parser("annotate", help="add (START END TEXT) or remove (--remove N) a segment",
+                       description="Segments live in two lanes, 'auto' (the demonstrator's phases) and 'operator'; "
+                                   "within a lane they never overlap: a new segment takes its span and trims or "
+                                   "splits the neighbours it covers.")
     an.add_argument("episode")
     an.add_argument("segment", nargs="*", help="START END TEXT (steps, end exclusive)")
+    an.add_argument("--lane", choices=["operator", "auto"], default="operator", help="lane of a new segment")
     an.add_argument("--remove", type=int, help="remove segment number N (as `show` numbers them)")
     an.set_defaults(func=_annotate)
     rm = es.add_parser("rm", help="move episodes to the trash (soft delete)")
@@ -32,7 +36,10 @@ def register(sub) -> None:
     rs = es.add_parser("restore", help="bring episodes back from the trash")
     rs.add_argument("episode", nargs="+")
     rs.set_defaults(func=_restore)
-    rc = es.add_parser("recover", help="turn crashed recordings into episodes (or quarantine them)")
+    rc = es.add_parser("recover", help="turn crashed recordings into episodes (or quarantine them); list damaged "
+                                       "episodes, and with --quarantine set them aside")
+    rc.add_argument("--quarantine", action="store_true",
+                    help="move damaged episode files into DATASET/.quarantine/ (each with a .reason.txt)")
     rc.set_defaults(func=_recover)
     im = es.add_parser("import", help="import an ALOHA HDF5 folder (ALOHA 1, ALOHA 2, Mobile ALOHA)")
     im.add_argument("source", type=Path)
@@ -43,7 +50,12 @@ def register(sub) -> None:
     ex.add_argument("out", type=Path)
     ex.add_argument("--outcome", action="append", help="keep only these outcomes (repeatable)")
     ex.add_argument("--quality", action="append", help="keep only these quality statuses, e.g. pass (repeatable)")
-    ex.add_argument("--overwrite", action="store_true")
+    ex.add_argument("--preset", choices=["good", "all"],
+                    help="good: successes that passed quality (same as --outcome success --quality pass)")
+    ex.add_argument("--task-from", choices=["task", "segments"], default="task",
+                    help="what each frame's task is: the episode's task prompt (default), or its segment text "
+                         "(sub-task training). Segment text is always exported as subtask_index either way.")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export in OUT")
     ex.set_defaults(func=_export)
     rp = es.add_parser("replay", help="replay an episode's actions on the follower arms (through the safety layer)")
     rp.add_argument("episode")
@@ -64,22 +76,39 @@ def _store(args, create=False):
 
 
 def _list(args) -> int:
-    eps = _store(args).list(include_deleted=args.all)
+    store = _store(args)
+    everything = store.list(include_deleted=args.all, include_damaged=True)
+    eps = [e for e in everything if not e.damaged]
     print(f"{'episode':14s} {'steps':>6s} {'secs':>6s} {'outcome':10s} {'quality':7s} {'segs':>4s}  task")
     for e in eps:
         print(f"{e.name:14s} {e.steps:6d} {e.duration_s:6.1f} {e.outcome:10s} {e.quality:7s} {e.segments:4d}  "
               f"{e.task}{'  [trash]' if e.deleted else ''}{'  [recovered]' if e.recovered else ''}")
     print(f"{len(eps)} episodes")
+    _print_damaged([e for e in everything if e.damaged], args.dataset)
     return 0
 
 
+def _print_damaged(damaged, dataset) -> None:
+    if not damaged:
+        return
+    print(f"{len(damaged)} damaged (skipped by export):")
+    for e in damaged:
+        print(f"  DAMAGED {e.file_name}{' [trash]' if e.deleted else ''}: {e.damaged}")
+    print(f"  (`workbench episodes {dataset} rm NAME` moves one to the trash; "
+          f"`workbench episodes {dataset} recover --quarantine` sets them all aside)")
+
+
 def _show(args) -> int:
+    from recorder.segments import canonical
+
     i = _store(args).show(args.episode)
     print(f"{i.name}  ({i.path})\n  source {i.source}, format {i.format_version}, {i.steps} steps, "
           f"{i.duration_s:.2f} s, cameras {', '.join(i.cameras)}, sim {i.sim}\n  task: {i.task}\n"
           f"  outcome: {i.outcome}   notes: {i.notes}\n  created {i.created}{', recovered' if i.recovered else ''}")
-    for n, s in enumerate(sorted(i.segments, key=lambda s: (s.start, s.end))):
-        print(f"  segment {n}: [{s.start}, {s.end}) {s.text}")
+    for p in i.problems:
+        print(f"  DAMAGED: {p}")
+    for n, s in enumerate(canonical(i.segments)):
+        print(f"  segment {n} {s.lane:8s}: [{s.start}, {s.end}) {s.text}")
     print(i.quality.format() if i.quality else "  no quality report")
     return 0
 
@@ -99,9 +128,16 @@ def _annotate(args) -> int:
     else:
         if len(args.segment) < 3:
             raise SystemExit("annotate needs START END TEXT, or --remove N")
-        i = store.add_segment(args.episode, Segment(int(args.segment[0]), int(args.segment[1]),
-                                                    " ".join(args.segment[2:])))
+        try:
+            seg = Segment(int(args.segment[0]), int(args.segment[1]), " ".join(args.segment[2:]), args.lane)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        i = store.add_segment(args.episode, seg)
+    from recorder.segments import canonical
+
     print(f"{i.name}: {len(i.segments)} segments")
+    for n, s in enumerate(canonical(i.segments)):
+        print(f"  segment {n} {s.lane:8s}: [{s.start}, {s.end}) {s.text}")
     return 0
 
 
@@ -122,7 +158,18 @@ def _restore(args) -> int:
 
 
 def _recover(args) -> int:
-    print(_store(args).recover().format())
+    store = _store(args)
+    res = store.recover()
+    if res.recovered or res.quarantined or res.live:
+        print(res.format())
+    damaged = store.damaged(include_deleted=True)
+    if args.quarantine:
+        for path, why in store.quarantine_damaged():
+            print(f"quarantined {path}: {why}")
+    elif damaged:
+        _print_damaged(damaged, args.dataset)
+    elif not (res.recovered or res.quarantined or res.live):
+        print("nothing to recover: no interrupted recordings and no damaged episodes")
     return 0
 
 
@@ -142,10 +189,20 @@ def _export(args) -> int:
     from recorder.store import select
 
     store = _store(args)
-    chosen = select(store.list(), outcomes=args.outcome, quality=args.quality)
+    outcomes, quality = args.outcome, args.quality
+    if args.preset == "good":
+        outcomes, quality = outcomes or ["success"], quality or ["pass"]
+    everything = store.list(include_damaged=True)
+    damaged = [e for e in everything if e.damaged]
+    if damaged:
+        print(f"skipping {len(damaged)} damaged episode(s):")
+        for e in damaged:
+            print(f"  DAMAGED {e.file_name}: {e.damaged}")
+    chosen = select([e for e in everything if not e.damaged], outcomes=outcomes, quality=quality)
     res = export_lerobot([store.path(e.name) for e in chosen], args.out, overwrite=args.overwrite,
-                         progress=_percent_printer())
-    print(f"exported {res.episodes} episodes, {res.frames} frames, {len(res.tasks)} tasks ({res.codec}) to {res.root}")
+                         progress=_percent_printer(), task_source=args.task_from)
+    print(f"exported {res.episodes} episodes, {res.frames} frames, {len(res.tasks)} tasks, {len(res.subtasks)} "
+          f"sub-tasks ({res.codec}) to {res.root}")
     return 0
 
 
@@ -157,20 +214,16 @@ def _push(args) -> int:
 
 
 def _replay(args) -> int:
-    from workbench.config import load_rig_config
-    from workbench.replay import replay_episode
-    from workbench.rig import build_rig
+    from workbench.cli_session import run_session
 
     path = _store(args).path(args.episode)
-    with build_rig(load_rig_config(args.rig)) as rig:
-        try:
-            r = replay_episode(rig, path)
-        except KeyboardInterrupt:
-            print("interrupted: followers held")
-            return 130
+    r = run_session(args.rig, lambda session: session.start_replay(path)).result
+    if r is None:
+        return 130
     print(f"replayed {r.steps} steps{' (stopped early)' if r.stopped else ''}: follower-vs-action error median "
           f"{r.tracking_median_rad:.4f} rad, max {r.tracking_max_rad:.4f} rad; {r.clamped} commands clamped"
-          + ("" if r.success is None else f"; task success {r.success}"))
+          + ("" if r.timing is None else f"\ntiming: {r.timing.format()}")
+          + ("" if r.success is None else f"\ntask success {r.success}"))
     return 0
 
 

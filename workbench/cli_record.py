@@ -12,7 +12,7 @@ PRESET_LABELS = {str(i): f"segment {i}" for i in range(1, 10)}
 
 def register(sub) -> None:
     p = sub.add_parser("record", help="record episodes into a dataset folder",
-                       description="Record --episodes episodes of --episode-s seconds. Keys: n/space next, "
+                       description="Record --episodes episodes of --episode-s seconds. Keys: n next, "
                                    "r re-record, q stop, 1-9 preset segment labels, s + text + Enter segment. "
                                    "On a simulated rig the scripted demonstrator performs the task unattended "
                                    "and its phases become segment annotations.")
@@ -60,7 +60,7 @@ class KeyboardEvents(threading.Thread):
                     else:
                         text.append(ch)
                         print(ch, end="", flush=True)
-                elif ch in ("n", " "):
+                elif ch == "n":
                     self.events.put(SessionEvent.NEXT)
                 elif ch == "r":
                     self.events.put(SessionEvent.RERECORD)
@@ -81,12 +81,9 @@ class KeyboardEvents(threading.Thread):
 
 def _record(args) -> int:
     from recorder.store import DatasetStore
-    from workbench.config import load_rig_config
-    from workbench.recording import EventStream, RecordingSession, SessionSettings
-    from workbench.rig import build_rig
-    from workbench.teleop import TeleopLoop
+    from workbench.cli_session import run_session
+    from workbench.recording import EventStream, SessionSettings
 
-    cfg = load_rig_config(args.rig)
     store = DatasetStore(args.dataset)
     rec = store.recover()
     if rec.recovered or rec.quarantined:
@@ -96,21 +93,19 @@ def _record(args) -> int:
         labels[str(i)] = text
     events = EventStream()
     keys = KeyboardEvents(events, labels) if sys.stdin.isatty() else None
-    rig = build_rig(cfg)
-    with rig:
-        loop = TeleopLoop(rig)
-        loop.startup(progress=lambda m: print(f"[startup] {m}", flush=True), wait_for_squeeze=not args.no_squeeze)
+    settings = SessionSettings(args.task, args.episodes, args.episode_s, args.reset_s, args.countdown_s, args.seed)
+
+    def start(session) -> None:
+        session.start_recording(store, settings, events, wait_for_squeeze=not args.no_squeeze)
         if keys:
             keys.start()
-        session = RecordingSession(rig, store, SessionSettings(args.task, args.episodes, args.episode_s, args.reset_s,
-                                                               args.countdown_s, args.seed), events,
-                                   progress=lambda m: print(m, flush=True))
-        try:
-            saved = session.run(loop)
-        finally:
-            if keys:
-                keys.stop()
-            loop.shutdown(progress=lambda m: print(f"[shutdown] {m}", flush=True))
+
+    try:
+        session = run_session(args.rig, start)
+    finally:
+        if keys:
+            keys.stop()
+    saved = session.result or []
     ok = sum(s.quality.status != "fail" for s in saved)
     print(f"recorded {len(saved)} episodes into {args.dataset} ({ok} without a quality failure)")
     return 0

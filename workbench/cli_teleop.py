@@ -3,10 +3,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
-ARM_JOINTS_14 = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]  # the 12 arm joints of [left 7, right 7] (grippers excluded)
-
 
 def register(sub) -> None:
     p = sub.add_parser("teleop", help="run leader-follower teleoperation headless",
@@ -16,45 +12,46 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="stop after this many control ticks (default: until Ctrl-C)")
     p.add_argument("--seed", type=int, default=None, help="simulation: object randomization seed")
     p.add_argument("--no-squeeze", action="store_true", help="skip waiting for the leader-gripper squeeze")
-    p.add_argument("--sleep-pose", action="store_true", help="move the followers to the sleep pose at the end")
+    p.add_argument("--torque-off-here", action="store_true",
+                   help="at the end, torque off where the followers stand (default: park them at the sleep pose first)")
     p.set_defaults(func=_teleop)
 
 
 def _teleop(args) -> int:
-    from workbench.config import load_rig_config
-    from workbench.rig import build_rig
-    from workbench.teleop import TeleopLoop
+    import numpy as np
 
-    cfg = load_rig_config(args.rig)
-    rig = build_rig(cfg)
+    from drivers.arm import ARM_JOINT_COLUMNS
+    from workbench.cli_session import run_session
+
     errors: list[float] = []
+    joints = list(ARM_JOINT_COLUMNS)
 
     def track(tick) -> None:
-        errors.append(float(np.max(np.abs(tick.qpos - tick.action)[ARM_JOINTS_14])))
+        errors.append(float(np.max(np.abs(tick.qpos - tick.action)[joints])))
 
-    with rig:
-        rig.begin_episode(args.seed if args.seed is not None else cfg.sim.seed)
-        loop = TeleopLoop(rig)
-        loop.add_listener(track)
-        loop.startup(progress=lambda m: print(f"[startup] {m}", flush=True), wait_for_squeeze=not args.no_squeeze)
-        wall0 = time.monotonic()
-        try:
-            summary = loop.run(steps=args.steps)
-        except KeyboardInterrupt:
-            summary = loop.timing.summary()
-            print("\ninterrupted: followers held")
-        wall = time.monotonic() - wall0
-        outcome = (rig.success(), rig.sim.reward()) if rig.sim is not None else None
-        loop.shutdown(progress=lambda m: print(f"[shutdown] {m}", flush=True), sleep_pose=args.sleep_pose)
+    wall0 = time.monotonic()
+    outcome: list = []
+
+    def start(session) -> None:
+        session.add_tick_listener(track)
+        session.subscribe(lambda e: outcome.append((session.rig.success(), session.rig.sim.reward()))
+                          if session.rig.sim is not None and type(e).__name__ == "Stopped" else None)
+        session.start_teleop(wait_for_squeeze=not args.no_squeeze, seed=args.seed, steps=args.steps)
+
+    session = run_session(args.rig, start, park=not args.torque_off_here)
+    wall = time.monotonic() - wall0
+    summary = session.result
+    if summary is not None:
         print(f"timing: {summary.format()}")
-        if errors:
-            e = np.asarray(errors)
-            tail = e[len(e) // 5:]  # after the first fifth, the follower has caught up with the leader
-            print(f"tracking: follower-vs-leader joint error median {np.median(tail):.4f} rad, "
-                  f"p95 {np.percentile(tail, 95):.4f} rad, max {tail.max():.4f} rad over {len(e)} ticks")
-        print(f"safety: {rig.safety.clamped_ticks} commands clamped")
-        if outcome is not None:
-            print(f"simulated {summary.ticks / cfg.control_hz:.1f} s in {wall:.1f} s of wall time "
-                  f"({summary.ticks / cfg.control_hz / wall:.2f}x real time; timing above is in simulated time)")
-            print(f"task success: {outcome[0]} (reward {outcome[1]} at the end of teleop)")
+    if errors:
+        e = np.asarray(errors)
+        tail = e[len(e) // 5:]  # after the first fifth, the follower has caught up with the leader
+        print(f"tracking: follower-vs-leader joint error median {np.median(tail):.4f} rad, "
+              f"p95 {np.percentile(tail, 95):.4f} rad, max {tail.max():.4f} rad over {len(e)} ticks")
+    print(f"safety: {session.rig.safety.clamped_ticks} commands clamped")
+    if outcome and summary is not None:
+        hz = session.rig.config.control_hz
+        print(f"simulated {summary.ticks / hz:.1f} s in {wall:.1f} s of wall time "
+              f"({summary.ticks / hz / wall:.2f}x real time; timing above is in simulated time)")
+        print(f"task success: {outcome[0][0]} (reward {outcome[0][1]} at the end of teleop)")
     return 0

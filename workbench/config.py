@@ -79,6 +79,11 @@ class RigConfig:
         return {a.side: a for a in self.arms if a.role == role}
 
     @property
+    def has_leaders(self) -> bool:
+        """False for a deployment-only rig (followers and cameras, no leader arms): no teleop, no recording."""
+        return self.backend == "sim" or bool(self.arms_by_role("leader"))
+
+    @property
     def dt(self) -> float:
         return 1.0 / self.control_hz
 
@@ -220,10 +225,13 @@ def _arms(r: _Reader, doc: dict, backend: str) -> tuple[ArmEntry, ...]:
     if len(seen) != len(entries):
         r.fail("arms", "two arms share the same role and side")
     if backend != "sim":
-        for role in ("leader", "follower"):
-            for side in SIDES:
-                if (role, side) not in seen:
-                    r.fail("arms", f"no {role} arm on the {side} side; an ALOHA rig has leader and follower arms on both sides")
+        for side in SIDES:
+            if ("follower", side) not in seen:
+                r.fail("arms", f"no follower arm on the {side} side; an ALOHA rig has follower arms on both sides")
+        leaders = [side for side in SIDES if ("leader", side) in seen]
+        if len(leaders) == 1:
+            r.fail("arms", f"only a {leaders[0]} leader arm; give leaders on both sides (teleop) or none "
+                           "(a deployment-only rig)")
     return tuple(entries)
 
 
@@ -283,11 +291,13 @@ def _check_fields(r: _Reader, key: str, settings: dict, cls, exclude: set[str]) 
 
 def _safety(r: _Reader, doc: dict) -> SafetyConfig:
     t = r.table(doc, "safety", required=False)
-    r.keys(t, "safety", {"max_joint_step", "max_gripper_step", "estop_action", "joint_limits"})
+    ranges = {"max_joint_step": 1.0, "max_gripper_step": 1.0, "max_joint_velocity": 10.0, "max_goal_error": 3.2,
+              "start_gap": 3.2, "realign_velocity": 5.0}  # upper bounds: beyond them a value is a typo
+    r.keys(t, "safety", {*ranges, "estop_action", "joint_limits"})
     kwargs: dict[str, Any] = {}
-    for k in ("max_joint_step", "max_gripper_step"):
+    for k, hi in ranges.items():
         if k in t:
-            kwargs[k] = float(r.number(t, f"safety.{k}", lo=1e-6, hi=1.0))
+            kwargs[k] = float(r.number(t, f"safety.{k}", lo=1e-6, hi=hi))
     if "estop_action" in t:
         kwargs["estop_action"] = r.choice(t, "safety.estop_action", ("hold", "torque_off"))
     if "joint_limits" in t:

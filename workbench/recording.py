@@ -1,14 +1,17 @@
 """Recording sessions: episodes of a fixed length with countdown and reset periods, driven by one event stream.
 
-Events (next, re-record, stop, segment mark) come from any front end - the CLI keyboard now, the GUI and foot
-pedals later - through one thread-safe `EventStream`. The session handles them inside the control loop's
-listener (cheap), so a key press takes effect on the next tick.
+Key events (next, re-record, stop, segment mark) come from any front end - the CLI keyboard, the GUI, foot
+pedals - through one thread-safe `EventStream`. The session handles them inside the control loop's listener
+(cheap), so a key press takes effect on the next tick. It runs on the `RigSession`'s control thread, reports
+through typed events (`workbench.events`), and re-aligns followers to leaders before every episode.
 """
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import queue
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -16,6 +19,12 @@ from typing import Callable
 from recorder.quality import QualityThresholds
 from recorder.store import DatasetStore
 from recorder.writer import EpisodeWriter, RecorderError, SavedEpisode
+from workbench import events as ev
+from workbench.control import ControlLoop
+from workbench.sources import LeaderSource
+from workbench.teleop import align_to_leaders
+
+log = logging.getLogger(__name__)
 
 
 class SessionEvent(enum.Enum):
@@ -62,18 +71,38 @@ class SessionSettings:
     episode_s: float
     reset_s: float = 5.0
     countdown_s: float = 3.0
-    seed: int | None = None  # simulation: seed of the first episode (then +1 per episode)
+    seed: int | None = None  # simulation: seed of the first episode (then +1 per episode); None: continue the dataset
+
+
+def next_sim_seed(store: DatasetStore) -> int:
+    """One past the highest simulation seed in the dataset (trash included), so a new session never repeats a
+    demonstration an earlier session recorded."""
+    from recorder.reader import read_info
+
+    top = -1
+    for e in store.list(include_deleted=True):
+        try:
+            seed = read_info(store.path(e.name, include_deleted=True)).sim_seed
+        except Exception as exc:  # noqa: BLE001 - a damaged file has no seed to avoid
+            log.warning("no seed from %s: %s", e.name, exc)
+            continue
+        if seed is not None:
+            top = max(top, seed)
+    return top + 1
 
 
 class RecordingSession:
     def __init__(self, rig, store: DatasetStore, settings: SessionSettings, events: EventStream | None = None,
-                 progress: Callable[[str], None] = print):
+                 emit: Callable[[ev.RigEvent], None] = lambda e: None):
         self.rig, self.store, self.s = rig, store, settings
         self.events = events or EventStream()
-        self.progress = progress
+        self.emit = emit
         self.saved: list[SavedEpisode] = []
         self._stop_session = False
         self.current: EpisodeWriter | None = None  # the episode being recorded
+
+    def _say(self, text: str) -> None:
+        self.emit(ev.StepMessage(text))
 
     def _writer(self) -> EpisodeWriter:
         cfg = self.rig.config
@@ -82,29 +111,38 @@ class RecordingSession:
             sim_seed=None if self.rig.sim is None else self.rig.sim.seed,
             control_hz=cfg.control_hz, thresholds=QualityThresholds.from_mapping(dict(cfg.quality)))
 
-    def _wait(self, seconds: float, what: str) -> None:
+    def _wait(self, seconds: float, what: str, phase: ev.Phase, stop: threading.Event) -> None:
         """Real rigs: countdown / reset time (NEXT skips it). Simulation needs no waiting."""
         if self.rig.sim is not None or seconds <= 0:
             return
-        self.progress(f"{what}: {seconds:.0f} s (n = skip)")
+        self.emit(ev.PhaseChanged(phase))
         end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            ev = self.events.wait(min(left, 0.1))
-            if ev and ev.kind == SessionEvent.NEXT:
+        shown = None
+        while (left := end - time.monotonic()) > 0 and not stop.is_set():
+            if shown != int(left + 0.999):
+                shown = int(left + 0.999)
+                self.emit(ev.Countdown(what, left))
+            e = self.events.wait(min(left, 0.1))
+            if e and e.kind == SessionEvent.NEXT:
                 return
-            if ev and ev.kind == SessionEvent.STOP:
+            if e and e.kind == SessionEvent.STOP:
                 self._stop_session = True
                 return
 
-    def run(self, loop) -> list[SavedEpisode]:
-        """Record with `loop` (a started workbench.teleop.TeleopLoop) until the episode count or a stop."""
+    def run(self, loop: ControlLoop, stop: threading.Event) -> list[SavedEpisode]:
+        """Record until the episode count, a STOP key event or `stop` (the session's stop, set once)."""
         steps = int(round(self.s.episode_s * self.rig.config.control_hz))
         k = 0
-        base_seed = self.s.seed if self.s.seed is not None else int.from_bytes(os.urandom(3), "little")
-        while k < self.s.episodes and not self._stop_session:
-            self.rig.begin_episode(base_seed + k)  # a concrete seed per episode: replays recreate the scene
-            self._wait(self.s.countdown_s, f"episode {k + 1}/{self.s.episodes} starts in")
-            if self._stop_session:
+        sim = self.rig.sim is not None
+        base_seed = self.s.seed if self.s.seed is not None else (next_sim_seed(self.store) if sim else 0)
+        while k < self.s.episodes and not self._stop_session and not stop.is_set():
+            seed = base_seed + k if sim else None
+            self.rig.begin_episode(seed)  # a concrete seed per episode: replays recreate the scene
+            self._wait(self.s.countdown_s, f"episode {k + 1}/{self.s.episodes} starts in", ev.Phase.COUNTDOWN, stop)
+            if self._stop_session or stop.is_set():
+                break
+            self.emit(ev.PhaseChanged(ev.Phase.ALIGNING))
+            if not align_to_leaders(self.rig, stop, self._say):
                 break
             self.events.drain()  # presses during the countdown do not end the new episode
             writer = self._writer()
@@ -114,46 +152,46 @@ class RecordingSession:
             def listener(tick, writer=writer):
                 nonlocal rerecord
                 writer.append(tick)
-                for ev in self.events.drain():
-                    if ev.kind == SessionEvent.MARK:
-                        writer.mark_segment(ev.label)
+                for e in self.events.drain():
+                    if e.kind == SessionEvent.MARK:
+                        writer.mark_segment(e.label)
                     else:
-                        rerecord = ev.kind == SessionEvent.RERECORD
-                        self._stop_session |= ev.kind == SessionEvent.STOP
+                        rerecord = e.kind == SessionEvent.RERECORD
+                        self._stop_session |= e.kind == SessionEvent.STOP
                         loop.request_stop()
+                if stop.is_set():
+                    loop.request_stop()
 
             loop.add_listener(listener)
-            self.progress(f"recording {writer.name} ({self.s.episode_s:.0f} s): n next, r re-record, q stop, "
-                          f"1-9 segment label, s segment text")
+            self.emit(ev.EpisodeStarted(k + 1, self.s.episodes, writer.name, seed))
+            self.emit(ev.PhaseChanged(ev.Phase.RUNNING))
             try:
-                loop.run(steps=steps)
-            except RecorderError as e:
-                self.progress(f"error: {e}")
-                self._stop_session = True
+                loop.run(LeaderSource(), steps=steps)
+            except RecorderError:
                 loop.remove_listener(listener)
-                break
+                self._stop_session = True
+                raise
             except BaseException:
                 loop.remove_listener(listener)
                 writer.discard() if writer.steps == 0 else writer.stop()
                 raise
             loop.remove_listener(listener)
-            if rerecord:
+            self.current = None
+            if rerecord or writer.steps == 0:
                 writer.discard()
-                self.progress(f"{writer.name} discarded; recording it again")
-                continue
+                self.emit(ev.EpisodeDiscarded(writer.name, rerecord=rerecord))
+                if rerecord:
+                    continue
+                break
             success = self.rig.success()
             if success is not None:
                 writer.set_outcome("success" if success else "failure")
-            try:
-                saved = writer.stop()
-            except RecorderError as e:
-                self.progress(f"error: {e}")
-                break
+            saved = writer.stop()
             self.saved.append(saved)
-            self.progress(f"saved {saved.path.name}: {saved.steps} steps, {saved.duration_s:.1f} s, outcome "
-                          f"{'unlabeled' if success is None else ('success' if success else 'failure')}, "
-                          f"saved {saved.save_latency_s:.2f} s after stop\n{saved.quality.format()}")
+            self.emit(ev.EpisodeSaved(saved, "unlabeled" if success is None else ("success" if success else "failure")))
             k += 1
-            if k < self.s.episodes and not self._stop_session:
-                self._wait(self.s.reset_s, "reset the scene")
+            if self.rig.safety.estopped:
+                break
+            if k < self.s.episodes and not self._stop_session and not stop.is_set():
+                self._wait(self.s.reset_s, "reset the scene", ev.Phase.RESET, stop)
         return self.saved

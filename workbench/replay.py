@@ -1,8 +1,8 @@
-"""Replay a recorded episode's actions onto the follower arms (sim, virtual or real), through the safety layer.
+"""Replay a recorded episode's actions on the follower arms (sim, virtual or real) through the control loop.
 
-The recorded `action` is the leader reading (ALOHA convention), so replaying it is exactly what the followers
-were asked to do. In simulation the episode's seed recreates the scene first, so a replay can be judged by the
-task's success signal.
+The recorded `action` is what the followers were asked to do (the leader reading in teleop), so replaying it
+through the same loop, safety layer and timing as teleop reproduces the episode. In simulation the episode's
+seed recreates the scene first, so a replay can be judged by the task's success signal.
 """
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from typing import Callable
 
 import numpy as np
 
-from drivers.arm import ARM_DOF, SIDES
+from drivers.arm import ARM_JOINT_COLUMNS, arm_slice
 from recorder.reader import EpisodeReader
+from workbench.control import ControlLoop
 from workbench.rig import Rig
-from workbench.timing import Pacer
+from workbench.sources import ReplaySource
+from workbench.timing import TimingSummary
 
 
 class ReplayError(ValueError):
@@ -30,54 +32,58 @@ class ReplayResult:
     tracking_max_rad: float
     clamped: int  # commands the safety layer had to clamp
     success: bool | None  # simulation only
-    stopped: bool  # stopped early by the operator
+    stopped: bool  # stopped early (operator, e-stop)
+    timing: TimingSummary | None = None
 
 
-def replay_episode(rig: Rig, path: Path | str, *, progress: Callable[[str], None] = print,
-                   stop: threading.Event | None = None, approach_s: float = 2.0) -> ReplayResult:
-    stop = stop or threading.Event()
+def load_replay(path: Path | str, rig: Rig) -> tuple[ReplaySource, int | None]:
+    """The episode's actions as a source, and its simulation seed. Raises ReplayError if it cannot drive `rig`."""
     with EpisodeReader(path) as reader:
         actions = np.asarray(reader.action, dtype=np.float64)
         info = reader.info
-    if actions.ndim != 2 or actions.shape[1] != 2 * ARM_DOF or len(actions) == 0:
-        raise ReplayError(f"{path}: actions of shape {actions.shape} cannot drive two {ARM_DOF}-value arms")
-    hz = rig.config.control_hz
-    if info.control_hz and abs(info.control_hz - hz) > 1e-6:
-        progress(f"note: recorded at {info.control_hz:g} Hz, replaying at the rig's {hz:g} Hz")
-    if rig.sim is not None:
-        rig.begin_episode(info.sim_seed)
-        progress(f"simulation reset with the episode's seed {info.sim_seed}")
-    safety = rig.safety
-    names = [rig.followers[s].name for s in SIDES]
-    for s in SIDES:
-        rig.followers[s].set_torque(True, True)
-    clamped0 = safety.clamped_ticks
-    progress(f"moving the followers to the first pose of {Path(path).name} ({approach_s:.1f} s)")
-    safety.move_to({n: actions[0, i * ARM_DOF:(i + 1) * ARM_DOF] for i, n in enumerate(names)},
-                   approach_s, rig.clock, hz, stop.is_set)
-    progress(f"replaying {len(actions)} steps")
-    errors: list[float] = []
-    joints = np.r_[0:6, 7:13]
-    pacer = Pacer(rig.clock, hz)
-    pacer.start()
-    n = 0
     try:
-        for n in range(len(actions)):
-            if stop.is_set() or safety.estopped:
-                break
-            for i, name in enumerate(names):
-                safety.command(name, actions[n, i * ARM_DOF:(i + 1) * ARM_DOF])
-            if n >= 10:
-                q = rig.observe()["qpos"]
-                errors.append(float(np.abs(q[joints] - actions[n - 1, joints]).max()))
-            pacer.wait()
-        else:
-            n = len(actions)
-    except BaseException:
-        safety.hold()
-        raise
-    success = rig.success()
+        source = ReplaySource(actions)
+    except ValueError as exc:
+        raise ReplayError(f"{path}: {exc}") from None
+    if info.control_hz and abs(info.control_hz - rig.config.control_hz) > 1e-6:
+        raise ReplayError(f"{path}: recorded at {info.control_hz:g} Hz, but rig {rig.config.name!r} runs at "
+                          f"{rig.config.control_hz:g} Hz; replay it on a rig with the same control_hz")
+    return source, info.sim_seed
+
+
+def replay(rig: Rig, loop: ControlLoop, path: Path | str, stop: threading.Event,
+           progress: Callable[[str], None] = print, approach_s: float = 2.0) -> ReplayResult:
+    """Reset the scene (sim), bring the followers to the first pose slowly, then run the loop on the recording."""
+    source, seed = load_replay(path, rig)
+    actions = source.actions
+    if rig.sim is not None:
+        rig.begin_episode(seed)
+        progress(f"Simulation reset with the episode's seed {seed}")
+    safety = rig.safety
+    for name in rig.follower_names:
+        safety.set_torque(name, True, True)
+    clamped0 = safety.clamped_ticks
+    progress(f"Moving the followers to the first pose of {Path(path).name} ({approach_s:.1f} s)")
+    first = {n: actions[0, arm_slice(i)] for i, n in enumerate(rig.follower_names)}
+    if not safety.move_to(first, approach_s, rig.clock, rig.config.control_hz, stop.is_set):
+        return ReplayResult(0, float("nan"), float("nan"), 0, rig.success(), True)
+    progress(f"Replaying {len(actions)} steps")
+    errors: list[float] = []
+    joints = list(ARM_JOINT_COLUMNS)
+
+    def track(tick) -> None:
+        k = source.index - 1  # the action sent this tick
+        if k >= 10:  # the follower answers a command one tick later
+            errors.append(float(np.abs(tick.qpos[joints] - actions[k - 1, joints]).max()))
+        if stop.is_set():
+            loop.request_stop()
+
+    loop.add_listener(track)
+    try:
+        summary = loop.run(source)
+    finally:
+        loop.remove_listener(track)
     e = np.asarray(errors) if errors else np.array([np.nan])
-    return ReplayResult(steps=n, tracking_median_rad=float(np.median(e)), tracking_max_rad=float(e.max()),
-                        clamped=safety.clamped_ticks - clamped0, success=success,
-                        stopped=n < len(actions))
+    return ReplayResult(steps=source.index, tracking_median_rad=float(np.median(e)), tracking_max_rad=float(e.max()),
+                        clamped=safety.clamped_ticks - clamped0, success=rig.success(),
+                        stopped=source.index < len(actions), timing=summary)

@@ -7,19 +7,33 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from drivers.arm import SIDES, Arm, ArmStatus
-from drivers.cameras.base import Camera, CameraStats
+from drivers.arm import BIMANUAL_DOF, SIDES, Arm, ArmStatus, arm_slice
+from drivers.cameras.base import Camera, CameraStats, Frame
 from drivers.clock import Clock, RealClock
-from drivers.errors import DriverError
+from drivers.errors import DriverError, SafetyError
 from workbench.config import RigConfig
 from workbench.safety import SafetyLayer
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Observation:
+    t: float  # rig clock when the joints were read
+    qpos: np.ndarray  # (14,) followers, ALOHA space [left 6 joints, left gripper, right 6, right gripper]
+    qvel: np.ndarray  # (14,)
+    effort: np.ndarray  # (14,) motor currents (mA) or simulated actuator forces
+    frames: dict[str, Frame]  # the newest frame per camera; each carries its own capture time
+
+
+class NoLeadersError(DriverError):
+    """Teleoperation or recording asked of a rig without leader arms."""
 
 
 class Rig:
@@ -34,12 +48,27 @@ class Rig:
         self.sim = sim  # the simulated world (sim backend only)
         self._on_close = on_close
         self.io_lock = threading.RLock()
-        self.safety = SafetyLayer(self.all_arms(), config.safety, self.io_lock)
+        self.safety = SafetyLayer(self.all_arms(), config.safety, self.io_lock, config.control_hz)
         self.connected = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def all_arms(self) -> dict[str, Arm]:
-        return {a.name: a for a in [*(self.leaders[s] for s in SIDES), *(self.followers[s] for s in SIDES)]}
+        arms = [*(self.leaders[s] for s in SIDES if s in self.leaders), *(self.followers[s] for s in SIDES)]
+        return {a.name: a for a in arms}
+
+    @property
+    def follower_names(self) -> list[str]:
+        """Follower arm names in the bimanual order ([left, right]), the order of every 14-vector."""
+        return [self.followers[s].name for s in SIDES]
+
+    @property
+    def has_leaders(self) -> bool:
+        return all(s in self.leaders for s in SIDES)
+
+    def require_leaders(self, what: str = "teleoperation") -> None:
+        if not self.has_leaders:
+            raise NoLeadersError(f"{what} needs leader arms, and rig {self.config.name!r} has none (a deployment-only "
+                                 "rig); add [arms.leader_left] and [arms.leader_right] to its rig file")
 
     def connect(self, progress: Progress = log.info) -> None:
         """Connect every arm, then every camera; on failure, release what was opened and re-raise."""
@@ -135,23 +164,41 @@ class Rig:
             return out
 
     def reboot(self, arm_name: str, joint: str) -> None:
-        with self.io_lock:
-            self.all_arms()[arm_name].reboot(joint)
-            if self.all_arms()[arm_name].role == "follower":
-                self.safety.sync([arm_name])
+        """Clear a servo fault through the safety layer (refused while the e-stop is engaged)."""
+        self.safety.reboot(arm_name, joint)
 
     def camera_stats(self) -> dict[str, CameraStats]:
         return {n: c.stats() for n, c in self.cameras.items()}
 
-    def observe(self) -> dict[str, np.ndarray]:
-        """Follower state in ALOHA space (14,), for trials and replay."""
+    def observation(self, frames: bool = True) -> Observation:
+        """What a policy sees: follower joints (ALOHA space, 14), velocities, efforts and the latest camera frames
+        with their capture times. The one shape for trials, replay and policies."""
         with self.io_lock:
+            t = self.clock.now()
             states = [self.followers[s].read() for s in SIDES]
-        return {
-            "qpos": np.concatenate([s.position for s in states]),
-            "qvel": np.concatenate([s.velocity for s in states]),
-            "effort": np.concatenate([s.effort for s in states]),
-        }
+        return Observation(
+            t=t,
+            qpos=np.concatenate([s.position for s in states]),
+            qvel=np.concatenate([s.velocity for s in states]),
+            effort=np.concatenate([s.effort for s in states]),
+            frames={name: cam.latest() for name, cam in self.cameras.items()} if frames else {},
+        )
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """Follower state only (no frames), as a dict: tests and quick checks."""
+        o = self.observation(frames=False)
+        return {"qpos": o.qpos, "qvel": o.qvel, "effort": o.effort}
+
+    def command(self, action: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+        """Send a bimanual action (14, ALOHA space) to the followers through the safety layer; returns what was
+        sent. `present` (the followers' qpos read this tick) saves a bus read per arm."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (BIMANUAL_DOF,):
+            raise SafetyError(f"an action has {BIMANUAL_DOF} values ([left 7, right 7]), got shape {action.shape}")
+        with self.io_lock:
+            return np.concatenate([
+                self.safety.command(name, action[arm_slice(i)], None if present is None else present[arm_slice(i)])
+                for i, name in enumerate(self.follower_names)])
 
 
 def build_rig(config: RigConfig) -> Rig:

@@ -1,19 +1,22 @@
-"""The one safety layer every arm motion goes through.
+"""The one safety layer every arm motion and every torque change goes through.
 
-Per command: refuse non-finite targets, clamp to joint limits, clamp the change since the last command to a
-per-tick step (a leader yanked or a policy glitch becomes a bounded motion, never a jump). The e-stop can be
-pressed from any thread: it takes the rig's I/O lock, so it lands between two control ticks (at most one tick
-late), then holds every commanded arm where it is (goal = present position) or torques the followers off, and
-refuses further commands until released. Shutdown (error, Ctrl-C, exit) holds the followers first.
+Per command: refuse non-finite targets, clamp to the joint limits (the arm model's range, narrowed by the rig
+file), clamp the change since the last command to what the joint velocity limit allows in one tick, and keep
+the goal within a bound of where the joint actually is (a blocked or lagging follower is never wound up into a
+large pending motion). A leader yanked or a policy glitch becomes a bounded motion, never a jump.
+
+The e-stop can be pressed from any thread: it takes the rig's I/O lock, so it lands between two control ticks
+(at most one tick late), then holds every commanded arm where it is (goal = present position) or torques the
+followers off. While it is engaged nothing moves an arm and nothing turns torque on or reboots a servo (a reboot
+restores torque): only torque *off* is allowed. Shutdown (error, Ctrl-C, exit) holds the followers first.
 """
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import numpy as np
 
@@ -21,34 +24,25 @@ from drivers.arm import ARM_DOF, JOINT_NAMES, Arm
 from drivers.errors import DriverError, SafetyError
 
 log = logging.getLogger(__name__)
-
-
-def _ticks_to_rad(lo: int, hi: int) -> tuple[float, float]:
-    return ((lo - 2048) * 2 * math.pi / 4096, (hi - 2048) * 2 * math.pi / 4096)
-
-
-# ViperX 300 (follower) joint-space limits from its servo position limits (reference: aloha-hardware.md).
-DEFAULT_JOINT_LIMITS: dict[str, tuple[float, float]] = {
-    "waist": (-math.pi, math.pi),
-    "shoulder": _ticks_to_rad(841, 2867),
-    "elbow": _ticks_to_rad(898, 3094),
-    "forearm_roll": (-math.pi, math.pi),
-    "wrist_angle": _ticks_to_rad(830, 3504),
-    "wrist_rotate": (-math.pi, math.pi),
-    "gripper": (0.0, 1.0),  # normalized
-}
+ARM_ONLY = slice(0, ARM_DOF - 1)  # the six joints of one arm (the gripper squeezes objects: no goal bound)
 
 
 @dataclass(frozen=True)
 class SafetyConfig:
-    max_joint_step: float = 0.1  # rad per control tick (5 rad/s at 50 Hz)
+    max_joint_step: float = 0.1  # rad per control tick: a hard cap whatever the rate
     max_gripper_step: float = 0.2  # normalized units per tick
+    max_joint_velocity: float = 3.14  # rad/s of the commanded trajectory (the ViperX servos' own velocity limit)
+    max_goal_error: float = 0.35  # rad: how far a joint's goal may lead its present position
+    start_gap: float = 0.25  # rad: a leader-follower gap above this is closed slowly before following starts
+    realign_velocity: float = 0.5  # rad/s of that slow re-alignment
     estop_action: Literal["hold", "torque_off"] = "hold"
-    joint_limits: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_JOINT_LIMITS))
+    joint_limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # narrows the arm models' ranges
 
     def __post_init__(self):
-        if self.max_joint_step <= 0 or self.max_gripper_step <= 0:
-            raise ValueError("safety step limits must be positive")
+        for k in ("max_joint_step", "max_gripper_step", "max_joint_velocity", "max_goal_error", "start_gap",
+                  "realign_velocity"):
+            if not getattr(self, k) > 0:
+                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
         if self.estop_action not in ("hold", "torque_off"):
             raise ValueError(f"estop_action must be 'hold' or 'torque_off', got {self.estop_action!r}")
         unknown = set(self.joint_limits) - set(JOINT_NAMES)
@@ -58,33 +52,50 @@ class SafetyConfig:
             if not lo < hi:
                 raise ValueError(f"joint_limits.{name}: lower {lo} must be below upper {hi}")
 
-    def limit_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        merged = {**DEFAULT_JOINT_LIMITS, **self.joint_limits}
-        lo = np.array([merged[n][0] for n in JOINT_NAMES])
-        hi = np.array([merged[n][1] for n in JOINT_NAMES])
-        return lo, hi
+    def step_array(self, control_hz: float) -> np.ndarray:
+        """Largest change of each of the 7 values per tick at `control_hz`."""
+        joint = min(self.max_joint_step, self.max_joint_velocity / control_hz)
+        return np.array([joint] * (ARM_DOF - 1) + [self.max_gripper_step])
 
-    def step_array(self) -> np.ndarray:
-        return np.array([self.max_joint_step] * (ARM_DOF - 1) + [self.max_gripper_step])
+    def narrow(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An arm model's (lo, hi) narrowed by the rig file's joint_limits (never widened past the model)."""
+        lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+        for j, (a, b) in self.joint_limits.items():
+            k = JOINT_NAMES.index(j)
+            lo[k], hi[k] = max(lo[k], a), min(hi[k], b)
+            if not lo[k] < hi[k]:
+                raise ValueError(f"joint_limits.{j} = [{a}, {b}] lies outside the arm's range")
+        return lo, hi
 
 
 class SafetyLayer:
-    def __init__(self, arms: Mapping[str, Arm], config: SafetyConfig | None = None, io_lock: threading.RLock | None = None):
+    def __init__(self, arms: Mapping[str, Arm], config: SafetyConfig | None = None,
+                 io_lock: threading.RLock | None = None, control_hz: float = 50.0):
         self.arms = dict(arms)
         self.config = config or SafetyConfig()
         self.io_lock = io_lock or threading.RLock()
-        self._lo, self._hi = self.config.limit_arrays()
-        self._step = self.config.step_array()
+        self.control_hz = control_hz
+        self._limits = {n: self.config.narrow(*a.joint_limits()) for n, a in self.arms.items()}
+        self._step = self.config.step_array(control_hz)
         self._last: dict[str, np.ndarray] = {}
         self._estop = threading.Event()
         self.estop_reason = ""
         self.clamped_ticks = 0  # commands that were changed by a clamp (a sign of a fast leader or bad policy)
         self._io_s = 0.0  # time spent in arm.command since the last take_io_time() (for loop statistics)
+        self._listeners: list[Callable[[bool, str], None]] = []
 
     # -- state ------------------------------------------------------------------------------------------
     @property
     def estopped(self) -> bool:
         return self._estop.is_set()
+
+    def limits(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self._limits[name]
+        return lo.copy(), hi.copy()
+
+    def on_estop(self, fn: Callable[[bool, str], None]) -> None:
+        """`fn(engaged, reason)` after every change of the e-stop state (called on the pressing thread)."""
+        self._listeners.append(fn)
 
     def sync(self, names: list[str] | None = None) -> None:
         """Take present positions as the reference for the step clamp (call before commanding an arm)."""
@@ -97,30 +108,39 @@ class SafetyLayer:
         return None if v is None else v.copy()
 
     # -- commands ---------------------------------------------------------------------------------------
-    def clamp(self, name: str, target: np.ndarray) -> np.ndarray:
+    def clamp(self, name: str, target: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
         target = np.asarray(target, dtype=np.float64)
         if target.shape != (ARM_DOF,):
             raise SafetyError(f"{name}: command must have {ARM_DOF} values (6 joints + gripper), got {target.shape}")
         if not np.all(np.isfinite(target)):
             raise SafetyError(f"{name}: refusing a non-finite command {np.round(target, 3).tolist()}")
-        out = np.clip(target, self._lo, self._hi)
+        lo, hi = self._limits[name]
+        out = np.clip(target, lo, hi)
         last = self._last.get(name)
         if last is not None:
             out = np.clip(out, last - self._step, last + self._step)
+        if present is not None:
+            bound = self.config.max_goal_error
+            p = np.asarray(present, dtype=np.float64)[ARM_ONLY]
+            out[ARM_ONLY] = np.clip(out[ARM_ONLY], p - bound, p + bound)
         if not np.array_equal(out, target):
             self.clamped_ticks += 1
         return out
 
-    def command(self, name: str, target: np.ndarray) -> np.ndarray:
-        """Clamp and send one arm's goal; returns what was sent."""
+    def command(self, name: str, target: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+        """Clamp and send one arm's goal; returns what was sent. `present` (the arm's position read this tick)
+        enables the goal-vs-present bound; without it the arm is read here."""
         with self.io_lock:
             if self._estop.is_set():
                 raise SafetyError(f"e-stop engaged ({self.estop_reason}); release it before moving {name}")
+            arm = self.arms[name]
+            if present is None:
+                present = np.asarray(arm.read().position, dtype=np.float64)
             if name not in self._last:
-                self._last[name] = np.asarray(self.arms[name].read().position, dtype=np.float64).copy()
-            out = self.clamp(name, target)
+                self._last[name] = np.array(present, dtype=np.float64)
+            out = self.clamp(name, target, present)
             t0 = time.perf_counter()
-            self.arms[name].command(out)
+            arm.command(out)
             self._io_s += time.perf_counter() - t0
             self._last[name] = out
             return out
@@ -129,9 +149,30 @@ class SafetyLayer:
         io, self._io_s = self._io_s, 0.0
         return io
 
+    def set_torque(self, name: str, arm: bool, gripper: bool | None = None) -> None:
+        """Torque through the lock; turning anything on is refused while the e-stop is engaged. An arm whose
+        torque comes on holds where it is, so the step clamp starts from there."""
+        on = arm or bool(gripper)
+        with self.io_lock:
+            if on and self._estop.is_set():
+                raise SafetyError(f"e-stop engaged ({self.estop_reason}); refusing to turn torque on for {name}")
+            self.arms[name].set_torque(arm, gripper)
+            if on:
+                self._last[name] = np.asarray(self.arms[name].read().position, dtype=np.float64).copy()
+
+    def reboot(self, name: str, joint: str) -> None:
+        """A servo reboot restores its torque: refused while the e-stop is engaged."""
+        with self.io_lock:
+            if self._estop.is_set():
+                raise SafetyError(f"e-stop engaged ({self.estop_reason}); release it before rebooting {name}/{joint}")
+            self.arms[name].reboot(joint)
+            if name in self._last:
+                self._last[name] = np.asarray(self.arms[name].read().position, dtype=np.float64).copy()
+
     def move_to(self, targets: Mapping[str, np.ndarray], duration: float, clock, hz: float,
-                should_stop=lambda: False) -> None:
-        """Linear interpolation from present positions to targets, one command per tick (ALOHA start-up move)."""
+                should_stop=lambda: False) -> bool:
+        """Linear interpolation from present positions to targets, one command per tick (ALOHA start-up move).
+        Returns False when stopped early (`should_stop` or the e-stop)."""
         from workbench.timing import Pacer
 
         self.sync(list(targets))
@@ -140,31 +181,62 @@ class SafetyLayer:
         pacer = Pacer(clock, hz)
         pacer.start()
         for k in range(1, steps + 1):
-            if should_stop():
-                return
+            if should_stop() or self.estopped:
+                return False
             a = k / steps
             for n, goal in targets.items():
                 self.command(n, (1 - a) * starts[n] + a * np.asarray(goal, dtype=np.float64))
             pacer.wait()
+        return True
+
+    def move_duration(self, targets: Mapping[str, np.ndarray], velocity: float, minimum: float = 0.5) -> float:
+        """Seconds for a move to `targets` at `velocity` rad/s on the farthest arm joint (present positions)."""
+        far = 0.0
+        with self.io_lock:
+            for n, goal in targets.items():
+                q = np.asarray(self.arms[n].read().position, dtype=np.float64)
+                far = max(far, float(np.abs(np.asarray(goal)[ARM_ONLY] - q[ARM_ONLY]).max()))
+        return max(minimum, far / velocity)
 
     # -- stopping ---------------------------------------------------------------------------------------
     def estop(self, reason: str = "operator") -> None:
-        """Engage the e-stop from any thread; applied between two ticks (the I/O lock)."""
+        """Engage the e-stop from any thread; applied between two ticks (the I/O lock). Pressing it again while
+        engaged applies the stop again (cheap) but is logged and announced once."""
+        first = not self._estop.is_set()
         self._estop.set()
-        self.estop_reason = reason
-        log.warning("E-STOP: %s", reason)
+        if first:
+            self.estop_reason = reason
+            log.warning("E-STOP: %s", reason)
         with self.io_lock:
             self._apply_stop(self.config.estop_action)
+        if first:
+            for fn in list(self._listeners):
+                fn(True, reason)
 
     def release(self) -> None:
+        was = self._estop.is_set()
         with self.io_lock:
             self._estop.clear()
             self.estop_reason = ""
             self.sync([n for n in self._last if self.arms[n].connected])
+        if was:
+            for fn in list(self._listeners):
+                fn(False, "")
 
     def hold(self) -> None:
         with self.io_lock:
             self._apply_stop("hold")
+
+    def torque_off(self, names: list[str] | None = None) -> None:
+        """Torque off (allowed in any state): the arms go limp where they are."""
+        with self.io_lock:
+            for name in names or list(self.arms):
+                arm = self.arms[name]
+                try:
+                    if arm.connected:
+                        arm.set_torque(False, False)
+                except DriverError as exc:
+                    log.error("%s: could not turn torque off: %s", name, exc)
 
     def _apply_stop(self, action: str) -> None:
         for name in list(self._last):
@@ -175,8 +247,9 @@ class SafetyLayer:
                 if action == "torque_off" and arm.role == "follower":
                     arm.set_torque(False, False)
                 else:
+                    lo, hi = self._limits[name]
                     present = np.asarray(arm.read().position, dtype=np.float64)
-                    arm.command(np.clip(present, self._lo, self._hi))
+                    arm.command(np.clip(present, lo, hi))
                     self._last[name] = present
             except DriverError as exc:  # keep stopping the other arms
                 log.error("%s: could not %s during stop: %s", name, action, exc)

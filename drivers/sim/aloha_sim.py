@@ -325,6 +325,14 @@ class AlohaSim:
     def arm_index(self, side: str) -> ArmIndex:
         return self._arms[side]
 
+    def joint_limits(self, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) of the six arm joints from the model's joint ranges (unlimited joints: +-pi)."""
+        model, ix = self.model, self._arms[side]
+        jids = [int(np.flatnonzero(model.jnt_qposadr == a)[0]) for a in ix.qpos]
+        lo = np.array([model.jnt_range[j, 0] if model.jnt_limited[j] else -np.pi for j in jids])
+        hi = np.array([model.jnt_range[j, 1] if model.jnt_limited[j] else np.pi for j in jids])
+        return lo, hi
+
     # --- rendering --------------------------------------------------------------------------------------------
     @property
     def camera_names(self) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.arm import ARM_DOF, ARM_JOINTS, START_POSE, ArmState, ArmStatus, JointStatus, Role
+from drivers.arm import ARM_DOF, ARM_JOINTS, ArmState, ArmStatus, GRIPPER_RANGE, JointStatus, Role, START_POSE
 from drivers.errors import DriverError
 from drivers.gripper import GRIPPER_PRESETS, GripperConstants
 from drivers.sim.aloha_sim import AlohaSim
@@ -185,6 +185,10 @@ class ScriptedLeader:
         joints = [JointStatus(name=n, torque=bool(self._torque[k]), message="scripted")
                   for k, n in enumerate(ARM_JOINTS + ("gripper",))]
         return ArmStatus(self.name, self.role, self._connected, joints)
+
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.sim.joint_limits(self.side)
+        return np.r_[lo, GRIPPER_RANGE[0]], np.r_[hi, GRIPPER_RANGE[1]]
 
     def reboot(self, joint: str) -> None:
         """Nothing to clear on a scripted leader."""

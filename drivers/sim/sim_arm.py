@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.arm import ARM_DOF, ARM_JOINTS, JOINT_NAMES, ArmState, ArmStatus, JointStatus, Role
+from drivers.arm import ARM_DOF, ARM_JOINTS, ArmState, ArmStatus, GRIPPER_RANGE, JOINT_NAMES, JointStatus, Role
 from drivers.errors import DriverError, SafetyError
 from drivers.gripper import GRIPPER_PRESETS, GripperConstants
 from drivers.sim.aloha_sim import AlohaSim
@@ -115,6 +115,10 @@ class SimArm:
             self._torque[:6] = arm
             self._torque[6] = arm if gripper is None else gripper
             self._apply_torque()
+
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.sim.joint_limits(self.side)
+        return np.r_[lo, GRIPPER_RANGE[0]], np.r_[hi, GRIPPER_RANGE[1]]
 
     def inject_fault(self, joint: str = "gripper", bits: int = 1 << 5) -> None:
         """Emulate a servo hardware error (default: overload on the gripper); torque off until reboot()."""

@@ -6,7 +6,7 @@ import pytest
 
 from drivers.arm import START_POSE
 from drivers.errors import SafetyError
-from workbench.safety import DEFAULT_JOINT_LIMITS, SafetyConfig, SafetyLayer
+from workbench.safety import SafetyConfig, SafetyLayer
 
 
 def _settle(arm, goal, timeout=5.0):
@@ -35,17 +35,26 @@ def test_step_clamp_bounds_every_command(virtual_rig, follower):
     far = start.copy()
     far[0] += 1.0  # a 1 rad jump of the waist in one tick
     sent = safety.command(follower.name, far)
-    assert sent[0] == pytest.approx(start[0] + safety.config.max_joint_step)
+    step = min(safety.config.max_joint_step, safety.config.max_joint_velocity / virtual_rig.config.control_hz)
+    assert sent[0] == pytest.approx(start[0] + step)
     # the servo receives the clamped goal, not the jump
     assert abs(follower.read().position[0] - start[0]) < 0.2
 
 
 def test_joint_limits_clamp(virtual_rig, follower):
-    safety = SafetyLayer({follower.name: follower}, SafetyConfig(max_joint_step=10.0), virtual_rig.io_lock)
+    """Limits come from the arm model (the vx300s servo range), narrowed by the rig file's joint_limits."""
+    cfg = SafetyConfig(max_joint_step=10.0, max_joint_velocity=1000.0, max_goal_error=10.0,
+                       joint_limits={"elbow": (-1.0, 1.0)})
+    safety = SafetyLayer({follower.name: follower}, cfg, virtual_rig.io_lock)
+    model_lo, model_hi = follower.joint_limits()
     target = np.concatenate([START_POSE, [0.5]])
-    target[1] = -3.0  # shoulder far below its limit
+    target[1] = -3.0  # shoulder far below the model's limit
+    target[2] = 1.5  # elbow inside the model's range, outside the rig file's
     sent = safety.command(follower.name, target)
-    assert sent[1] == pytest.approx(DEFAULT_JOINT_LIMITS["shoulder"][0])
+    assert sent[1] == pytest.approx(model_lo[1]) and model_lo[1] > -2.0
+    assert sent[2] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="outside the arm's range"):
+        SafetyLayer({follower.name: follower}, SafetyConfig(joint_limits={"shoulder": (2.0, 3.0)}))
 
 
 def test_non_finite_command_is_refused(virtual_rig, follower):
@@ -92,3 +101,58 @@ def test_move_to_is_bounded_and_reaches_target(virtual_rig, follower):
     safety.move_to({follower.name: target}, 0.5, RealClock(), 50)
     np.testing.assert_allclose(safety.last_command(follower.name), target, atol=1e-9)
     _settle(follower, target)
+
+
+def test_goal_stays_within_a_bound_of_the_present_position(virtual_rig, follower):
+    """A follower that lags (blocked, overloaded) is never wound up: goal - present <= max_goal_error."""
+    safety = virtual_rig.safety
+    safety.sync([follower.name])
+    present = follower.read().position.copy()
+    lagging = present.copy()
+    lagging[1] -= 0.5  # the arm is reported 0.5 rad behind where the last command put it
+    safety._last[follower.name] = present + np.r_[[0, 0.3, 0, 0, 0, 0], 0]  # a goal already far ahead
+    target = present + np.r_[[0, 0.4, 0, 0, 0, 0], 0]
+    sent = safety.command(follower.name, target, present=lagging)
+    bound = safety.config.max_goal_error
+    assert sent[1] == pytest.approx(lagging[1] + bound)
+    safety.sync([follower.name])
+
+
+def test_velocity_limit_sets_the_step_per_tick(virtual_rig, follower):
+    """The per-tick step is what max_joint_velocity allows at the rig's rate (capped by max_joint_step)."""
+    cfg = SafetyConfig(max_joint_step=0.5, max_joint_velocity=1.0, max_goal_error=10.0)
+    safety = SafetyLayer({follower.name: follower}, cfg, virtual_rig.io_lock, control_hz=50.0)
+    safety.sync([follower.name])
+    start = safety.last_command(follower.name)
+    sent = safety.command(follower.name, start + np.r_[[0.3] * 6, 0])
+    np.testing.assert_allclose(sent[:6] - start[:6], 1.0 / 50.0)
+    safety.sync([follower.name])
+
+
+def test_torque_on_and_reboot_are_refused_while_estopped(virtual_rig, follower):
+    """Nothing may re-enable torque (a reboot restores it) while the e-stop is engaged; torque off is allowed."""
+    safety = SafetyLayer({follower.name: follower}, SafetyConfig(estop_action="torque_off"), virtual_rig.io_lock)
+    safety.sync([follower.name])
+    safety.estop("test")
+    with pytest.raises(SafetyError, match="e-stop"):
+        safety.set_torque(follower.name, True, True)
+    with pytest.raises(SafetyError, match="e-stop"):
+        safety.reboot(follower.name, "gripper")
+    assert all(j.torque is False for j in follower.status().joints)
+    safety.set_torque(follower.name, False, False)  # allowed
+    safety.release()
+    safety.set_torque(follower.name, True, True)
+    assert all(j.torque for j in follower.status().joints)
+
+
+def test_estop_logs_once_per_press(virtual_rig, follower, caplog):
+    safety = virtual_rig.safety
+    seen = []
+    safety.on_estop(lambda engaged, reason: seen.append(engaged))
+    with caplog.at_level("WARNING", logger="workbench.safety"):
+        for _ in range(5):  # a held key repeats
+            safety.estop("operator")
+    assert [r.getMessage() for r in caplog.records].count("E-STOP: operator") == 1
+    assert seen == [True]
+    safety.release()
+    assert seen == [True, False]

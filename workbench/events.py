@@ -1,0 +1,106 @@
+"""Typed events a `RigSession` emits: what front ends (the Qt adapter, the CLI) show, never strings to parse.
+
+They are emitted on the thread that caused them (usually the control thread); a subscriber must be cheap and
+must not call back into the session. The Qt adapter re-emits them as queued signals on the GUI thread.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+
+class Mode(enum.Enum):
+    IDLE = "idle"
+    TELEOP = "teleop"
+    RECORDING = "recording"
+    REPLAY = "replay"
+    TRIAL = "trial"
+
+
+class Phase(enum.Enum):
+    """Where a running mode is: the GUI's checklist and headline follow this."""
+
+    STARTING = "starting"  # start-up sequence (torque, start pose)
+    WAITING_FOR_SQUEEZE = "waiting_for_squeeze"
+    ALIGNING = "aligning"  # closing a leader-follower gap slowly
+    RUNNING = "running"  # the control loop drives the followers
+    COUNTDOWN = "countdown"  # before an episode (real rigs)
+    RESET = "reset"  # between episodes (real rigs)
+    STOPPING = "stopping"  # shutdown sequence
+    IDLE = "idle"
+
+
+@dataclass(frozen=True)
+class ModeChanged:
+    mode: Mode
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class StepMessage:
+    """One step of a sequence, in words for the operator ("Moving all arms to the start pose")."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Countdown:
+    what: str  # "episode 2/5 starts in", "reset the scene"
+    seconds_left: float
+
+
+@dataclass(frozen=True)
+class EpisodeStarted:
+    number: int  # 1-based within the session
+    total: int
+    name: str  # episode_12
+    seed: int | None  # simulation seed
+
+
+@dataclass(frozen=True)
+class EpisodeSaved:
+    episode: Any  # recorder.writer.SavedEpisode (path, steps, quality report...)
+    outcome: str  # success / failure / unlabeled
+
+
+@dataclass(frozen=True)
+class EpisodeDiscarded:
+    name: str
+    rerecord: bool  # True: the same episode number is recorded again
+
+
+@dataclass(frozen=True)
+class ReplayFinished:
+    result: Any  # workbench.replay.ReplayResult
+
+
+@dataclass(frozen=True)
+class EstopChanged:
+    engaged: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionError:
+    error: BaseException
+    context: str  # what was being done: "Teleop start-up", "Recording", "Replay"
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A mode ended. `reason`: done (ran its course), operator (stop()), estop, error."""
+
+    mode: Mode
+    reason: str
+    summary: Any = None  # workbench.timing.TimingSummary of the control loop, if it ran
+    held: bool = False  # True: the followers hold where they are (e-stop or error), no shutdown sequence ran
+
+
+RigEvent = Union[ModeChanged, PhaseChanged, StepMessage, Countdown, EpisodeStarted, EpisodeSaved,
+                     EpisodeDiscarded, ReplayFinished, EstopChanged, SessionError, Stopped]
+Subscriber = Callable[[RigEvent], None]
