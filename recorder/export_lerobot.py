@@ -1,7 +1,9 @@
 """Export episodes to a LeRobot v3.0 dataset folder (parquet frames, one mp4 per camera, meta/).
 
-Segment annotations become per-frame task strings: a frame covered by a segment gets the segment's text,
-other frames the episode's task prompt. Videos are H.264 (yuv420p, GOP 2 for frame-accurate seeking), which
+The task of every frame is the episode's task prompt (what a policy is prompted with). Segment text is exported
+as its own per-frame field, `subtask_index` (-1 = no segment) into `meta/subtasks.parquet`: the operator's lane
+where it covers a frame, else the demonstrator's. Training on segment text instead of the prompt (pi0's
+high-level / low-level split) is an explicit choice, `task_source="segments"`, never a side effect. Videos are H.264 (yuv420p, GOP 2 for frame-accurate seeking), which
 LeRobot's decoders (torchcodec, pyav) read; all episodes of a camera are concatenated in one file, and each
 episode row says where it starts and ends (from/to timestamps).
 """
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -20,8 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from drivers.arm import JOINT_NAMES, SIDES
+from recorder.integrity import unreadable_reason
 from recorder.reader import EpisodeInfo, EpisodeReader, read_info
-from recorder.segments import task_per_step
+from recorder.segments import subtask_per_step
+from recorder.store import READ_ERRORS, StoreError
 
 Progress = Callable[[str, float], None]  # (what, fraction done); raising from it cancels the export
 
@@ -37,10 +43,14 @@ _VECTOR_FEATURES = {  # LeRobot feature -> reader property
     "action": "action",
 }
 _CODECS = ("libx264", "h264", "mpeg4")
+_SCALARS = ("timestamp", "frame_index", "episode_index", "index", "task_index", "subtask_index")
 
 
-class ExportError(ValueError):
-    pass
+TaskSource = Literal["task", "segments"]  # what `task_index` holds: the task prompt, or the segment text
+
+
+class ExportError(StoreError):
+    """The export cannot be made; the message names the episode or the folder and what to do."""
 
 
 @dataclass
@@ -50,6 +60,7 @@ class ExportResult:
     frames: int
     tasks: list[str]
     codec: str
+    subtasks: list[str] = dataclasses.field(default_factory=list)
 
 
 def _pick_codec(preferred: str | None) -> str:
@@ -71,32 +82,70 @@ def _stats(x: np.ndarray) -> dict:
 def export_lerobot(episode_paths: Sequence[Path], out: Path, *, robot_type: str = "aloha", fps: int | None = None,
                    codec: str | None = None, crf: int = 23, overwrite: bool = False,
                    image_stats_every: int = 10, progress: Progress | None = None,
-                   data_file_mb: float = 100.0, video_file_mb: float = 500.0) -> ExportResult:
+                   data_file_mb: float = 100.0, video_file_mb: float = 500.0,
+                   task_source: TaskSource = "task") -> ExportResult:
     """Write the LeRobot dataset into a sibling `.partial` folder and move it to `out` only when complete: an
-    error or a cancel (an exception raised by `progress(text, fraction)`) leaves any earlier export untouched."""
-    out = Path(out)
+    error or a cancel (an exception raised by `progress(text, fraction)`) leaves any earlier export untouched.
+    An existing `out` is replaced only with `overwrite`. Every episode is checked before anything is written."""
+    out = Path(out).expanduser()
     if not episode_paths:
         raise ExportError("no episodes selected for export")
+    if task_source not in ("task", "segments"):
+        raise ExportError(f"task_source must be 'task' or 'segments', not {task_source!r}")
     if out.exists() and not overwrite:
-        raise ExportError(f"{out} exists; pass overwrite to replace it")
+        raise ExportError(f"{out} already exists; choose another folder or overwrite it (CLI: --overwrite)")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; choose a folder for the export")
+    infos = _checked_infos(episode_paths)
+    _check_writable(out)
     work = out.parent / f".{out.name}.partial"
-    if work.exists():
-        shutil.rmtree(work)
     try:
-        result = _export(episode_paths, work, robot_type, fps, codec, crf, image_stats_every,
-                         progress or (lambda text, fraction: None), data_file_mb, video_file_mb)
+        if work.exists():
+            shutil.rmtree(work)
+        result = _export(infos, work, robot_type, fps, codec, crf, image_stats_every,
+                         progress or (lambda text, fraction: None), data_file_mb, video_file_mb, task_source)
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except OSError as e:  # name the operator's folder, not our internal .partial one
+        shutil.rmtree(work, ignore_errors=True)
+        raise ExportError(f"writing the export to {out} failed: {e.strerror or e}") from e
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
     return dataclasses.replace(result, root=out)
 
 
-def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: str | None, crf: int,
-            image_stats_every: int, progress: Progress, data_file_mb: float, video_file_mb: float) -> ExportResult:
-    infos: list[EpisodeInfo] = [read_info(p) for p in episode_paths]
+def _checked_infos(paths: Sequence[Path]) -> list[EpisodeInfo]:
+    """Read every episode's metadata first, so a damaged one stops the export before any work, by name."""
+    infos, bad = [], []
+    for p in paths:
+        try:
+            info = read_info(p)
+        except READ_ERRORS as e:
+            bad.append(f"{Path(p).name}: {unreadable_reason(Path(p), e)}")
+            continue
+        if info.problems:
+            bad.append(f"{Path(p).name}: {'; '.join(info.problems)}")
+        infos.append(info)
+    if bad:
+        raise ExportError("damaged episodes cannot be exported (leave them out, or `rm` them): " + " | ".join(bad))
+    return infos
+
+
+def _check_writable(out: Path) -> None:
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create {parent} for the export {out}: {e.strerror or e}") from e
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write the export to {out}: no write permission in {parent}")
+
+
+def _export(infos: list[EpisodeInfo], out: Path, robot_type: str, fps: int | None, codec: str | None, crf: int,
+            image_stats_every: int, progress: Progress, data_file_mb: float, video_file_mb: float,
+            task_source: TaskSource) -> ExportResult:
     cams = infos[0].cameras
     for i in infos:
         if i.cameras != cams:
@@ -109,8 +158,9 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
     codec = _pick_codec(codec)
 
     tasks: dict[str, int] = {}
+    subtasks: dict[str, int] = {}
     cols: dict[str, list] = {k: [] for k in _VECTOR_FEATURES}
-    scal: dict[str, list] = {k: [] for k in ("timestamp", "frame_index", "episode_index", "index", "task_index")}
+    scal: dict[str, list] = {k: [] for k in _SCALARS}
     ep_rows: list[dict] = []
     start = 0
     data_files = _data_files([i.steps for i in infos], data_file_mb)
@@ -119,9 +169,14 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
         with EpisodeReader(info.path) as r:
             n = info.steps
             arrays = {k: getattr(r, prop).astype(np.float32) for k, prop in _VECTOR_FEATURES.items()}
-        per_step = task_per_step(info.segments, n, info.task or "unspecified task")
+        prompt = info.task or "unspecified task"
+        sub = subtask_per_step(info.segments, n)
+        per_step = [s or prompt for s in sub] if task_source == "segments" else [prompt] * n
         for s in per_step:
             tasks.setdefault(s, len(tasks))
+        for s in sub:
+            if s is not None:
+                subtasks.setdefault(s, len(subtasks))
         for k, a in arrays.items():
             cols[k].append(a)
         scal["timestamp"].append(np.arange(n, dtype=np.float32) / fps)
@@ -129,8 +184,10 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
         scal["episode_index"].append(np.full(n, e, np.int64))
         scal["index"].append(np.arange(start, start + n, dtype=np.int64))
         scal["task_index"].append(np.array([tasks[s] for s in per_step], np.int64))
+        scal["subtask_index"].append(np.array([-1 if s is None else subtasks[s] for s in sub], np.int64))
         data_chunk, data_file = _chunk_file(data_files[e])
-        row = {"episode_index": e, "tasks": sorted(set(per_step), key=per_step.index), "length": n,
+        row = {"episode_index": e, "tasks": sorted(set(per_step), key=per_step.index),
+               "subtasks": sorted({s for s in sub if s is not None}, key=sub.index), "length": n,
                "dataset_from_index": start, "dataset_to_index": start + n,
                "data/chunk_index": data_chunk, "data/file_index": data_file,
                "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
@@ -183,13 +240,15 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
         stats[key]["count"] = [n_sampled]
     for k in ("timestamp",):
         features[k] = {"dtype": "float32", "shape": [1], "names": None}
-    for k in ("frame_index", "episode_index", "index", "task_index"):
+    for k in ("frame_index", "episode_index", "index", "task_index", "subtask_index"):
         features[k] = {"dtype": "int64", "shape": [1], "names": None}
 
     # meta
     meta = out / "meta"
     task_list = sorted(tasks, key=tasks.get)
     _write_tasks(task_list, meta / "tasks.parquet")
+    subtask_list = sorted(subtasks, key=subtasks.get)
+    _write_tasks(subtask_list, meta / "subtasks.parquet", "subtask")
     _write_parquet(pa.Table.from_pylist(ep_rows), meta / "episodes" / "chunk-000" / "file-000.parquet")
     info_json = {
         "codebase_version": CODEBASE_VERSION, "robot_type": robot_type, "total_episodes": len(infos),
@@ -197,10 +256,13 @@ def _export(episode_paths, out: Path, robot_type: str, fps: int | None, codec: s
         "data_files_size_in_mb": data_file_mb, "video_files_size_in_mb": video_file_mb, "fps": fps,
         "splits": {"train": f"0:{len(infos)}"}, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
         "features": features,
+        "workbench": {"task_source": task_source,
+                      "subtasks": "subtask_index -> meta/subtasks.parquet (-1: no segment); operator lane over "
+                                  "the demonstrator's"},
     }
     (meta / "info.json").write_text(json.dumps(info_json, indent=2))
     (meta / "stats.json").write_text(json.dumps(stats, indent=1))
-    return ExportResult(out, len(infos), total, task_list, codec)
+    return ExportResult(out, len(infos), total, task_list, codec, subtask_list)
 
 
 def _codec_name(codec: str) -> str:
@@ -212,13 +274,13 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path)
 
 
-def _write_tasks(tasks: list[str], path: Path) -> None:
-    """LeRobot reads tasks.parquet with pandas and expects the task string as the index."""
-    t = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
-    pandas_meta = {"index_columns": ["task"], "column_indexes": [],
-                   "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
+def _write_tasks(tasks: list[str], path: Path, kind: str = "task") -> None:
+    """LeRobot reads tasks.parquet with pandas and expects the task string as the index (same for subtasks)."""
+    t = pa.table({f"{kind}_index": pa.array(range(len(tasks)), pa.int64()), kind: pa.array(tasks, pa.string())})
+    pandas_meta = {"index_columns": [kind], "column_indexes": [],
+                   "columns": [{"name": f"{kind}_index", "field_name": f"{kind}_index", "pandas_type": "int64",
                                 "numpy_type": "int64", "metadata": None},
-                               {"name": "task", "field_name": "task", "pandas_type": "unicode",
+                               {"name": kind, "field_name": kind, "pandas_type": "unicode",
                                 "numpy_type": "object", "metadata": None}],
                    "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.0"}
     _write_parquet(t.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}), path)
@@ -284,7 +346,7 @@ def _chunk_file(n: int) -> tuple[int, int]:
     return divmod(n, CHUNKS_SIZE)
 
 
-_ROW_BYTES = 4 * len(STATE_NAMES) * len(_VECTOR_FEATURES) + 8 * 5  # float32 vectors + 5 scalar columns
+_ROW_BYTES = 4 * len(STATE_NAMES) * len(_VECTOR_FEATURES) + 8 * len(_SCALARS)  # float32 vectors + scalars
 
 
 def _data_files(lengths: Sequence[int], file_mb: float) -> list[int]:

@@ -49,27 +49,45 @@ def episode_index(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+# Segment lanes: "auto" = the demonstrator's phases (or a high-level policy), "operator" = marks and edits by a
+# person. Each lane is a non-overlapping partition of (part of) the episode; the lanes may overlap each other.
+LANES: tuple[str, ...] = ("auto", "operator")
+Lane = Literal["auto", "operator"]
+
+
 @dataclass(frozen=True)
 class Segment:
-    """A labelled span of steps, [start, end) (end exclusive), e.g. a demonstrator phase or an operator mark."""
+    """A labelled span of steps, [start, end) (end exclusive), in one lane (see `LANES`)."""
 
     start: int
     end: int
     text: str
+    lane: str = "operator"
 
     def __post_init__(self) -> None:
-        if self.start < 0 or self.end < self.start:
-            raise ValueError(f"bad segment [{self.start}, {self.end}) {self.text!r}")
+        if self.start < 0 or self.end <= self.start:
+            raise ValueError(f"bad segment [{self.start}, {self.end}) {self.text!r}: needs 0 <= start < end")
+        if self.lane not in LANES:
+            raise ValueError(f"segment lane must be one of {', '.join(LANES)}, not {self.lane!r}")
 
 
 def segments_to_json(segments: list[Segment]) -> str:
     return json.dumps([asdict(s) for s in segments])
 
 
+def segments_from_dicts(items: list[dict]) -> tuple[list[Segment], bool]:
+    """Segments and whether they carry lanes (files before lanes existed do not: see segments.normalize_legacy).
+    Empty spans (legal in old files) are dropped."""
+    laned = all("lane" in d for d in items)
+    out = [Segment(int(d["start"]), int(d["end"]), str(d["text"]), str(d.get("lane", "operator")))
+           for d in items if int(d["end"]) > int(d["start"])]
+    return out, laned
+
+
 def segments_from_json(text: str | bytes | None) -> list[Segment]:
     if not text:
         return []
-    return [Segment(int(d["start"]), int(d["end"]), str(d["text"])) for d in json.loads(text)]
+    return segments_from_dicts(json.loads(text))[0]
 
 
 def check_outcome(outcome: str) -> str:

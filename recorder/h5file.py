@@ -143,7 +143,7 @@ class EpisodeFileBuilder:
 
     # -- finishing ----------------------------------------------------------------------------------------
     def quality_input(self, control_hz: float | None, writer_dropped: Sequence[int] | None = None,
-                      timestamps_measured: bool = True) -> QualityInput:
+                      timestamps_measured: bool = True, sim: bool = False) -> QualityInput:
         self.flush()
         n = self.complete_steps
         f = self.f
@@ -155,7 +155,7 @@ class EpisodeFileBuilder:
         return QualityInput(
             t=f[fmt.TIME_T][:n], qpos=f[fmt.QPOS][:n], action=f[fmt.ACTION][:n], cameras=tracks,
             hw_errors=[(s, m) for s, m in self.hw_errors if s < n], control_hz=control_hz,
-            timestamps_measured=timestamps_measured)
+            timestamps_measured=timestamps_measured, t_wall=f[fmt.TIME_WALL][:n], sim=sim)
 
     def finish(self, attrs: dict) -> int:
         """Trim every dataset to the complete steps, write the root attributes, close and fsync.

@@ -40,6 +40,8 @@ class QualityThresholds:
     tracking_err_rad_fail: float = 0.40
     max_hw_errors_warn: int = 0  # servo hardware errors seen during the episode
     max_hw_errors_fail: int = 0
+    min_length_s_warn: float = 1.0  # episode length (steps / control rate): a 1-step "episode" is no demonstration
+    min_length_s_fail: float = 0.5
 
     @classmethod
     def from_mapping(cls, values: dict) -> "QualityThresholds":
@@ -120,25 +122,51 @@ class QualityInput:
     hw_errors: list[tuple[int, str]]
     control_hz: float | None = None  # nominal rate; None = take the median period
     timestamps_measured: bool = True  # False for imported files whose timestamps were synthesized
+    t_wall: np.ndarray | None = None  # (T,) wall clock per step: the timing that really happened (also in sim)
+    sim: bool = False  # simulation: sim time is exact and a still scene renders identical frames
+
+
+def _cap(status: Status, cap: Status) -> Status:
+    return cap if _RANK[status] > _RANK[cap] else status
+
+
+def _clock(q: QualityInput) -> tuple[np.ndarray, str]:
+    """Wall time where every step has it (lateness that really happened, also in simulation), else the rig
+    clock."""
+    n = len(q.t)
+    if q.t_wall is not None and len(q.t_wall) == n and n > 1 and np.all(np.isfinite(q.t_wall)):
+        return np.asarray(q.t_wall, np.float64), "wall clock"
+    return np.asarray(q.t, np.float64), "rig clock"
 
 
 def compute_quality(q: QualityInput, th: QualityThresholds) -> QualityReport:
+    """Grades what matters on the kind of rig: in simulation the data does not depend on wall-clock timing
+    (timing checks warn at most) and a still scene is not a frozen camera (n/a)."""
     checks: list[Check] = []
     n = len(q.t)
-    dt = np.diff(q.t) if n > 1 else np.zeros(0)
-    nominal = 1.0 / q.control_hz if q.control_hz else (float(np.median(dt)) if len(dt) else float("nan"))
+    dt_rig = np.diff(q.t) if n > 1 else np.zeros(0)
+    nominal = 1.0 / q.control_hz if q.control_hz else (float(np.median(dt_rig)) if len(dt_rig) else float("nan"))
+    length_s = n * nominal if math.isfinite(nominal) else float("nan")
+    checks.append(Check("length", _grade(length_s, th.min_length_s_warn, th.min_length_s_fail, False)
+                        if math.isfinite(length_s) else ("fail" if n < 2 else "n/a"),
+                        length_s if math.isfinite(length_s) else None, "s", f"{n} steps"))
 
-    if not q.timestamps_measured or len(dt) == 0 or q.t[-1] <= q.t[0]:
+    clock, clock_name = _clock(q)
+    dt = np.diff(clock) if n > 1 else np.zeros(0)
+    cap: Status = "warn" if q.sim else "fail"
+    sim_note = "; simulation: sim time is exact, so lateness only warns" if q.sim else ""
+    if not q.timestamps_measured or len(dt) == 0 or clock[-1] <= clock[0]:
         checks.append(Check("control_rate", "n/a", None, "Hz", "no measured timestamps"))
         checks.append(Check("period_jitter_p99", "n/a", None, "ms"))
     else:
-        rate = (n - 1) / float(q.t[-1] - q.t[0])
-        checks.append(Check("control_rate", _grade(rate, th.min_rate_hz_warn, th.min_rate_hz_fail, False),
-                            rate, "Hz", f"mean over {n} steps; nominal {1 / nominal:.4g} Hz"))
+        rate = (n - 1) / float(clock[-1] - clock[0])
+        checks.append(Check("control_rate", _cap(_grade(rate, th.min_rate_hz_warn, th.min_rate_hz_fail, False), cap),
+                            rate, "Hz", f"mean over {n} steps ({clock_name}); nominal {1 / nominal:.4g} Hz{sim_note}"))
         dev_ms = np.abs(dt - nominal) * 1000.0
         p99 = float(np.percentile(dev_ms, 99))
-        checks.append(Check("period_jitter_p99", _grade(p99, th.jitter_p99_ms_warn, th.jitter_p99_ms_fail), p99,
-                            "ms", f"max period {dt.max() * 1000:.1f} ms"))
+        checks.append(Check("period_jitter_p99",
+                            _cap(_grade(p99, th.jitter_p99_ms_warn, th.jitter_p99_ms_fail), cap), p99, "ms",
+                            f"max period {dt.max() * 1000:.1f} ms ({clock_name}){sim_note}"))
 
     for cam, tr in q.cameras.items():
         checks.extend(_camera_checks(cam, tr, q, nominal, th))
@@ -195,8 +223,12 @@ def _camera_checks(cam: str, tr: CameraTrack, q: QualityInput, nominal: float, t
         longest = max(longest, run)
     step_s = nominal if math.isfinite(nominal) else 0.0
     frozen_s = longest * step_s
-    out.append(Check(f"frozen/{cam}", _grade(frozen_s, th.frozen_s_warn, th.frozen_s_fail), frozen_s, "s",
-                     f"{longest} steps without a new image"))
+    if q.sim:  # the rendered scene stops changing once the task is done: identical frames are expected
+        out.append(Check(f"frozen/{cam}", "n/a", frozen_s, "s",
+                         f"{longest} steps without a new image (simulation: a still scene, not a camera fault)"))
+    else:
+        out.append(Check(f"frozen/{cam}", _grade(frozen_s, th.frozen_s_warn, th.frozen_s_fail), frozen_s, "s",
+                         f"{longest} steps without a new image"))
     if q.timestamps_measured:
         skew_ms = np.abs(q.t[:n] - tr.t) * 1000.0
         p99 = float(np.percentile(skew_ms, 99))

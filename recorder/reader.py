@@ -17,7 +17,9 @@ import numpy as np
 
 from recorder import format as fmt
 from recorder.format import Segment, attr_str
+from recorder.integrity import file_problems, with_problems
 from recorder.quality import QualityReport
+from recorder.segments import normalize_legacy, segments_from_phases
 
 Source = Literal["workbench", "aloha1", "aloha2"]
 LABELS_SUFFIX = ".labels.json"
@@ -48,6 +50,7 @@ class EpisodeInfo:
     recovered: bool = False
     rig_config: str = ""
     timestamps_measured: bool = False
+    problems: list[str] = field(default_factory=list)  # what is missing or inconsistent: [] = the file is whole
 
 
 class EpisodeReader:
@@ -76,19 +79,24 @@ class EpisodeReader:
         a = self.f.attrs
         img = self.f.get(fmt.IMAGES)
         cams = list(img.keys()) if img is not None else []
-        steps = int(self.f[fmt.QPOS].shape[0])
-        if attr_str(a.get("format")) == fmt.FORMAT_NAME:
+        qpos = self.f.get(fmt.QPOS)
+        steps = int(qpos.shape[0]) if qpos is not None else 0
+        ours = attr_str(a.get("format")) == fmt.FORMAT_NAME
+        if ours:
             cams = json.loads(attr_str(a["camera_names"]))
-            t = self.f[fmt.TIME_T]
+        problems = file_problems(self.f, cams, ours)
+        if ours:
+            t = self.f.get(fmt.TIME_T)
             ch = float(a.get("control_hz", np.nan))
+            segs, laned = fmt.segments_from_dicts(json.loads(attr_str(a.get("segments")) or "[]"))
             info = EpisodeInfo(
                 name=self.path.stem, path=self.path, source="workbench", steps=steps, cameras=cams,
                 task=attr_str(a.get("task")), outcome=attr_str(a.get("outcome")) or "unlabeled",
-                notes=attr_str(a.get("notes")), segments=fmt.segments_from_json(attr_str(a.get("segments"))),
+                notes=attr_str(a.get("notes")), segments=segs if laned else self._legacy(segs, steps),
                 quality=QualityReport.from_json(attr_str(a.get("quality"))), sim=bool(a.get("sim", False)),
                 sim_seed=int(a["sim_seed"]) if int(a.get("sim_seed", -1)) >= 0 else None,
                 created=attr_str(a.get("created")),
-                duration_s=float(t[-1] - t[0]) if steps > 1 else 0.0,
+                duration_s=float(t[steps - 1] - t[0]) if steps > 1 and t is not None and len(t) >= steps else 0.0,
                 control_hz=ch if np.isfinite(ch) else None, format_version=int(a["format_version"]),
                 recovered=bool(a.get("recovered", False)), rig_config=attr_str(a.get("rig_config")),
                 timestamps_measured=bool(a.get("timestamps_measured", True)))
@@ -102,8 +110,18 @@ class EpisodeReader:
             info.outcome = d.get("outcome", info.outcome)
             info.notes = d.get("notes", info.notes)
             if "segments" in d:
-                info.segments = fmt.segments_from_json(json.dumps(d["segments"]))
+                segs, laned = fmt.segments_from_dicts(d["segments"])
+                info.segments = segs if laned else self._legacy(segs, steps)
+        if problems:
+            info.problems = problems
+            info.quality = with_problems(info.quality, problems)
         return info
+
+    def _legacy(self, segments: list[Segment], steps: int) -> list[Segment]:
+        """Segments of a file written before lanes, normalized (see recorder.segments.normalize_legacy)."""
+        if not segments:
+            return []
+        return normalize_legacy(segments, segments_from_phases(_phase_runs(self.phase), steps), steps)
 
     # -- arrays -------------------------------------------------------------------------------------------
     def _arr(self, key: str) -> np.ndarray | None:
@@ -181,6 +199,14 @@ class EpisodeReader:
     def images(self, cam: str) -> Iterator[np.ndarray]:
         for i in range(self.info.steps):
             yield self.image(cam, i)
+
+
+def _phase_runs(phase: list[str] | None) -> list[tuple[int, str]]:
+    runs: list[tuple[int, str]] = []
+    for i, p in enumerate(phase or []):
+        if not runs or runs[-1][1] != p:
+            runs.append((i, p))
+    return runs
 
 
 def read_info(path: Path | str) -> EpisodeInfo:

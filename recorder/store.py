@@ -17,18 +17,20 @@ from typing import Iterable, Iterator
 
 from recorder import format as fmt
 from recorder.format import Segment
+from recorder.integrity import unreadable_reason
 from recorder.reader import EpisodeInfo, EpisodeReader, labels_path, read_info
-from recorder.recovery import QUARANTINE, RecoveryResult, recover_dataset
-from recorder.segments import validate_segments
+from recorder.recovery import QUARANTINE, RecoveryResult, quarantine, recover_dataset
+from recorder.segments import canonical, validate_segments
 from recorder.writer import INCOMING, EpisodeWriter, SavedEpisode
 
 TRASH = ".trash"
 INDEX = "index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: damaged episodes are indexed too (field `damaged`)
+READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError)
 
 
 class StoreError(ValueError):
-    pass
+    """A dataset problem the operator can act on; the message says what and where."""
 
 
 @dataclass
@@ -49,6 +51,7 @@ class EpisodeSummary:
     size_bytes: int
     mtime_ns: int
     labels_mtime_ns: int
+    damaged: str = ""  # why the episode cannot be used ("" = it can); damaged episodes are skipped by export
 
     @classmethod
     def of(cls, info: EpisodeInfo, deleted: bool) -> "EpisodeSummary":
@@ -60,7 +63,20 @@ class EpisodeSummary:
             task=info.task, outcome=info.outcome, quality=info.quality.status if info.quality else "n/a",
             segments=len(info.segments), cameras=info.cameras, created=info.created, source=info.source,
             recovered=info.recovered, deleted=deleted, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
-            labels_mtime_ns=side.stat().st_mtime_ns if side.exists() else 0)
+            labels_mtime_ns=side.stat().st_mtime_ns if side.exists() else 0, damaged="; ".join(info.problems))
+
+    @classmethod
+    def unreadable(cls, path: Path, reason: str, deleted: bool) -> "EpisodeSummary":
+        st = path.stat()
+        side = labels_path(path)
+        return cls(name=path.stem, index=_index_or(path.stem), steps=0, duration_s=-1.0, task="", outcome="unlabeled",
+                   quality="n/a", segments=0, cameras=[], created="", source="", recovered=False, deleted=deleted,
+                   size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
+                   labels_mtime_ns=side.stat().st_mtime_ns if side.exists() else 0, damaged=reason)
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}{fmt.EPISODE_SUFFIX}"
 
 
 def _index_or(name: str, default: int = -1) -> int:
@@ -83,17 +99,33 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class DatasetStore:
+    """A dataset folder. Opening one writes nothing: the folder (and its `.lock`) is created by the first
+    recording or edit (`create=True`), so merely showing a default dataset leaves no trace on disk."""
+
     def __init__(self, root: Path | str, create: bool = True):
-        self.root = Path(root)
-        if create:
-            self.root.mkdir(parents=True, exist_ok=True)
-        elif not self.root.is_dir():
-            raise StoreError(f"{self.root} is not a dataset folder")
+        self.root = Path(root).expanduser()
+        self.create = create
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root} is a file, not a dataset folder: choose a folder (a new one is created "
+                             f"when you record)")
+        if not create and not self.root.is_dir():
+            raise StoreError(f"{self.root} is not a dataset folder (it does not exist)")
         self.trash = self.root / TRASH
+
+    def _ensure_root(self) -> None:
+        if self.root.is_dir():
+            return
+        if not self.create:
+            raise StoreError(f"{self.root} is not a dataset folder (it does not exist)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the dataset folder {self.root}: {e.strerror or e}") from e
 
     # -- locking ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        self._ensure_root()
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -155,8 +187,11 @@ class DatasetStore:
                     out[p.stem] = (p, deleted)
         return out
 
-    def list(self, include_deleted: bool = False) -> list[EpisodeSummary]:
-        """Episodes from the index, re-reading only files that changed since it was written."""
+    def list(self, include_deleted: bool = False, include_damaged: bool = False) -> list[EpisodeSummary]:
+        """Episodes from the index, re-reading only files that changed since it was written. Damaged episodes
+        (unreadable, or missing data: `EpisodeSummary.damaged` says what) are left out unless asked for."""
+        if not self.root.is_dir():
+            return []  # nothing recorded yet; do not create the folder just to look at it
         with self.locked():
             idx = self._load_index()
             files = self._files()
@@ -170,14 +205,32 @@ class DatasetStore:
                         or e.labels_mtime_ns != side_m:
                     try:
                         e = EpisodeSummary.of(read_info(path), deleted)
-                    except (OSError, KeyError, ValueError) as err:
-                        raise StoreError(f"{path}: unreadable episode ({err})") from err
+                    except READ_ERRORS as err:
+                        e = EpisodeSummary.unreadable(path, unreadable_reason(path, err), deleted)
                     changed = True
                 fresh[name] = e
             if changed:
                 self._save_index(fresh)
         eps = sorted(fresh.values(), key=lambda e: (e.index, e.name))
-        return [e for e in eps if include_deleted or not e.deleted]
+        return [e for e in eps if (include_deleted or not e.deleted) and (include_damaged or not e.damaged)]
+
+    def damaged(self, include_deleted: bool = False) -> list[EpisodeSummary]:
+        """Episodes that cannot be used, each with the reason (`damaged`)."""
+        return [e for e in self.list(include_deleted, include_damaged=True) if e.damaged]
+
+    def quarantine_damaged(self) -> list[tuple[Path, str]]:
+        """Move damaged episodes (also from the trash) into `.quarantine/`, each with a `.reason.txt`."""
+        moved = []
+        for e in self.damaged(include_deleted=True):
+            src = (self.trash if e.deleted else self.root) / e.file_name
+            with self.locked():
+                side = labels_path(src)
+                if side.exists():
+                    quarantine(side, self.root, e.damaged)
+                moved.append((quarantine(src, self.root, e.damaged), e.damaged))
+        if moved:
+            self.list(include_deleted=True)
+        return moved
 
     def rebuild_index(self) -> list[EpisodeSummary]:
         with self.locked():
@@ -204,7 +257,14 @@ class DatasetStore:
         return fmt.episode_name(int(name)) if name.isdigit() else name
 
     def show(self, name: str) -> EpisodeInfo:
-        return read_info(self.path(name, include_deleted=True))
+        """Metadata of one episode; a file that cannot be read at all raises StoreError with the reason. A
+        readable file with missing parts comes back with `problems` set (and a failing `file_integrity` check)."""
+        path = self.path(name, include_deleted=True)
+        try:
+            return read_info(path)
+        except READ_ERRORS as err:
+            raise StoreError(f"{path.name} is damaged: {unreadable_reason(path, err)}. `rm` moves it to the "
+                             f"trash; `recover --quarantine` sets damaged files aside.") from err
 
     def open(self, name: str) -> EpisodeReader:
         return EpisodeReader(self.path(name, include_deleted=True))
@@ -216,7 +276,7 @@ class DatasetStore:
             d = json.loads(side.read_text()) if side.exists() else {}
             d.update(changes)
             atomic_write(side, json.dumps(d, indent=1).encode())
-        return read_info(path)
+        return self.show(name)
 
     def label(self, name: str, outcome: str, notes: str | None = None) -> EpisodeInfo:
         changes: dict = {"outcome": fmt.check_outcome(outcome)}
@@ -228,15 +288,22 @@ class DatasetStore:
         return self._update_labels(name, notes=notes)
 
     def set_segments(self, name: str, segments: Iterable[Segment]) -> EpisodeInfo:
+        """Replace all segments. Overlaps within a lane are resolved in list order: a later segment wins its
+        span and trims or splits the earlier ones (recorder.segments)."""
         info = self.show(name)
-        segs = validate_segments(segments, info.steps)
+        try:
+            segs = validate_segments(segments, info.steps)
+        except ValueError as e:
+            raise StoreError(f"{info.name}: {e}") from e
         return self._update_labels(name, segments=[asdict(s) for s in segs])
 
     def add_segment(self, name: str, segment: Segment) -> EpisodeInfo:
+        """Add a segment to its lane; the neighbours it overlaps are trimmed, or split when it lands inside one."""
         return self.set_segments(name, [*self.show(name).segments, segment])
 
     def remove_segment(self, name: str, position: int) -> EpisodeInfo:
-        segs = sorted(self.show(name).segments, key=lambda s: (s.start, s.end))
+        """Remove segment #position, numbered as `episodes show` numbers them (recorder.segments.canonical)."""
+        segs = canonical(self.show(name).segments)
         if not 0 <= position < len(segs):
             raise StoreError(f"{name} has {len(segs)} segments; no segment #{position}")
         del segs[position]

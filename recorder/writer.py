@@ -131,7 +131,7 @@ def finalize_file(builder: EpisodeFileBuilder, final: Path, header: Mapping[str,
     thresholds = QualityThresholds(**header.get("thresholds", {}))
     control_hz = header.get("control_hz")
     measured = bool(header.get("timestamps_measured", True))
-    qi = builder.quality_input(control_hz, writer_dropped, measured)
+    qi = builder.quality_input(control_hz, writer_dropped, measured, sim=bool(header.get("sim", False)))
     report = compute_quality(qi, thresholds)
     segments = segments_from_phases(builder.phase_runs, n) + segments_from_marks(marks, n)
     duration = float(qi.t[-1] - qi.t[0]) if n > 1 else 0.0

@@ -32,3 +32,38 @@ def tick(i: int, cams=CAMS, dt: float = 0.02, phase: str | None = None, hw_error
         frames[cam] = Frame(img, t - 0.004, seq)
     return Tick(i, t, 1.7e9 + i * dt, q, q * 0.5, q * 100, q + 0.01, q + 0.005, frames, phase,
                     hw_errors or [], dt if i else float("nan"))
+
+
+DAMAGED = {  # file -> words the reason must contain
+    "episode_2": "truncated",
+    "episode_3": "not an HDF5 file",
+    "episode_4": "observations/qpos",
+    "episode_5": "camera cam_left_wrist missing",
+}
+
+
+def damaged_dataset(root, steps: int = 60):
+    """A dataset with two good episodes (0, 1: success) and four damaged ones (2-5, see DAMAGED): a truncated
+    copy, random bytes, an episode without /observations/qpos and one without a camera."""
+    import h5py
+
+    from recorder.quality import QualityThresholds
+    from recorder.store import DatasetStore
+
+    store = DatasetStore(root)
+    saved = []
+    for _ in range(6):
+        w = store.new_episode(CAMS, task="transfer the cube", control_hz=50,
+                              thresholds=QualityThresholds(min_length_s_fail=0.0, min_length_s_warn=0.0))
+        for i in range(steps):
+            w.append(tick(i, phase="approach" if i < steps // 2 else "grasp"))
+        w.set_outcome("success")
+        saved.append(w.stop())
+    data = saved[2].path.read_bytes()
+    saved[2].path.write_bytes(data[: len(data) // 2])
+    saved[3].path.write_bytes(np.random.default_rng(0).bytes(len(data) // 3))
+    with h5py.File(saved[4].path, "a") as f:
+        del f["observations/qpos"]
+    with h5py.File(saved[5].path, "a") as f:
+        del f["observations/images/cam_left_wrist"]
+    return store

@@ -15,14 +15,16 @@ import pytest
 
 from recorder.export_lerobot import export_lerobot
 from recorder.format import Segment
+from recorder.quality import QualityThresholds
 from recorder.store import DatasetStore, StoreError, select
 from tests.recorder.helpers import CAMS, image, tick
 
 ROOT = Path(__file__).resolve().parents[2]
+SHORT_OK = QualityThresholds(min_length_s_fail=0.0, min_length_s_warn=0.0)  # these tests record a few steps
 
 
 def _record(store, n, phases=True, task="transfer the cube"):
-    w = store.new_episode(CAMS, task=task, control_hz=50)
+    w = store.new_episode(CAMS, task=task, control_hz=50, thresholds=SHORT_OK)
     for i in range(n):
         w.append(tick(i, phase=("approach" if i < n // 2 else "grasp") if phases else None))
     return w.stop()
@@ -36,7 +38,7 @@ def test_store_list_show_label_annotate_trash_restore(tmp_path):
     info = store.show("episode_1")
     assert info.outcome == "success" and info.notes == "nice"
     store.add_segment("episode_1", Segment(2, 6, "lift"))
-    assert Segment(2, 6, "lift") in store.show("episode_1").segments
+    assert Segment(2, 6, "lift", "operator") in store.show("episode_1").segments
     with pytest.raises(ValueError):
         store.add_segment("episode_1", Segment(2, 60, "too long"))
     store.remove("episode_0")
@@ -101,7 +103,10 @@ def test_lerobot_export_of_filtered_subset_reads_back(tmp_path):
     np.testing.assert_allclose(np.array(data["observation.state"][0]), tick(0).qpos, rtol=1e-6)
     tasks = pq.read_table(out / "meta" / "tasks.parquet").to_pydict()
     per_frame = [tasks["task"][tasks["task_index"].index(t)] for t in data["task_index"]]
-    assert per_frame[:6] == ["approach"] * 6 and per_frame[6:12] == ["grasp"] * 6  # segments -> tasks
+    assert per_frame == ["transfer the cube"] * 19  # the task prompt stays the task, segments or not
+    subtasks = pq.read_table(out / "meta" / "subtasks.parquet").to_pydict()
+    sub = [subtasks["subtask"][subtasks["subtask_index"].index(t)] for t in data["subtask_index"]]
+    assert sub[:6] == ["approach"] * 6 and sub[6:12] == ["grasp"] * 6  # segment text: its own field
     epi = pq.read_table(out / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
     assert [e["length"] for e in epi] == [12, 7] and epi[1]["dataset_from_index"] == 12
     key = f"videos/observation.images.{CAMS[1]}"
