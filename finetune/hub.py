@@ -23,8 +23,9 @@ def _looks_local(source: str) -> bool:
 
 
 def resolve_folder(source: str | Path, *, revision: str | None = None, token: str | bool | None = None,
-                   allow_patterns: list[str] | None = None) -> Path:
-    """Local folder -> itself; "owner/name" -> the downloaded (or cached) snapshot folder."""
+                   allow_patterns: list[str] | None = None, tqdm_class: type | None = None) -> Path:
+    """Local folder -> itself; "owner/name" -> the downloaded (or cached) snapshot folder. `tqdm_class` receives
+    the byte progress (the trainer turns it into events); downloads resume from huggingface-hub's partial files."""
     p = Path(source).expanduser()
     if p.is_dir():
         return p
@@ -33,8 +34,10 @@ def resolve_folder(source: str | Path, *, revision: str | None = None, token: st
         raise HubError(f"checkpoint folder {s} does not exist (and is not a hub repo id like 'lerobot/pi0_base')")
     from huggingface_hub import snapshot_download
 
+    extra = {"tqdm_class": tqdm_class} if tqdm_class is not None else {}
     return _call(lambda: Path(snapshot_download(repo_id=s, revision=revision, token=token,
-                                                allow_patterns=allow_patterns or CHECKPOINT_PATTERNS)), s, revision)
+                                                allow_patterns=allow_patterns or CHECKPOINT_PATTERNS, **extra)),
+                 s, revision)
 
 
 def resolve_file(source: str | Path, filename: str, *, revision: str | None = None,

@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "workbench.cli_rig",
     "workbench.cli_teleop",
     "workbench.cli_record", "workbench.cli_episodes",
+    "workbench.cli_train",
 ]
 
 

@@ -1,0 +1,868 @@
+"""Post-training pi0: one readable loop (nanoGPT-style), on one device or many through `torchrun`.
+
+    python -m finetune.train ...                     # normally through `workbench train` (workbench/cli_train.py)
+    torchrun --nproc-per-node 4 -m workbench.cli train ...
+
+What the loop guarantees, and where:
+  * small updates are not lost in bf16 (`precision.py`: fp32 master weights + autocast, or stochastic rounding);
+  * exact resume: trainable weights, optimizer, EMA, RNG states and the step are checkpointed; the data position
+    is the step (the data iterator restarts at any global step) and each step's flow-matching noise and time are
+    drawn from a generator seeded by (seed, step), so a resumed run repeats an uninterrupted one;
+  * atomic checkpoints: written into a temporary folder, fsynced, renamed; a crash or a full disk while saving
+    leaves the previous checkpoint as it was; the last `keep_last` are kept;
+  * NaN/inf loss or gradient: stops before the optimizer step (weights stay finite), names the step and batch,
+    keeps the last good checkpoint;
+  * SIGINT / SIGTERM: finishes the current step, writes a checkpoint and the policy folder, exits 130.
+
+Run folder (--out): train_config.json, metrics.jsonl (typed events, `finetune.events`), checkpoints/step_*/,
+policy/ (the deployable policy folder, `finetune.policy_folder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from finetune import events as ev
+from finetune.config import Pi0Config
+from finetune.model.pi0 import Observation, Pi0
+from finetune.precision import (
+    EMA, OptimConfig, autocast, build_optimizer, cosine_lr, model_dtype_for, set_lr,
+)
+
+CHECKPOINTS = "checkpoints"
+POLICY = "policy"
+METRICS = "metrics.jsonl"
+TRAIN_CONFIG = "train_config.json"
+RANDOM_BASE = "random"
+SYNTHETIC = "synthetic"
+# --config presets: the model variant and the settings that make sense for it
+CONFIGS: dict[str, dict[str, Any]] = {
+    "pi0": dict(model="pi0"),
+    # CPU runs and tests: two-layer Gemma pair, 56 px cameras, random weights, a tokenizer trained on the fly
+    "tiny": dict(model="pi0_tiny", base=RANDOM_BASE, precision="fp32", gradient_checkpointing=False),
+}
+
+
+# ====================================================================================================== config
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; stored as train_config.json (a resume must match it)."""
+
+    dataset: str  # dataset folder, LeRobot folder / hub dataset id, or "synthetic" (benchmarks, tests)
+    out: str
+    base: str = "lerobot/pi0_base"  # hub id, local pi0 folder, an earlier run or policy folder, or "random"
+    revision: str | None = None
+    model: str = "pi0"  # Pi0Config variant (the base's config.json wins when it has one)
+    lora: bool = False
+    steps: int = 20_000
+    batch_size: int = 32  # global (split over the ranks)
+    optim: OptimConfig = OptimConfig()
+    precision: str = "auto"  # auto: bf16-amp on CUDA, fp32 on the CPU
+    gradient_checkpointing: bool = True
+    attention: str = "sdpa"
+    compile: bool = False
+    fsdp: bool = False
+    seed: int = 0
+    num_workers: int = 2
+    log_every: int = 10
+    val_every: int = 1000
+    save_every: int = 1000
+    keep_last: int = 2
+    val_batches: int = 4
+    device: str = "auto"
+    tokenizer: str | None = None  # None: lerobot/pi0's tokenizer.model (tiny: trained into the run folder)
+    data: dict[str, Any] = field(default_factory=dict)  # finetune.data.DataConfig fields (filters, prompt, ...)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["optim"]["betas"] = list(self.optim.betas)
+        return d
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "TrainConfig":
+        kw = dict(d)
+        o = dict(kw.pop("optim", {}))
+        if "betas" in o:
+            o["betas"] = tuple(o["betas"])
+        return TrainConfig(optim=OptimConfig(**o), **kw)
+
+    def resume_key(self) -> dict[str, Any]:
+        """What must not change between a run and its resume (steps, intervals and workers may)."""
+        d = self.to_json()
+        for k in ("steps", "log_every", "val_every", "save_every", "keep_last", "num_workers", "device", "out",
+                  "val_batches"):
+            d.pop(k)
+        d["optim"].pop("decay_steps", None)
+        return d
+
+
+class TrainError(RuntimeError):
+    """A failure the user can act on; `error` is a stable name, the message carries the fix."""
+
+    def __init__(self, error: str, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.error, self.step = error, step
+
+
+# ====================================================================================================== runtime
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) -> a process group (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return d
+
+
+def pick_device(want: str, d: Dist) -> torch.device:
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainError("no_cuda", "no CUDA device is visible (torch.cuda.is_available() is False; torch "
+                             f"{torch.__version__}, CUDA build {torch.version.cuda}). Check `nvidia-smi` and that the "
+                             "CUDA build of torch is installed, or train on the CPU with a tiny config: "
+                             "`workbench train --config tiny --device cpu ...` (pi0 itself needs a GPU).")
+        return torch.device("cuda", d.local_rank if want == "cuda" else int(want.split(":")[1]))
+    return torch.device(want)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16-amp" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def step_noise(seed: int, step: int, rank: int, local_batch: int, world: int, horizon: int, dim: int
+               ) -> tuple[Tensor, Tensor]:
+    """This rank's share of the global batch's flow noise [b, H, A] and time [b] at `step`: drawn for the whole
+    global batch from one generator seeded by (seed, step), then sliced, so W ranks see exactly the noise one
+    process at the combined batch would, and a resumed run draws what the uninterrupted one did."""
+    from finetune.model.pi0 import sample_flow_time
+
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2 ** 63))
+    n = local_batch * world
+    noise = torch.randn(n, horizon, dim, generator=g)
+    t = sample_flow_time(n, "cpu", generator=g)
+    sl = slice(rank * local_batch, (rank + 1) * local_batch)
+    return noise[sl], t[sl]
+
+
+class LossModule(nn.Module):
+    """The module DDP / FSDP wrap: forward = pi0's flow-matching loss (the wrappers hook forward, not methods)."""
+
+    def __init__(self, policy: Pi0) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: Observation, actions: Tensor, action_is_pad: Tensor | None, noise: Tensor,
+                time: Tensor) -> Tensor:
+        return self.policy.compute_loss(obs, actions, noise, time, action_is_pad=action_is_pad)
+
+
+# ====================================================================================================== data
+class SyntheticData:
+    """Random observations with learnable actions (a fixed function of the state), same interface as
+    `finetune.data.TrainingData`: sample i of the stream depends only on (seed, i)."""
+
+    def __init__(self, config: Pi0Config, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.config, self.b, self.seed, self.rank, self.world = config, batch_size, seed, rank, world
+        self.norm_stats = None
+        self.fingerprint = "synthetic"
+
+    def _samples(self, positions: Iterable[int]) -> dict[str, Any]:
+        from finetune.model.pi0 import random_observation
+
+        obs, acts = [], []
+        for pos in positions:
+            g = torch.Generator().manual_seed(self.seed * 7_919 + pos)
+            o = random_observation(self.config, 1, generator=g, prompt_len=5)
+            obs.append(o)
+            w = torch.linspace(-1, 1, self.config.action_horizon)[:, None]
+            acts.append(torch.tanh(o.state[:, None, :] * (1 + w)))
+        cat = lambda xs: torch.cat(xs)  # noqa: E731
+        ob = Observation(images={k: cat([o.images[k] for o in obs]) for k in obs[0].images},
+                         image_masks={k: cat([o.image_masks[k] for o in obs]) for k in obs[0].image_masks},
+                         tokens=cat([o.tokens for o in obs]), token_mask=cat([o.token_mask for o in obs]),
+                         state=cat([o.state for o in obs]))
+        a = cat(acts)
+        return {"observation": ob, "actions": a,
+                "action_is_pad": torch.zeros(a.shape[:2], dtype=torch.bool)}
+
+    def iterator(self, start_step: int) -> Iterator[dict[str, Any]]:
+        step = start_step
+        while True:
+            first = step * self.b * self.world + self.rank * self.b
+            yield self._samples(range(first, first + self.b))
+            step += 1
+
+    def val_batches(self) -> Iterator[dict[str, Any]]:
+        for i in range(2):
+            first = 10 ** 9 + (i * self.world + self.rank) * self.b
+            yield self._samples(range(first, first + self.b))
+
+    def save(self, folder: Path) -> None:
+        (Path(folder) / "dataset.json").write_text(json.dumps({"source": SYNTHETIC}) + "\n")
+
+
+def build_data(cfg: TrainConfig, model_config: Pi0Config, tokenizer: Any, local_batch: int, d: Dist) -> Any:
+    if cfg.dataset == SYNTHETIC:
+        return SyntheticData(model_config, local_batch, cfg.seed, d.rank, d.world)
+    from finetune.data import DataConfig, build_training_data
+
+    dc = DataConfig.from_json({"source": cfg.dataset, **cfg.data})
+    try:
+        return build_training_data(dc, model_config, tokenizer, batch_size=local_batch,
+                                   num_workers=cfg.num_workers, seed=cfg.seed, rank=d.rank, world_size=d.world)
+    except (ValueError, FileNotFoundError) as e:
+        text = str(e)
+        if "episode" in text.lower() and ("no " in text.lower() or "usable" in text.lower()):
+            raise TrainError("no_episodes", f"{text}\nFix: record episodes, relax the filters (--outcome/--quality), "
+                             "or restore episodes from the trash.") from e
+        raise TrainError("bad_dataset", f"{cfg.dataset}: {text}") from e
+
+
+# ====================================================================================================== model
+def _tiny_tokenizer(run_dir: Path) -> Path:
+    """A small SentencePiece model for the tiny config (the PaliGemma vocabulary does not fit a 512-token
+    embedding); trained once into the run folder and shipped in the policy folder like the real one."""
+    path = run_dir / "tokenizer.model"
+    if path.is_file():
+        return path
+    import sentencepiece as spm
+
+    words = ("pick up the red cube and put it in the bowl transfer the cube from the left arm to the right arm "
+             "insert the peg into the socket fold the towel in half open the drawer take out the marker grasp "
+             "release hand over lift place push pull rotate close").split()
+    corpus = run_dir / ".tokenizer_corpus.txt"
+    rng = random.Random(0)
+    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(400)) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(run_dir / "tokenizer"), vocab_size=120, model_type="bpe",
+        pad_id=0, bos_id=2, eos_id=1, unk_id=3, minloglevel=2, user_defined_symbols=["\n"],
+        remove_extra_whitespaces=False, add_dummy_prefix=False)
+    corpus.unlink()
+    (run_dir / "tokenizer.vocab").unlink(missing_ok=True)
+    return path
+
+
+def tokenizer_path(cfg: TrainConfig, run_dir: Path, model_config: Pi0Config) -> Path:
+    from finetune.hub import resolve_file
+    from finetune.tokenizer import DEFAULT_TOKENIZER_SOURCE, TOKENIZER_FILE
+
+    if cfg.tokenizer:
+        return resolve_file(cfg.tokenizer, TOKENIZER_FILE)
+    if model_config.vocab_size < 257152:
+        return _tiny_tokenizer(run_dir)
+    return resolve_file(DEFAULT_TOKENIZER_SOURCE, TOKENIZER_FILE)
+
+
+class _DownloadProgress:
+    """A tqdm stand-in for huggingface-hub that turns its byte counts into Download events."""
+
+    emit: Callable[[ev.Event], None] = staticmethod(lambda e: None)  # type: ignore[assignment]
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self.total = int(kw.get("total") or 0)
+        self.n = int(kw.get("initial") or 0)
+        self.desc = str(kw.get("desc") or "checkpoint")
+        self._last = 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n or 0)
+        now = time.monotonic()
+        if now - self._last > 0.5 or (self.total and self.n >= self.total):
+            self._last = now
+            type(self).emit(ev.Download(self.desc, self.n, self.total))
+
+    def close(self) -> None:
+        type(self).emit(ev.Download(self.desc, self.n, self.total))
+
+    def __enter__(self) -> "_DownloadProgress":
+        return self
+
+    def __exit__(self, *a: Any) -> None:
+        self.close()
+
+    def set_description(self, desc: str, refresh: bool = True) -> None:
+        self.desc = desc
+
+    def refresh(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    @classmethod
+    def get_lock(cls) -> Any:
+        import threading
+
+        return threading.RLock()
+
+    @classmethod
+    def set_lock(cls, lock: Any) -> None:
+        pass
+
+
+def resolve_base(cfg: TrainConfig, emit: Callable[[ev.Event], None]) -> tuple[Path | None, Pi0Config]:
+    """-> (weights folder or None for random init, model config). An earlier run means its policy folder."""
+    from finetune.checkpoint import CheckpointError, read_config
+    from finetune.hub import HubError, resolve_folder
+
+    if cfg.base == RANDOM_BASE:
+        return None, Pi0Config.variant(cfg.model)
+    p = Path(cfg.base).expanduser()
+    if (p / TRAIN_CONFIG).is_file():  # an earlier run: continue from its policy
+        if not (p / POLICY / "model.safetensors").is_file():
+            raise TrainError("bad_base", f"run {p} has no finished policy folder yet ({p / POLICY}); resume it "
+                             f"with `workbench train --out {p} --resume` instead, or wait for it to finish.")
+        p = p / POLICY
+    if p.is_dir():
+        folder = p
+    else:
+        _DownloadProgress.emit = staticmethod(emit)  # type: ignore[assignment]
+        emit(ev.Status(f"fetching base checkpoint {cfg.base} (cached after the first download)"))
+        try:
+            folder = resolve_folder(cfg.base, revision=cfg.revision, tqdm_class=_DownloadProgress)
+        except HubError as e:
+            raise TrainError("base_unavailable", str(e)) from e
+    try:
+        mc = read_config(folder)
+    except (CheckpointError, ValueError, KeyError, TypeError) as e:
+        raise TrainError("not_pi0", f"base checkpoint {cfg.base} is not a pi0 checkpoint: {e}\nFix: pass --base "
+                         "lerobot/pi0_base, a folder with a pi0 config.json + model.safetensors, or one of our "
+                         "runs / policy folders.") from e
+    return folder, mc
+
+
+def build_policy(cfg: TrainConfig, folder: Path | None, model_config: Pi0Config, precision: str,
+                 device: torch.device) -> Pi0:
+    """Base weights (or random ones) in the storage dtype of the precision policy, LoRA applied, switches set."""
+    from finetune.checkpoint import CheckpointError, build_model, load_weights_, random_init_
+
+    # LoRA: the frozen base in bf16 when computing in bf16 (openpi), trainable parts fp32 (cast below)
+    dtype = "bfloat16" if (cfg.lora and precision != "fp32") else model_dtype_for(precision)
+    mc = model_config.replace(dtype=dtype, attention=cfg.attention)
+    model = build_model(mc, "meta")
+    if folder is None:
+        random_init_(model, device, seed=cfg.seed)
+    else:
+        try:
+            load_weights_(model, folder, device=device, source=cfg.base)
+        except CheckpointError as e:
+            raise TrainError("not_pi0", f"base checkpoint {cfg.base} does not fit pi0 variant {mc.name!r}: {e}\n"
+                             "Fix: use a pi0 checkpoint (lerobot/pi0_base) or the matching --config.") from e
+    model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    if cfg.lora:
+        from finetune.lora import apply_lora
+
+        apply_lora(model)
+        if precision == "bf16-amp":
+            for p in model.parameters():
+                if p.requires_grad and p.dtype != torch.float32:
+                    p.data = p.data.float()
+    return model.train()
+
+
+def wrap(loss_module: LossModule, cfg: TrainConfig, d: Dist, device: torch.device, precision: str) -> nn.Module:
+    """DDP, or FSDP2 (`fully_shard` per transformer layer, then the root) for full fine-tuning on small cards."""
+    if d.world <= 1:
+        return loss_module
+    if cfg.fsdp:
+        if cfg.lora:
+            raise TrainError("bad_config", "FSDP is for full fine-tuning; LoRA fits one card: use DDP (drop --fsdp)")
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+            if precision == "bf16-amp" else MixedPrecisionPolicy()
+        pwe = loss_module.policy.paligemma_with_expert
+        layers = [*pwe.paligemma.model.vision_tower.vision_model.encoder.layers,
+                  *pwe.paligemma.model.language_model.layers, *pwe.gemma_expert.model.layers]
+        for layer in layers:
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(loss_module, mp_policy=mp)
+        return loss_module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+# ====================================================================================================== checkpoints
+def _fsync_tree(folder: Path) -> None:
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (those with state.json, written last), oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    out = []
+    for p in root.glob("step_*") if root.is_dir() else []:
+        if p.is_dir() and (p / "state.json").is_file() and p.name[5:].isdigit():
+            out.append((int(p.name[5:]), p))
+    return sorted(out)
+
+
+def _trainable_names(policy: nn.Module) -> list[str]:
+    return [n for n, p in policy.named_parameters() if p.requires_grad]
+
+
+def _rng_state() -> dict[str, Any]:
+    s: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: Mapping[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _full_states(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Full (unsharded, CPU) trainable weights and optimizer state keyed by parameter names, for plain modules,
+    DDP and FSDP2 alike (torch.distributed.checkpoint's state-dict API; a collective under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    msd, osd = get_state_dict(model, opt, options=opts)
+    return {k: v for k, v in msd.items()}, osd
+
+
+def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None,
+                    cfg: TrainConfig, d: Dist) -> Path:
+    """Atomic: everything goes into checkpoints/.tmp-step_N, is fsynced, then renamed to step_N."""
+    from finetune.checkpoint import save_tensors
+
+    root = run_dir / CHECKPOINTS
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp-step_{step:08d}"
+    msd, osd = _full_states(model, opt)
+    ema_sd = _gather_ema(ema) if ema is not None else None
+    if d.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier(d)
+    try:
+        torch.save(_rng_state(), tmp / f"rng_rank{d.rank}.pt")
+        if d.main:
+            save_tensors(tmp / "trainable.safetensors", {k: v.contiguous() for k, v in msd.items()})
+            torch.save(osd, tmp / "optimizer.pt")
+            if ema_sd is not None:
+                save_tensors(tmp / "ema.safetensors", ema_sd)
+        _barrier(d)
+        if d.main:
+            (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": d.world,
+                                                        "config": cfg.resume_key()}) + "\n")
+            _fsync_tree(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(root)
+            for _, old in list_checkpoints(run_dir)[:-max(cfg.keep_last, 1)]:
+                shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        if d.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        good = list_checkpoints(run_dir)
+        last = f"the last good checkpoint is {good[-1][1]}" if good else "no earlier checkpoint exists"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TrainError("disk_full", f"disk full while saving the checkpoint of step {step} under {root}; "
+                             f"{last} (untouched). Free space (or lower --keep-last) and resume with --resume.",
+                             step) from e
+        raise TrainError("save_failed", f"saving the checkpoint of step {step} failed ({e}); {last}.", step) from e
+    _barrier(d)
+    return final
+
+
+def _gather_ema(ema: EMA) -> dict[str, Tensor]:
+    out = {}
+    for n, t in ema.shadow.items():
+        full = t.full_tensor() if hasattr(t, "full_tensor") else t
+        out[n] = full.detach().cpu().contiguous()
+    return out
+
+
+def load_checkpoint(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None, d: Dist) -> int:
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = json.loads((ckpt / "state.json").read_text())
+    msd = load_file(str(ckpt / "trainable.safetensors"))
+    osd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False)
+    opts = StateDictOptions(full_state_dict=True, strict=False, broadcast_from_rank0=False)
+    set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd, options=opts)
+    if ema is not None and (ckpt / "ema.safetensors").is_file():
+        sd = load_file(str(ckpt / "ema.safetensors"))
+        for n, t in ema.shadow.items():
+            src = sd[n]
+            if hasattr(t, "full_tensor"):  # FSDP2: keep our shard of the full tensor
+                from torch.distributed.tensor import distribute_tensor
+
+                src = distribute_tensor(src.to(t.device), t.device_mesh, t.placements)
+            t.copy_(src)
+    rng = ckpt / f"rng_rank{d.rank}.pt"
+    if rng.is_file() and int(state.get("world_size", 1)) == d.world:
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return int(state["step"])
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+# ====================================================================================================== validation
+@torch.no_grad()
+def validate(policy: Pi0, data: Any, cfg: TrainConfig, precision: str, device: torch.device, step: int,
+             tokenizer: Any, d: Dist) -> ev.Validation | None:
+    """Held-out flow-matching loss (fixed noise per batch) and the mean absolute error of sampled chunks against
+    the recorded actions in rig units, per joint, over the chunk steps inside the episode."""
+    policy.eval()
+    try:
+        transforms = data.transforms(tokenizer) if hasattr(data, "transforms") else None
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        n_batches = 0
+        err_sum: Tensor | None = None
+        err_n: Tensor | None = None
+        for i, batch in enumerate(data.val_batches()):
+            if i >= cfg.val_batches:
+                break
+            obs = batch["observation"].to(device)
+            actions = batch["actions"].to(device)
+            pad = batch["action_is_pad"].to(device)
+            b = actions.shape[0]
+            g = torch.Generator().manual_seed(cfg.seed + 17 + i)
+            noise = torch.randn(actions.shape, generator=g).to(device)
+            t = torch.rand(b, generator=g).to(device) * 0.999 + 0.001
+            with autocast(precision, device):
+                loss_sum += float(policy.compute_loss(obs, actions, noise, t, action_is_pad=pad))
+                sampled = policy.sample_actions(obs, noise=torch.randn(actions.shape, generator=g).to(device))
+            n_batches += 1
+            if transforms is not None and "actions_rig" in batch:
+                pred = torch.as_tensor(transforms.actions(sampled.float().cpu(), batch["state_rig"]))
+                truth = batch["actions_rig"].float()
+            else:  # synthetic: model space, the first 14 dims
+                pred, truth = sampled.float().cpu()[..., :14], actions.float().cpu()[..., :14]
+            valid = (~pad.cpu())[..., None].float()
+            e = ((pred - truth).abs() * valid).sum(dim=(0, 1)).double()
+            c = valid.sum(dim=(0, 1)).double().expand_as(e)
+            err_sum = e if err_sum is None else err_sum + e
+            err_n = c if err_n is None else err_n + c
+        totals = torch.tensor([loss_sum.item(), float(n_batches)], dtype=torch.float64)
+        if d.world > 1:
+            dist.all_reduce(totals)
+            if err_sum is not None:
+                dist.all_reduce(err_sum)
+                dist.all_reduce(err_n)
+        if totals[1] == 0:
+            return None
+        per_joint = (err_sum / err_n.clamp(min=1)).tolist() if err_sum is not None else []
+        names = list(getattr(getattr(data, "rig", None), "joint_names", []) or [])
+        return ev.Validation(step=step, val_loss=float(totals[0] / totals[1]),
+                             action_mae=float(np.mean(per_joint)) if per_joint else None,
+                             action_mae_per_joint=[float(x) for x in per_joint], joint_names=names)
+    finally:
+        policy.train()
+
+
+# ====================================================================================================== the loop
+class _Stop:
+    """SIGINT/SIGTERM -> finish the step, checkpoint, stop (a second signal is left to the default handler)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Stop":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (tests)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def __exit__(self, *a: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _oom_message(device: torch.device, cfg: TrainConfig, precision: str) -> str:
+    from finetune.precision import bytes_per_trainable_param
+
+    total = torch.cuda.get_device_properties(device).total_memory / 2 ** 30 if device.type == "cuda" else 0.0
+    return (f"out of GPU memory on {torch.cuda.get_device_name(device) if device.type == 'cuda' else device} "
+            f"({total:.0f} GiB) at batch {cfg.batch_size} ({'LoRA' if cfg.lora else 'full fine-tune'}, {precision}, "
+            f"gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}). Estimates for pi0 at batch "
+            "32 with checkpointing: LoRA ~16-24 GB, full fine-tune ~62 GB with fp32 master weights "
+            f"({bytes_per_trainable_param('bf16-amp')} B/param) or ~48 GB with --precision bf16-sr. Fix: --lora, a "
+            "smaller --batch, --grad-ckpt (if off), --precision bf16-sr, or several GPUs with --gpus N --fsdp.")
+
+
+def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resume: bool = False) -> Path | None:
+    """Runs (or resumes) a training run; returns the policy folder. Every rank calls it (torchrun)."""
+    t_setup = time.monotonic()
+    run_dir = Path(cfg.out).expanduser()
+    device = pick_device(cfg.device, Dist(local_rank=int(os.environ.get("LOCAL_RANK", "0"))))
+    d = init_distributed(device.type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    precision = resolve_precision(cfg.precision, device)
+    metrics = None
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = open(run_dir / METRICS, "a", buffering=1)
+
+    def report(e: ev.Event) -> None:
+        if d.main:
+            assert metrics is not None
+            metrics.write(ev.to_json(e) + "\n")
+            if emit is not None:
+                emit(e)
+
+    step = 0
+    try:
+        existing = list_checkpoints(run_dir)
+        if existing and not resume:
+            raise TrainError("run_exists", f"{run_dir} already has checkpoints (last: step {existing[-1][0]}). Pass "
+                             "--resume to continue it, or choose another --out.")
+        if resume and (run_dir / TRAIN_CONFIG).is_file():
+            old = TrainConfig.from_json(json.loads((run_dir / TRAIN_CONFIG).read_text()))
+            if old.resume_key() != cfg.resume_key():
+                diff = sorted(k for k in cfg.resume_key() if old.resume_key().get(k) != cfg.resume_key().get(k))
+                raise TrainError("resume_mismatch", f"--resume with settings that differ from the run's "
+                                 f"({', '.join(diff)}); use the original ones or a new --out.")
+        if d.main:
+            (run_dir / TRAIN_CONFIG).write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        torch.manual_seed(cfg.seed + d.rank)
+        np.random.seed(cfg.seed + d.rank)
+        random.seed(cfg.seed + d.rank)
+
+        folder, model_config = resolve_base(cfg, report)
+        report(ev.Status("building the model"))
+        try:
+            policy = build_policy(cfg, folder, model_config, precision, device)
+        except torch.OutOfMemoryError as e:
+            raise TrainError("out_of_memory", _oom_message(device, cfg, precision)) from e
+        if d.main:  # rank 0 first: a tiny tokenizer is trained into the run folder once
+            tok_path = tokenizer_path(cfg, run_dir, policy.config)
+        _barrier(d)
+        if not d.main:
+            tok_path = tokenizer_path(cfg, run_dir, policy.config)
+        from finetune.tokenizer import PromptTokenizer
+
+        tokenizer = PromptTokenizer(tok_path, max_len=policy.config.max_token_len)
+        if cfg.batch_size % d.world:
+            raise TrainError("bad_config", f"--batch {cfg.batch_size} is not divisible by {d.world} processes")
+        local_b = cfg.batch_size // d.world
+        report(ev.Status(f"loading data from {cfg.dataset}"))
+        data = build_data(cfg, policy.config, tokenizer, local_b, d)
+
+        loss_module = LossModule(policy)
+        model = wrap(loss_module, cfg, d, device, precision)
+        named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+        opt = build_optimizer([p for _, p in named], cfg.optim, precision, device, seed=cfg.seed + d.rank)
+        ema = EMA(named, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
+        forward: Callable[..., Tensor] = model
+        if cfg.compile:
+            forward = torch.compile(model)
+
+        resumed = False
+        if resume and list_checkpoints(run_dir):
+            last_step, last = list_checkpoints(run_dir)[-1]
+            report(ev.Status(f"resuming from {last}"))
+            step = load_checkpoint(last, model, opt, ema, d)
+            resumed = True
+        trainable = sum(p.numel() for _, p in named)
+        total = sum(p.numel() for p in policy.parameters())
+        if d.world > 1 and cfg.fsdp:
+            trainable, total = trainable * d.world, total * d.world  # local shards -> approximate totals
+        report(ev.RunStarted(str(run_dir), step, cfg.steps, d.world, str(device), precision, trainable, total,
+                             cfg.batch_size, resumed))
+
+        params = [p for _, p in named]
+        it = data.iterator(step)
+        horizon, adim = policy.config.action_horizon, policy.config.action_dim
+        t_last, samples_since, first_logged = time.monotonic(), 0, step
+        loss_acc = torch.zeros((), dtype=torch.float64)
+        n_acc = 0
+        reason = "done"
+        with _Stop() as stop:
+            while step < cfg.steps:
+                batch = next(it)
+                obs = batch["observation"].to(device)
+                actions = batch["actions"].to(device, non_blocking=True)
+                pad = batch["action_is_pad"].to(device, non_blocking=True)
+                noise, ftime = step_noise(cfg.seed, step, d.rank, local_b, d.world, horizon, adim)
+                lr = cosine_lr(step, cfg.optim)
+                set_lr(opt, lr)
+                try:
+                    with autocast(precision, device):
+                        loss = forward(obs, actions, pad, noise.to(device), ftime.to(device))
+                    loss.backward()
+                except torch.OutOfMemoryError as e:
+                    raise TrainError("out_of_memory", _oom_message(device, cfg, precision), step) from e
+                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm)
+                if hasattr(gnorm, "full_tensor"):
+                    gnorm = gnorm.full_tensor()
+                loss_v, gnorm_v = torch.stack([loss.detach().float(), gnorm.detach().float()]).tolist()
+                if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
+                    good = list_checkpoints(run_dir)
+                    where = f"; the last good checkpoint is {good[-1][1]}" if good else ""
+                    ep = batch.get("episode_index")
+                    which = f" (episodes {ep.tolist()}, frames {batch['frame_index'].tolist()})" if ep is not None \
+                        else ""
+                    raise TrainError("nan_loss", f"non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'}"
+                                     f" at step {step + 1}, batch {step} of the stream{which}; stopped before the "
+                                     f"update{where}. Fix: check those episodes' values, lower the learning rate, "
+                                     "or check near-constant dims in norm_stats.json.", step)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update()
+                step += 1
+                loss_acc += loss_v
+                n_acc += 1
+                samples_since += cfg.batch_size
+                if step % cfg.log_every == 0 or step == cfg.steps or stop.requested:
+                    stats = torch.tensor([loss_acc.item(), float(n_acc)], dtype=torch.float64)
+                    if d.world > 1:
+                        dist.all_reduce(stats)
+                    now = time.monotonic()
+                    sps = samples_since / max(now - t_last, 1e-9)
+                    mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+                    report(ev.Step(step, float(stats[0] / stats[1]), lr, gnorm_v, sps,
+                                   (cfg.steps - step) * cfg.batch_size / max(sps, 1e-9), now - t_setup, mem))
+                    t_last, samples_since = now, 0
+                    loss_acc.zero_()
+                    n_acc = 0
+                if cfg.val_every and step % cfg.val_every == 0 and step != first_logged:
+                    with (ema.swapped_in() if ema is not None else contextlib.nullcontext()):
+                        v = validate(policy, data, cfg, precision, device, step, tokenizer, d)
+                    if v is not None:
+                        report(dataclasses.replace(v, ema=ema is not None))
+                stop_now = _agree(stop.requested, d)
+                if step % cfg.save_every == 0 or step == cfg.steps or stop_now:
+                    path = save_checkpoint(run_dir, step, model, opt, ema, cfg, d)
+                    report(ev.CheckpointSaved(step, str(path)))
+                if stop_now:
+                    reason = "cancelled"
+                    break
+        out = export_policy(run_dir, policy, ema, data, cfg, tok_path, step, d, report, model_config.dtype)
+        report(ev.Finished(step, reason, str(out) if out else None))
+        if reason == "cancelled":
+            raise KeyboardInterrupt
+        return out
+    except TrainError as e:
+        report(ev.Failed(e.error, str(e), e.step if e.step is not None else step))
+        report(ev.Finished(step, "error"))
+        raise
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if d.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _agree(flag: bool, d: Dist) -> bool:
+    """All ranks stop together (a signal may reach one rank a step before another)."""
+    if d.world <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def export_policy(run_dir: Path, policy: Pi0, ema: EMA | None, data: Any, cfg: TrainConfig, tok_path: Path,
+                  step: int, d: Dist, report: Callable[[ev.Event], None], dtype: str) -> Path | None:
+    """Writes run_dir/policy (EMA weights if EMA is on, LoRA merged). Collective under FSDP."""
+    from finetune.policy_folder import write_policy_folder
+
+    with torch.no_grad():
+        full: dict[str, Tensor] = {}
+        src = ema.shadow if ema is not None else None
+        for n, p in policy.state_dict().items():
+            t = src[n] if src is not None and n in src else p
+            full[n] = (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
+    if not d.main:
+        return None
+    from finetune.checkpoint import build_model
+
+    plain = build_model(policy.config.replace(dtype=dtype), "cpu")  # the base's dtype (bf16 for pi0)
+    if any("lora_" in n for n in full):
+        from finetune.lora import apply_lora, merge_lora_
+
+        apply_lora(plain)
+        plain.load_state_dict({k: v.to(plain.state_dict()[k].dtype) for k, v in full.items()}, strict=True)
+        merge_lora_(plain)
+    else:
+        plain.load_state_dict(full, strict=True)
+    plain.apply_precision()
+    metrics_summary = _metrics_summary(run_dir / METRICS)
+    out = write_policy_folder(run_dir / POLICY, plain.eval(), data=data, tokenizer_file=tok_path,
+                              train_config=cfg.to_json(), metrics=metrics_summary, step=step)
+    report(ev.PolicySaved(step, str(out)))
+    return out
+
+
+def _metrics_summary(path: Path) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            e = ev.parse(line)
+            if isinstance(e, (ev.Step, ev.Validation)):
+                last[e.kind] = dataclasses.asdict(e)
+    return last
+
+
+__all__ = ["CONFIGS", "Dist", "LossModule", "SyntheticData", "TrainConfig", "TrainError", "list_checkpoints",
+           "step_noise", "train"]
