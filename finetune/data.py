@@ -135,13 +135,11 @@ class Prompts:
 
 
 def _check_prompts(es: EpisodeSet, cfg: DataConfig) -> None:
-    if cfg.prompt != "task" and es.kind == "lerobot":
-        raise EpisodeDataError(f"prompt={cfg.prompt!r} needs segment annotations, which a LeRobot dataset does not "
-                               f"keep apart from its per-frame task strings; use prompt='task' (the frame's task) "
-                               f"or train from our dataset folder")
-    if cfg.prompt != "task" and not any(e.subtasks for e in es.episodes):
-        raise EpisodeDataError(f"prompt={cfg.prompt!r} but none of the selected episodes has segments; annotate "
-                               f"them (workbench episodes DIR annotate ...) or use prompt='task'")
+    if cfg.prompt != "task" and not any(e.subtasks and any(e.subtasks) for e in es.episodes):
+        where = ("this LeRobot dataset has no per-frame subtask_index (meta/subtasks.parquet)" if es.kind == "lerobot"
+                 else "annotate them (workbench episodes DIR annotate ...)")
+        raise EpisodeDataError(f"prompt={cfg.prompt!r} but none of the selected episodes has segments: {where}; "
+                               f"or use prompt='task'")
     missing = [e.id for e in es.episodes if not e.task and e.frame_tasks is None]
     if missing and not cfg.default_prompt:
         raise EpisodeDataError(f"episodes without a task prompt: {', '.join(missing[:10])}"

@@ -1,7 +1,8 @@
 """Episodes from a LeRobot v3.0 dataset folder: parquet frames, per-episode metadata, mp4 videos per camera.
 
 State is `observation.state`, actions `action`, cameras the `observation.images.<cam>` video features; every
-frame carries a task string (LeRobot's prompt; our exporter writes segment text there), which is the prompt.
+frame carries a task string (LeRobot's prompt). Segment text, where the dataset has it (our exporter's per-frame
+`subtask_index` into `meta/subtasks.parquet`, -1 = no segment), is read as the frames' sub-tasks.
 Frames are decoded with PyAV by seeking to the frame's timestamp in its episode's file.
 """
 from __future__ import annotations
@@ -58,6 +59,12 @@ def load_lerobot(root: Path, *, outcomes: Sequence[str] = (), quality: Sequence[
     if data is None or ep_meta is None:
         raise EpisodeDataError(f"{root}: no data or episode parquet files; the dataset is incomplete")
     tasks = dict(zip(tasks_t.column("task_index").to_pylist(), tasks_t.column("task").to_pylist()))
+    sub_path = root / "meta" / "subtasks.parquet"
+    has_sub = "subtask_index" in data.column_names and sub_path.is_file()
+    if has_sub:
+        sub_t = _read_table([sub_path])
+        subtasks = dict(zip(sub_t.column("subtask_index").to_pylist(), sub_t.column("subtask").to_pylist()))
+        sub_idx = data.column("subtask_index").to_numpy()
 
     state, action = _vectors(data, "observation.state"), _vectors(data, "action")
     ep_idx = data.column("episode_index").to_numpy()
@@ -87,9 +94,11 @@ def load_lerobot(root: Path, *, outcomes: Sequence[str] = (), quality: Sequence[
         if len(sel) != int(r.get("length", len(sel))):
             raise EpisodeDataError(f"{root}: {eid} has {len(sel)} frames in data/ but length {r['length']} in "
                                    f"meta/episodes; the dataset is damaged")
+        frame_tasks = tuple(tasks.get(int(t), "") for t in task_idx[sel])
         eps.append(Episode(
-            id=eid, state=state[sel], actions=action[sel], task=tasks.get(int(task_idx[sel[0]]), "") if len(sel) else "",
-            subtasks=None, frame_tasks=tuple(tasks.get(int(t), "") for t in task_idx[sel]), cameras=cams,
+            id=eid, state=state[sel], actions=action[sel], task=frame_tasks[0] if frame_tasks else "",
+            subtasks=tuple(subtasks.get(int(k)) for k in sub_idx[sel]) if has_sub else None,
+            frame_tasks=frame_tasks, cameras=cams,
             control_hz=fps, outcome=str(r.get("workbench/outcome", "unlabeled")),
             quality=str(r.get("workbench/quality", "n/a"))))
         vids = {}
