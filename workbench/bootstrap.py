@@ -63,6 +63,20 @@ def install_python(extras: str = "") -> None:
         sys.exit("error: pip install failed (see above)")
 
 
+def report_torch_build() -> None:
+    """One line naming the torch build pip chose (the default is the CUDA one, with Triton): CPU and CUDA builds
+    behave differently in places (Triton and Mesa, drivers/sim/llvm_order.py), so a test log should say which."""
+    probe = ("import importlib.metadata as m\n"
+             "def v(n):\n"
+             "    try: return m.version(n)\n"
+             "    except m.PackageNotFoundError: return None\n"
+             "t, tr = v('torch'), v('triton')\n"
+             "print('torch', t, '(CPU build)' if t and '+cpu' in t else '', '| triton', tr or 'not installed')")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    if out.returncode == 0:
+        print(" ".join(out.stdout.split()), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     mode = argv[0] if argv else "app"
@@ -71,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     install_system_packages()
     install_python("test" if mode == "test" else "")
     if mode == "test":
+        report_torch_build()
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
         return _run(TEST_COMMAND + argv[1:], cwd=ROOT, env=env)
     workbench = shutil.which("workbench") or str(Path(sys.executable).parent / "workbench")

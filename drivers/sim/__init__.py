@@ -4,6 +4,9 @@ Importing this package first picks MuJoCo's OpenGL backend, because `mujoco` rea
 first imported: an explicit `MUJOCO_GL` wins; otherwise EGL when a GPU EGL device is usable, else OSMesa
 (software; works on any Linux box with libOSMesa, and EGL without a GPU fails). Import `drivers.sim` before
 anything else imports `mujoco` (dm_control, a viewer) or the choice cannot take effect.
+
+It also loads Triton's LLVM (when Triton is installed) before `mujoco` can load Mesa's: the other order makes the
+first `import triton` (torch does it) crash the interpreter; see `drivers.sim.llvm_order`.
 """
 from __future__ import annotations
 
@@ -48,6 +51,9 @@ def choose_gl_backend() -> str:
     return "default"  # macOS (CGL) / Windows (WGL): mujoco's own default is right
 
 
+from drivers.sim.llvm_order import preload_triton  # noqa: E402 - stdlib only, must run before mujoco loads
+
+TRITON_PRELOAD = preload_triton()
 GL_BACKEND = choose_gl_backend()
 
 # Everything below imports mujoco, so it must stay after the backend choice.

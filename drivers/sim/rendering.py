@@ -9,6 +9,9 @@ Why this shape:
   right order, in the owning thread, at the end.
 - Shadows (4096^2 shadow maps of three lights) and 4x multisampling cost ~40-60 ms per image on a CPU
   (OSMesa); "fast" quality turns both off (~5-8 ms at 320x240..640x480). "full" keeps gym-aloha's look.
+- Mesa renders with its own LLVM, loaded into the global symbol scope: Triton's LLVM must be in the process first
+  or the first `import triton` (torch) crashes. `drivers/sim/__init__.py` sees to it before `mujoco` is imported,
+  so it already holds when a renderer is made here; see `drivers.sim.llvm_order`.
 """
 from __future__ import annotations
 

@@ -232,8 +232,35 @@ def test_bf16_policy_runs_and_keeps_fp32_where_the_reference_does():
     assert torch.isfinite(loss)
 
 
-def test_masked_logits_stay_finite():
-    assert MASK_VALUE > torch.finfo(torch.bfloat16).min  # a fully masked row gives uniform weights, not NaN
+@pytest.mark.parametrize("impl", ["sdpa", "eager", "flex"])
+def test_masked_logits_stay_finite(impl):
+    """A padding query token of the prompt attends to nothing: make_attention_mask masks its whole row. Its
+    attention must come out finite (uniform weights from the finite MASK_VALUE, not 0/0 from a softmax over all
+    -inf), in fp32 and bf16; a NaN there would reach every token through the next layer's K/V."""
+    from finetune.model.gemma import attend
+
+    assert MASK_VALUE > torch.finfo(torch.bfloat16).min  # representable in bf16: the bias is built in the dtype
+    model = tiny_model(attention=impl)
+    obs = tiny_obs(model.config, prompt_len=3)
+    with torch.no_grad():  # flex has no CPU backward
+        embs, pad = model.embed_prefix(obs)
+    mask = make_attention_mask(pad, torch.zeros(pad.shape[1], dtype=torch.long))
+    fully_masked = ~mask.any(dim=-1)  # [B, S] queries that see no key at all
+    assert fully_masked.any() and torch.equal(fully_masked, ~pad)  # the case under test: the prompt padding
+    positions = torch.cumsum(pad.long(), dim=1) - 1
+    pwe = model.paligemma_with_expert
+    layer = pwe.paligemma.model.language_model.layers[0]
+    for dtype in (torch.float32, torch.bfloat16):
+        attn = pwe.attention_inputs(mask, positions, dtype)
+        with torch.no_grad():
+            q, k, v = (t.to(dtype) for t in layer.qkv(embs, attn.cos, attn.sin))
+            out = attend(q, k, v, attn.bias, impl, attn.block_mask)
+        assert torch.isfinite(out[fully_masked]).all(), dtype
+        assert torch.isfinite(out).all(), dtype
+    # and through the whole model: prefix K/V (read by every denoising step) and the actions
+    cache = model.prefill(obs)
+    assert all(torch.isfinite(t[:, :, :cache.prefix_len]).all() for kv in cache.kv for t in kv)
+    assert torch.isfinite(model.sample_actions(obs, torch.zeros(2, 50, 32))).all()
 
 
 def test_denoise_loop_traces_as_one_graph():
