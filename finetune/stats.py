@@ -13,6 +13,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
+from finetune.episodes import EpisodeDataError
 from finetune.normalize import NormStats
 from finetune.transforms.chunks import chunk_indices
 from finetune.transforms.config import TransformConfig
@@ -23,7 +24,7 @@ MIN_STD = 1e-3
 QUANTILE_ROWS = 100_000  # rows per kind kept (seeded) for q01 / q99; mean and std use every row
 
 
-class NearConstantError(ValueError):
+class NearConstantError(EpisodeDataError):
     pass
 
 
