@@ -491,7 +491,9 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim
     try:
         torch.save(_rng_state(), tmp / f"rng_rank{d.rank}.pt")
         if d.main:
-            save_tensors(tmp / "trainable.safetensors", {k: v.contiguous() for k, v in msd.items()})
+            # keys relative to the policy (= hub keys, plus peft's lora_/base_layer names under LoRA)
+            save_tensors(tmp / "trainable.safetensors",
+                         {k.removeprefix("policy."): v.contiguous() for k, v in msd.items()})
             torch.save(osd, tmp / "optimizer.pt")
             if ema_sd is not None:
                 save_tensors(tmp / "ema.safetensors", ema_sd)
@@ -533,7 +535,7 @@ def load_checkpoint(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, em
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     state = json.loads((ckpt / "state.json").read_text())
-    msd = load_file(str(ckpt / "trainable.safetensors"))
+    msd = {"policy." + k: v for k, v in load_file(str(ckpt / "trainable.safetensors")).items()}
     osd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False)
     opts = StateDictOptions(full_state_dict=True, strict=False, broadcast_from_rank0=False)
     set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd, options=opts)

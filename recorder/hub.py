@@ -13,7 +13,7 @@ class HubError(RuntimeError):
 
 def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str | None = None,
                 commit_message: str = "Upload dataset from aloha-workbench",
-                progress: Callable[[str, float], None] | None = None) -> str:
+                progress: Callable[[str, float], None] | None = None, repo_type: str = "dataset") -> str:
     """Upload `folder` (a LeRobot v3.0 export) as dataset `repo_id`, tag it with the codebase version,
     and return the repo URL. Raises HubError with the fix when offline, unauthenticated or refused.
 
@@ -24,7 +24,7 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str 
     from huggingface_hub import errors as hf_errors
 
     folder = Path(folder)
-    if not (folder / "meta" / "info.json").exists():
+    if repo_type == "dataset" and not (folder / "meta" / "info.json").exists():
         raise HubError(f"{folder} is not a LeRobot export (no meta/info.json); run `workbench episodes export` first")
     token = token or hf.get_token()
     if not token:
@@ -32,7 +32,7 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str 
     api = hf.HfApi(token=token)
     report = progress or (lambda text, fraction: None)
     try:
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         total = max(sum(p.stat().st_size for p in files), 1)
         ops, sent = [], 0
@@ -40,12 +40,14 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str 
             rel = p.relative_to(folder).as_posix()
             report(f"uploading {rel}", sent / total)
             op = hf.CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p))
-            api.preupload_lfs_files(repo_id, additions=[op], repo_type="dataset")
+            api.preupload_lfs_files(repo_id, additions=[op], repo_type=repo_type)
             ops.append(op)
             sent += op.upload_info.size
         report(f"committing {len(ops)} files", 1.0)
-        api.create_commit(repo_id, operations=ops, commit_message=commit_message, repo_type="dataset")
+        api.create_commit(repo_id, operations=ops, commit_message=commit_message, repo_type=repo_type)
         try:
+            if repo_type != "dataset":  # the codebase-version tag is LeRobot's, for datasets
+                return str(url)
             api.create_tag(repo_id, tag=CODEBASE_VERSION, repo_type="dataset")
         except hf_errors.HfHubHTTPError as e:
             if getattr(e.response, "status_code", None) != 409:  # tag already there
