@@ -21,6 +21,7 @@ def test_export_progress_then_cancel(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: ep.model.rowCount() == 3, timeout=10000)
     out = tmp_path / "lerobot"
     ep.export_dir.setText(str(out))
+    ep.export_scope.setCurrentText("shown episodes")  # unlabeled episodes: not in the default "successes" preset
     job = ep.export()
     assert ep.progress.isVisible() and ep.progress.cancel.isVisible()
     # the operator cancels while it runs (the job checks at every episode of every camera)

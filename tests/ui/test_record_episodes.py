@@ -11,6 +11,7 @@ from PyQt6.QtCore import QPoint, Qt
 from PyQt6.QtTest import QTest
 
 from tests.ui.conftest import connect
+from ui.episodes.model import COL
 
 
 def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_path):
@@ -41,7 +42,7 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
     win.show_tab(ep)
     qtbot.waitUntil(lambda: ep.model.rowCount() == 2, timeout=10000)
     assert ep.model.episodes[0].segments == len(session.saved[0].segments)
-    assert ep.model.data(ep.model.index(0, 3)) == "transfer the cube to the right gripper"
+    assert ep.model.data(ep.model.index(0, COL["Task"])) == "transfer the cube to the right gripper"
     ep.select_names(["episode_0"])
     qtbot.waitUntil(lambda: ep.player.info is not None and ep.player.info.name == "episode_0", timeout=10000)
     player = ep.player
@@ -54,8 +55,9 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
     tl = player.timeline
     i = next(k for k, s in enumerate(tl.segments) if s.text == "grasp")
     seg = tl.segments[i]
-    y = tl.height() // 2
-    tl.select(i)  # (a click inside it does the same; its edges then win over neighbours' edges)
+    assert seg.lane == "operator"  # the operator's mark has its own lane, under the demonstrator's phases
+    y = tl.lane_y("operator")
+    tl.select(i)
     x_end = round(tl.x_of(seg.end))
     target = max(seg.start + 5, seg.end - 10)
     QTest.mousePress(tl, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(x_end, y))
@@ -85,7 +87,7 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
     qtbot.mouseClick(ep.save_notes_btn, Qt.MouseButton.LeftButton)
     info = ep.store.show("episode_0")
     assert info.outcome == "success" and info.notes == "clean hand-over"
-    assert ep.model.data(ep.model.index(ep.model.row_of("episode_0"), 4)) == "success"
+    assert ep.model.data(ep.model.index(ep.model.row_of("episode_0"), COL["Label"])) == "success"
     ep.outcome_f.setCurrentText("success")
     assert ep.proxy.rowCount() == 1
     ep.outcome_f.setCurrentIndex(0)
@@ -103,6 +105,7 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
     # ---- export to LeRobot (worker thread, progress bar) ----
     out = tmp_path / "lerobot"
     ep.export_dir.setText(str(out))
+    ep.export_scope.setCurrentText("shown episodes")  # the default takes only successes that passed quality
     results = []
     ep.exported.connect(results.append)
     qtbot.mouseClick(ep.export_btn, Qt.MouseButton.LeftButton)
@@ -136,9 +139,8 @@ def test_record_right_after_stopping_free_teleop(qtbot, window):
     win = window
     connect(qtbot, win)
     start_teleop(qtbot, win)
-    thread = win.ctl._thread
     win.ctl.stop_teleop()
-    thread.join(30)  # the control thread is gone, its "finished" signal not yet delivered
+    assert win.ctl.session.wait(30)  # the control thread is gone, its "Stopped" event not yet delivered
     session = _record_one_second(qtbot, win)
     assert [s.name for s in session.saved] == ["episode_0"]
     assert not win.ctl.teleop_running

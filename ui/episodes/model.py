@@ -1,4 +1,7 @@
-"""Table model over the dataset store's episode summaries, and a filter proxy (text, outcome, quality)."""
+"""Table model over the dataset store's episode summaries, and a filter proxy (text, outcome, quality).
+
+Damaged episodes are rows too (label "damaged", the reason in the tooltip), so the operator sees them and can
+delete them; the Task column comes last and elides, so the short columns (Segs) stay visible at any width."""
 from __future__ import annotations
 
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
@@ -6,7 +9,9 @@ from PyQt6.QtGui import QBrush, QColor, QFont
 
 from ui import theme
 
-COLUMNS = ["#", "Recorded", "Length", "Task", "Label", "Quality", "Segs"]
+COLUMNS = ["#", "Recorded", "Length", "Label", "Quality", "Segs", "Task"]
+COL = {name: i for i, name in enumerate(COLUMNS)}
+DAMAGED_COLOUR = "#f85149"
 
 
 def _date(created: str) -> str:
@@ -46,32 +51,37 @@ class EpisodesModel(QAbstractTableModel):
             return None
         e = self.episodes[index.row()]
         c = index.column()
+        damaged = bool(getattr(e, "damaged", ""))
         if role == Qt.ItemDataRole.DisplayRole:
             return [
                 str(e.index),
                 _date(e.created),
                 f"{e.duration_s:.1f} s" if e.duration_s >= 0 else f"{e.steps} steps",
-                e.task or "—",
-                e.outcome + (" (deleted)" if e.deleted else ""),
-                e.quality.upper() if e.quality != "n/a" else "n/a",
+                ("damaged" if damaged else e.outcome) + (" (deleted)" if e.deleted else ""),
+                "—" if damaged else (e.quality.upper() if e.quality != "n/a" else "n/a"),
                 str(e.segments),
+                e.damaged if damaged else (e.task or "—"),
             ][c]
         if role == Qt.ItemDataRole.UserRole:  # sort keys
-            return [e.index, e.created, e.duration_s, e.task, e.outcome, e.quality, e.segments][c]
+            return [e.index, e.created, e.duration_s, e.outcome, e.quality, e.segments, e.task][c]
         if role == Qt.ItemDataRole.ForegroundRole:
             if e.deleted:
                 return QBrush(QColor("#56606b"))
-            if c == 4:
+            if damaged and c in (COL["Label"], COL["Task"]):
+                return QBrush(QColor(DAMAGED_COLOUR))
+            if c == COL["Label"]:
                 return QBrush(QColor(theme.status_colour(e.outcome)))
-            if c == 5:
+            if c == COL["Quality"]:
                 return QBrush(QColor(theme.status_colour(e.quality)))
-        if role == Qt.ItemDataRole.FontRole and c in (4, 5) and not e.deleted:
+        if role == Qt.ItemDataRole.FontRole and c in (COL["Label"], COL["Quality"]) and not e.deleted:
             f = QFont()
             f.setBold(True)
             return f
-        if role == Qt.ItemDataRole.TextAlignmentRole and c in (0, 2, 6):
+        if role == Qt.ItemDataRole.TextAlignmentRole and c in (COL["#"], COL["Length"], COL["Segs"]):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
+            if damaged:
+                return f"{e.name}: damaged: {e.damaged}. Delete moves it to the trash; export skips it."
             return f"{e.name} · recorded {e.created} · {e.steps} steps · cameras {', '.join(e.cameras)} · {e.size_bytes / 1e6:.1f} MB" + \
                    (" · recovered after a crash" if e.recovered else "")
         return None

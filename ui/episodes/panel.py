@@ -1,21 +1,35 @@
-"""Episodes tab: the dataset table with filters, the player, segment editing, labels and notes, soft delete and
-restore, replay on the arms, LeRobot export and hub upload. Every action is a `recorder` / `workbench` call."""
+"""Episodes tab: the dataset table with filters, the player, segment editing, labels and notes (undoable), soft
+delete and restore, replay on the arms, LeRobot export and hub upload. Every action is a `recorder` / `workbench`
+call. Damaged episodes are listed with the reason and skipped by export; everything else keeps working."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
 from PyQt6.QtCore import QItemSelectionModel, Qt, pyqtSignal
+from PyQt6.QtGui import QKeySequence, QShortcut, QUndoStack
 from PyQt6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBox, QFileDialog, QGridLayout,
-                             QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
-                             QSplitter, QTableView, QVBoxLayout, QWidget)
+                             QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QPlainTextEdit,
+                             QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
 
 from ui import theme
-from ui.episodes.model import EpisodesFilter, EpisodesModel
+from ui.episodes.model import COL, DAMAGED_COLOUR, EpisodesFilter, EpisodesModel
 from ui.episodes.player import EpisodePlayer
+from ui.episodes.undo import LabelEdit
 from ui.tasks import JobProgress
 
 log = logging.getLogger(__name__)
+
+EXPORT_SCOPES = ("successes that passed quality", "shown episodes", "selected episodes")
+OUTCOME_STYLE = {"success": "#238636", "failure": "#da3633", "unlabeled": "#6e7681"}
+
+
+def _ask_overwrite(parent: QWidget, out: Path) -> bool:
+    answer = QMessageBox.question(parent, "Replace the export?",
+                                  f"{out} already exists.\nReplace it with this export?",
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                  QMessageBox.StandardButton.Cancel)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class EpisodesPanel(QWidget):
@@ -26,6 +40,9 @@ class EpisodesPanel(QWidget):
         self.ctl, self.jobs, self.settings = controller, jobs, settings
         self.store = None
         self.current: str | None = None
+        self.undo_stack = QUndoStack(self)
+        self.confirm_overwrite = lambda out: _ask_overwrite(self, out)  # replaceable (tests, scripts)
+        self._export_default = ""  # the export folder we proposed for the dataset (follows it until edited)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(12, 12, 12, 12)
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -72,7 +89,7 @@ class EpisodesPanel(QWidget):
         self.table.setShowGrid(False)
         hdr = self.table.horizontalHeader()
         hdr.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        hdr.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        hdr.setSectionResizeMode(COL["Task"], QHeaderView.ResizeMode.Stretch)  # last: it elides, Segs stays visible
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the task elides instead
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         lv.addWidget(self.table, 3)
@@ -82,6 +99,11 @@ class EpisodesPanel(QWidget):
         counts.addWidget(self.count_label, 1)
         counts.addWidget(self.show_deleted)
         lv.addLayout(counts)
+        self.damaged_label = QLabel("")  # one line (the window must not grow); the list is in the tooltip
+        self.damaged_label.setMinimumWidth(1)
+        self.damaged_label.setStyleSheet(f"color: {DAMAGED_COLOUR};")
+        self.damaged_label.hide()
+        lv.addWidget(self.damaged_label)
 
         lab = QGroupBox("Label and notes")
         lg = QVBoxLayout(lab)
@@ -91,6 +113,9 @@ class EpisodesPanel(QWidget):
         for o, text in (("success", "✔ Success"), ("failure", "✖ Failure"), ("unlabeled", "Unlabeled")):
             b = QPushButton(text)
             b.setCheckable(True)
+            b.setStyleSheet(f"QPushButton:checked {{ background: {OUTCOME_STYLE[o]}; border-color: "
+                            f"{OUTCOME_STYLE[o]}; color: white; font-weight: 700; }}")
+            b.setToolTip(f"Label the episode {o} (the highlighted button is its current label)")
             b.clicked.connect(lambda _=False, oo=o: self.set_outcome(oo))
             self.outcome_group.addButton(b)
             self.outcome_btns[o] = b
@@ -107,7 +132,13 @@ class EpisodesPanel(QWidget):
         self.restore_btn = QPushButton("Restore")
         self.replay_btn = QPushButton("Replay on arms")
         self.replay_btn.setToolTip("Play the recorded actions on the connected followers (through the safety layer)")
+        self.undo_btn = QPushButton("Undo")
+        self.redo_btn = QPushButton("Redo")
+        self.undo_btn.setToolTip("Undo the last label, notes or segment edit (Ctrl+Z)")
+        self.redo_btn.setToolTip("Redo (Ctrl+Shift+Z)")
         row2.addWidget(self.save_notes_btn)
+        row2.addWidget(self.undo_btn)
+        row2.addWidget(self.redo_btn)
         row2.addStretch(1)
         row2.addWidget(self.replay_btn)
         row2.addWidget(self.delete_btn)
@@ -123,7 +154,12 @@ class EpisodesPanel(QWidget):
         self.export_btn = QPushButton("Export to LeRobot")
         theme.set_role(self.export_btn, "primary")
         self.export_scope = QComboBox()
-        self.export_scope.addItems(["shown episodes", "selected episodes"])
+        self.export_scope.addItems(list(EXPORT_SCOPES))
+        self.export_scope.setToolTip("Which episodes to export; damaged episodes are always left out")
+        self.task_from_segments = QCheckBox("Task = segment text (sub-task training)")
+        self.task_from_segments.setToolTip("Off: every frame's task is the episode's task prompt, and segment text "
+                                           "goes to its own field (subtask_index). On: frames covered by a segment "
+                                           "get its text as their task.")
         self.repo = QLineEdit()
         self.repo.setPlaceholderText("hub dataset id, e.g. my-lab/aloha-cube")
         self.push_btn = QPushButton("Push to hub")
@@ -131,10 +167,11 @@ class EpisodesPanel(QWidget):
         eg.addWidget(self.export_browse, 0, 2)
         eg.addWidget(self.export_scope, 1, 0)
         eg.addWidget(self.export_btn, 1, 1, 1, 2)
-        eg.addWidget(self.repo, 2, 0)
-        eg.addWidget(self.push_btn, 2, 1, 1, 2)
+        eg.addWidget(self.task_from_segments, 2, 0, 1, 3)
+        eg.addWidget(self.repo, 3, 0)
+        eg.addWidget(self.push_btn, 3, 1, 1, 2)
         self.progress = JobProgress(compact=True)
-        eg.addWidget(self.progress, 3, 0, 1, 3)
+        eg.addWidget(self.progress, 4, 0, 1, 3)
         lv.addWidget(exp)
         split.addWidget(left)
 
@@ -160,7 +197,7 @@ class EpisodesPanel(QWidget):
         seg.addWidget(self.seg_del)
         rv.addLayout(seg)
         split.addWidget(right)
-        split.setSizes([600, 840])
+        split.setSizes([660, 600])  # the table's columns (Segs included) fit at the default window width
         split.setStretchFactor(1, 1)
 
         # wiring
@@ -188,6 +225,18 @@ class EpisodesPanel(QWidget):
         self.seg_add.clicked.connect(lambda: tl.add_segment(text=self.seg_text.text().strip() or "new segment"))
         self.seg_del.clicked.connect(tl.delete_selected)
         self.repo.setText(str(self.settings.value("export/repo", "") or ""))
+        self.undo_btn.clicked.connect(self.undo_stack.undo)
+        self.redo_btn.clicked.connect(self.undo_stack.redo)
+        self.undo_stack.canUndoChanged.connect(self.undo_btn.setEnabled)
+        self.undo_stack.canRedoChanged.connect(self.redo_btn.setEnabled)
+        self.undo_stack.undoTextChanged.connect(lambda t: self.undo_btn.setToolTip(f"Undo {t} (Ctrl+Z)"))
+        self.undo_stack.redoTextChanged.connect(lambda t: self.redo_btn.setToolTip(f"Redo {t} (Ctrl+Shift+Z)"))
+        self.undo_btn.setEnabled(False)
+        self.redo_btn.setEnabled(False)
+        for keys, slot in (("Ctrl+Z", self.undo_stack.undo), ("Ctrl+Shift+Z", self.undo_stack.redo),
+                           ("Ctrl+Y", self.undo_stack.redo)):
+            sc = QShortcut(QKeySequence(keys), self, slot)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)  # only on this tab; text fields keep theirs
         self._update_actions()
 
     # -- dataset ---------------------------------------------------------------------------------------------------
@@ -197,14 +246,21 @@ class EpisodesPanel(QWidget):
         if not folder:
             return
         try:
-            self.store = DatasetStore(folder, create=True)
+            store = DatasetStore(folder, create=True)  # writes nothing until something is recorded or edited
         except Exception as exc:  # noqa: BLE001
             self.ctl.error.emit(exc, "Opening the dataset")
             return
+        if self.store is not None and store.root == self.store.root:
+            self.refresh()
+            return
+        self.store = store
+        self.undo_stack.clear()  # edits of another dataset are not undoable from here
         self.folder_label.setText(f"Dataset: {Path(folder).name}")
         self.folder_label.setToolTip(str(folder))
-        if not self.export_dir.text():
-            self.export_dir.setText(str(Path(folder).with_name(Path(folder).name + "_lerobot")))
+        proposed = str(store.root.with_name(store.root.name + "_lerobot"))
+        if not self.export_dir.text().strip() or self.export_dir.text().strip() == self._export_default:
+            self.export_dir.setText(proposed)  # the default follows the dataset; a folder the operator typed stays
+        self._export_default = proposed
         self.refresh()
 
     def _open_dataset(self) -> None:
@@ -217,12 +273,13 @@ class EpisodesPanel(QWidget):
             return
         keep = self.selected_names()
         try:
-            eps = self.store.list(include_deleted=self.show_deleted.isChecked())
+            eps = self.store.list(include_deleted=self.show_deleted.isChecked(), include_damaged=True)
         except Exception as exc:  # noqa: BLE001
             self.ctl.error.emit(exc, "Reading the dataset")
             return
         self.model.set_episodes(eps)
         self._count()
+        self._show_damaged([e for e in eps if e.damaged and not e.deleted])
         if keep:
             self.select_names(keep)
         elif self.current and self.model.row_of(self.current) < 0:
@@ -230,13 +287,21 @@ class EpisodesPanel(QWidget):
             self.current = None
         self._update_actions()
 
+    def _show_damaged(self, damaged: list) -> None:
+        self.damaged_label.setVisible(bool(damaged))
+        if damaged:
+            names = ", ".join(e.file_name for e in damaged)
+            self.damaged_label.setText(f"⚠ {len(damaged)} damaged, skipped by export: {names}")
+            self.damaged_label.setToolTip("<br>".join(f"<b>{e.file_name}</b>: {e.damaged}" for e in damaged)
+                                          + "<br>Select one and press Delete to move it to the trash.")
+
     def _filter(self, **kw) -> None:
         self.proxy.set_filters(**kw)
         self._count()
 
     def _count(self) -> None:
         n, shown = len(self.model.episodes), self.proxy.rowCount()
-        ok = sum(1 for e in self.model.episodes if e.outcome == "success" and not e.deleted)
+        ok = sum(1 for e in self.model.episodes if e.outcome == "success" and not e.deleted and not e.damaged)
         self.count_label.setText(f"{shown} of {n} episodes shown · {ok} labelled success")
 
     # -- selection -------------------------------------------------------------------------------------------------
@@ -267,15 +332,27 @@ class EpisodesPanel(QWidget):
         self._update_actions()
 
     def _load(self, name: str) -> None:
+        e = self.current_summary()
+        if e is not None and e.damaged:  # nothing to play: say why instead of failing in the player
+            self.player.unload()
+            self.player.title.setText(f"{name} is damaged: {e.damaged}")
+            self._show_outcome(None)
+            return
         try:
             self.player.load(self.store.path(name, include_deleted=True))
         except Exception as exc:  # noqa: BLE001
             self.ctl.error.emit(exc, f"Opening {name}")
             return
         info = self.player.info
-        for o, b in self.outcome_btns.items():
-            b.setChecked(o == info.outcome)
+        self._show_outcome(info.outcome)
         self.notes.setPlainText(info.notes)
+
+    def _show_outcome(self, outcome: str | None) -> None:
+        """Highlight the current label's button (none for no episode)."""
+        self.outcome_group.setExclusive(False)
+        for o, b in self.outcome_btns.items():
+            b.setChecked(o == outcome)
+        self.outcome_group.setExclusive(True)
 
     def current_summary(self):
         r = self.model.row_of(self.current) if self.current else -1
@@ -286,13 +363,13 @@ class EpisodesPanel(QWidget):
         has = e is not None
         for w in (*self.outcome_btns.values(), self.notes, self.save_notes_btn, self.seg_add, self.seg_text,
                   self.seg_apply, self.seg_del):
-            w.setEnabled(has and not e.deleted)
+            w.setEnabled(has and not e.deleted and not e.damaged)
         self.delete_btn.setEnabled(bool(self.selected_names()) and not (has and e.deleted))
         self.restore_btn.setVisible(self.show_deleted.isChecked())
         self.restore_btn.setEnabled(has and e.deleted)
-        self.replay_btn.setEnabled(has and not e.deleted and self.ctl.connected and not self.ctl.teleop_running
-                                   and self.ctl.replay_job is None)
-        self.export_btn.setEnabled(self.store is not None and bool(self.model.episodes))
+        self.replay_btn.setEnabled(has and not e.deleted and not e.damaged and self.ctl.connected
+                                   and not self.ctl.teleop_running and self.ctl.replay_job is None)
+        self.export_btn.setEnabled(self.store is not None and any(not x.damaged for x in self.model.episodes))
 
     # -- labels, notes, segments ------------------------------------------------------------------------------------
     def _after_edit(self, info) -> None:
@@ -300,37 +377,68 @@ class EpisodesPanel(QWidget):
         if r >= 0:  # refresh just this row from the store (it re-reads only changed files)
             self.refresh()
 
-    def set_outcome(self, outcome: str) -> None:
-        if not self.current:
+    def _write(self, name: str, field: str, value) -> object:
+        """Write one field of an episode through the store (also used by undo / redo) and show the result."""
+        if field == "outcome":
+            info = self.store.label(name, value)
+        elif field == "notes":
+            info = self.store.set_notes(name, value)
+        else:
+            info = self.store.set_segments(name, value)
+        if name == self.current and self.player.info is not None:
+            self.player.info.outcome, self.player.info.notes = info.outcome, info.notes
+            self.player.info.segments = info.segments
+            self._show_outcome(info.outcome)
+            if field == "notes" and self.notes.toPlainText() != info.notes:
+                self.notes.setPlainText(info.notes)
+            if field == "segments" and self.player.timeline.segments != info.segments:
+                self.player.timeline.set_segments(info.segments)
+        self._after_edit(info)
+        return info
+
+    def _undoable(self, name: str, field: str, before, after, text: str, context: str) -> None:
+        if before == after:
             return
         try:
-            info = self.store.label(self.current, outcome)
+            self._write(name, field, after)
         except Exception as exc:  # noqa: BLE001
-            self.ctl.error.emit(exc, "Labelling")
+            self.ctl.error.emit(exc, context)
+            self._write_quietly(name, field, before)
             return
-        self._after_edit(info)
+        self.undo_stack.push(LabelEdit(self._apply_from_stack, name, field, before, after, text))
+
+    def _apply_from_stack(self, name: str, field: str, value) -> None:
+        try:
+            self._write(name, field, value)
+        except Exception as exc:  # noqa: BLE001
+            self.ctl.error.emit(exc, "Undo / redo")
+
+    def _write_quietly(self, name: str, field: str, value) -> None:
+        """Put the view back after a failed edit (the store still holds `value`)."""
+        if name == self.current and field == "segments" and self.player.info is not None:
+            self.player.timeline.set_segments(value)
+        elif name == self.current and field == "outcome":
+            self._show_outcome(value)
+
+    def set_outcome(self, outcome: str) -> None:
+        if not self.current or self.player.info is None:
+            return
+        before = self.player.info.outcome
+        self._undoable(self.current, "outcome", before, outcome, f"label {self.current} {outcome}", "Labelling")
+        self._show_outcome(self.player.info.outcome)
 
     def save_notes(self) -> None:
-        if not self.current:
+        if not self.current or self.player.info is None:
             return
-        try:
-            info = self.store.set_notes(self.current, self.notes.toPlainText())
-        except Exception as exc:  # noqa: BLE001
-            self.ctl.error.emit(exc, "Saving notes")
-            return
-        self._after_edit(info)
+        self._undoable(self.current, "notes", self.player.info.notes, self.notes.toPlainText(),
+                       f"notes of {self.current}", "Saving notes")
 
     def save_segments(self, segments: list) -> None:
-        if not self.current:
+        if not self.current or self.player.info is None:
             return
-        try:
-            info = self.store.set_segments(self.current, segments)
-        except Exception as exc:  # noqa: BLE001
-            self.ctl.error.emit(exc, "Saving segments")
-            self.player.timeline.set_episode(self.player.info.steps, self.store.show(self.current).segments)
-            return
-        self.player.info.segments = info.segments
-        self._after_edit(info)
+        before = list(self.player.info.segments)
+        self._undoable(self.current, "segments", before, list(segments), f"segment edit in {self.current}",
+                       "Saving segments")
 
     def _segment_selected(self, i: int) -> None:
         tl = self.player.timeline
@@ -401,14 +509,16 @@ class EpisodesPanel(QWidget):
             self.export_dir.setText(d)
 
     def export_names(self) -> list[str]:
-        if self.export_scope.currentIndex() == 1:
-            return self.selected_names()
-        names = []
-        for r in range(self.proxy.rowCount()):
-            e = self.model.episode(self.proxy.mapToSource(self.proxy.index(r, 0)).row())
-            if not e.deleted:
-                names.append(e.name)
-        return names
+        """The episodes the export scope picks; damaged and deleted episodes are never exported."""
+        scope = EXPORT_SCOPES[self.export_scope.currentIndex()]
+        if scope == "selected episodes":
+            chosen = [self.model.episode(self.model.row_of(n)) for n in self.selected_names()]
+        elif scope == "shown episodes":
+            chosen = [self.model.episode(self.proxy.mapToSource(self.proxy.index(r, 0)).row())
+                      for r in range(self.proxy.rowCount())]
+        else:
+            chosen = [e for e in self.model.episodes if e.outcome == "success" and e.quality == "pass"]
+        return [e.name for e in chosen if not e.deleted and not e.damaged]
 
     def export(self):
         from recorder.export_lerobot import export_lerobot
@@ -416,19 +526,26 @@ class EpisodesPanel(QWidget):
         names = self.export_names()
         out = self.export_dir.text().strip()
         if not names:
-            self.ctl.error.emit(_info("Nothing to export", "Select episodes or clear the filters."), "")
+            scope = EXPORT_SCOPES[self.export_scope.currentIndex()]
+            self.ctl.error.emit(_info("Nothing to export", f"No {scope} (damaged episodes are left out): label "
+                                      "episodes, pick another scope or clear the filters."), "")
             return None
         if not out:
             self.ctl.error.emit(_info("Choose an export folder", "Type a folder path next to “Export”."), "")
             return None
+        target = Path(out).expanduser()
+        if target.exists() and not self.confirm_overwrite(target):
+            return None
         paths = [self.store.path(n) for n in names]
+        task_source = "segments" if self.task_from_segments.isChecked() else "task"
 
         def work(ctx):
             def progress(text: str, fraction: float) -> None:
                 ctx.check()  # Cancel: export_lerobot removes its partial output; an earlier export stays
                 ctx.progress(text, fraction)
 
-            return export_lerobot(paths, Path(out), robot_type="aloha", overwrite=True, progress=progress)
+            return export_lerobot(paths, target, robot_type="aloha", overwrite=True, progress=progress,
+                                  task_source=task_source)
 
         job = self.jobs.submit(f"Exporting {len(paths)} episodes", work, cancellable=True,
                                on_success=self._exported, on_error=lambda e: self.ctl.error.emit(e, "Export"))

@@ -46,7 +46,8 @@ class EpisodePlayer(QWidget):
         self.timeline = SegmentTimeline()
         lay.addWidget(self.timeline)
         self.plots = JointPlots(columns=4)
-        self.plots.title.setText("JOINTS (LEADER = ACTION, FOLLOWER = STATE)")
+        self.plots.title.setText("JOINTS")  # short: a long caption widened the player and squeezed the table
+        self.plots.title.setToolTip("leader = the recorded action, follower = the state")
         lay.addWidget(self.plots, 4)
         self._timer = QTimer(self)
         self._timer.setInterval(40)

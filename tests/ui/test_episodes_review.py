@@ -1,0 +1,155 @@
+"""The Episodes tab on the real window (no rig needed): damaged episodes are listed with the reason and skipped;
+the two-lane timeline selects the block drawn under a click and a shared boundary drag moves both neighbours;
+labels and segment edits undo and redo; the outcome buttons show the current label; export asks before
+replacing, defaults to "successes that passed quality" and keeps the task prompt."""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+from PyQt6.QtCore import QPoint, Qt
+from PyQt6.QtTest import QTest
+
+from recorder.format import Segment
+from recorder.segments import lane
+from tests.recorder.helpers import DAMAGED, damaged_dataset
+from ui.episodes.model import COL
+
+
+def _open(qtbot, window, root, rows: int):
+    ep = window.episodes_panel
+    window.show_tab(ep)
+    ep.set_dataset(str(root))
+    qtbot.waitUntil(lambda: ep.model.rowCount() == rows, timeout=10000)
+    return ep
+
+
+def _select(qtbot, ep, name: str):
+    ep.select_names([name])
+    qtbot.waitUntil(lambda: ep.current == name, timeout=10000)
+
+
+def test_damaged_dataset_in_the_episodes_tab(qtbot, window, tmp_path):
+    damaged_dataset(tmp_path / "ds")
+    ep = _open(qtbot, window, tmp_path / "ds", 6)
+    text, tip = ep.damaged_label.text(), ep.damaged_label.toolTip()
+    assert ep.damaged_label.isVisible() and "4 damaged" in text
+    for name, words in DAMAGED.items():
+        assert f"{name}.hdf5" in text and f"<b>{name}.hdf5</b>: " in tip and words in tip
+        row = ep.model.row_of(name)
+        assert ep.model.data(ep.model.index(row, COL["Label"])) == "damaged"
+        assert words in ep.model.data(ep.model.index(row, COL["Task"]), Qt.ItemDataRole.ToolTipRole)
+    _select(qtbot, ep, "episode_3")  # selecting one says why instead of failing in the player
+    assert "damaged" in ep.player.title.text() and not ep.outcome_btns["success"].isEnabled()
+    assert window.banner.current is None, window.banner.current
+    _select(qtbot, ep, "episode_0")  # the good ones play
+    assert ep.player.info is not None and set(ep.player.tiles) == {"cam_high", "cam_left_wrist"}
+    # export: the default scope (successes that passed quality) takes the two good ones and skips the damaged
+    assert ep.export_scope.currentText() == "successes that passed quality"
+    assert ep.export_names() == ["episode_0", "episode_1"]
+    assert ep.export_dir.text() == str(tmp_path / "ds_lerobot")  # the default follows the dataset
+    results = []
+    ep.exported.connect(results.append)
+    job = ep.export()
+    qtbot.waitUntil(lambda: bool(results) or job.error is not None, timeout=60000)
+    assert job.error is None and results[0].episodes == 2
+    data = pq.read_table(tmp_path / "ds_lerobot" / "data" / "chunk-000" / "file-000.parquet").to_pydict()
+    tasks = pq.read_table(tmp_path / "ds_lerobot" / "meta" / "tasks.parquet").to_pydict()
+    assert {tasks["task"][tasks["task_index"].index(t)] for t in data["task_index"]} == {"transfer the cube"}
+    # exporting again asks before replacing; "no" leaves it alone
+    asked = []
+    ep.confirm_overwrite = lambda out: asked.append(out) or False
+    assert ep.export() is None and asked == [tmp_path / "ds_lerobot"]
+    # deleting a damaged episode moves it to the trash and out of the warning
+    ep.select_names(["episode_2"])
+    qtbot.mouseClick(ep.delete_btn, Qt.MouseButton.LeftButton)
+    assert "episode_2.hdf5" not in ep.damaged_label.text() and "episode_3.hdf5" in ep.damaged_label.text()
+
+
+def _episode_with_lanes(qtbot, window, tmp_path):
+    ds = damaged_dataset(tmp_path / "ds")  # episode_0: auto lane approach [0,30) grasp [30,60)
+    ds.set_segments("episode_0", [*ds.show("episode_0").segments, Segment(10, 40, "lift"), Segment(40, 60, "place")])
+    ep = _open(qtbot, window, tmp_path / "ds", 6)
+    _select(qtbot, ep, "episode_0")
+    return ep, ep.player.timeline
+
+
+def test_timeline_click_selects_the_drawn_block_and_a_drag_moves_both_neighbours(qtbot, window, tmp_path):
+    ep, tl = _episode_with_lanes(qtbot, window, tmp_path)
+    assert [s.text for s in tl.segments] == ["approach", "grasp", "lift", "place"]
+    # a click selects the block drawn under the pointer, in its lane
+    for text, step, ln in (("approach", 20, "auto"), ("lift", 20, "operator"), ("grasp", 35, "auto"),
+                           ("lift", 35, "operator"), ("place", 50, "operator")):
+        QTest.mouseClick(tl, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                         QPoint(round(tl.x_of(step + 0.5)), tl.lane_y(ln)))
+        assert tl.selected >= 0 and tl.segments[tl.selected].text == text, (text, step, ln)
+        assert ep.seg_text.text() == text
+    # drag the shared boundary lift|place (step 40) to 48: both neighbours move, nothing overlaps
+    y = tl.lane_y("operator")
+    QTest.mousePress(tl, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(round(tl.x_of(40)), y))
+    QTest.mouseMove(tl, QPoint(round(tl.x_of(48)), y))
+    QTest.mouseRelease(tl, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(round(tl.x_of(48)), y))
+    ops = lane(ep.store.show("episode_0").segments, "operator")
+    assert [(s.start, s.end, s.text) for s in ops] == [(10, 48, "lift"), (48, 60, "place")]
+    assert lane(ep.store.show("episode_0").segments, "auto")[1].start == 30  # the other lane did not move
+    # "+ Add at cursor" inside "lift" takes the rest of it; a shorter one splits it (overlaps are resolved)
+    ep.player.set_step(40)
+    ep.seg_text.setText("lower")
+    qtbot.mouseClick(ep.seg_add, Qt.MouseButton.LeftButton)
+    ops = lane(ep.store.show("episode_0").segments, "operator")
+    assert [(s.start, s.end, s.text) for s in ops] == [(10, 40, "lift"), (40, 48, "lower"), (48, 60, "place")]
+    ep.player.set_step(20)
+    tl.add_segment(length=5, text="pinch")
+    ops = lane(ep.store.show("episode_0").segments, "operator")
+    assert [s.text for s in ops] == ["lift", "pinch", "lift", "lower", "place"]
+    for a, b in zip(ops, ops[1:]):
+        assert a.end <= b.start
+
+
+def test_undo_redo_of_labels_and_segment_edits(qtbot, window, tmp_path):
+    ep, tl = _episode_with_lanes(qtbot, window, tmp_path)
+    store = ep.store
+    assert ep.outcome_btns["success"].isChecked()  # the buttons show the episode's current label
+    qtbot.mouseClick(ep.outcome_btns["failure"], Qt.MouseButton.LeftButton)
+    assert store.show("episode_0").outcome == "failure" and ep.outcome_btns["failure"].isChecked()
+    # rename a segment, then undo both edits with Ctrl+Z (focus on the table, not a text field)
+    tl.select(next(i for i, s in enumerate(tl.segments) if s.text == "lift"))
+    ep.seg_text.setText("lift the cube")
+    qtbot.mouseClick(ep.seg_apply, Qt.MouseButton.LeftButton)
+    assert "lift the cube" in [s.text for s in store.show("episode_0").segments]
+    ep.table.setFocus()
+    QTest.keyClick(ep.table, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert "lift" in [s.text for s in store.show("episode_0").segments]
+    assert "lift" in [s.text for s in tl.segments] and "lift the cube" not in [s.text for s in tl.segments]
+    QTest.keyClick(ep.table, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert store.show("episode_0").outcome == "success" and ep.outcome_btns["success"].isChecked()
+    assert ep.model.data(ep.model.index(ep.model.row_of("episode_0"), COL["Label"])) == "success"
+    QTest.keyClick(ep.table, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert store.show("episode_0").outcome == "failure" and ep.outcome_btns["failure"].isChecked()
+    qtbot.mouseClick(ep.redo_btn, Qt.MouseButton.LeftButton)
+    assert "lift the cube" in [s.text for s in store.show("episode_0").segments]
+    # deleting a segment undoes too
+    n = len(store.show("episode_0").segments)
+    tl.setFocus()
+    QTest.keyClick(tl, Qt.Key.Key_Delete)
+    assert len(store.show("episode_0").segments) == n - 1
+    qtbot.mouseClick(ep.undo_btn, Qt.MouseButton.LeftButton)
+    assert len(store.show("episode_0").segments) == n
+
+
+def test_segs_column_is_visible_at_the_default_width(qtbot, window, tmp_path):
+    size = window.size()
+    ep, _tl = _episode_with_lanes(qtbot, window, tmp_path)
+    qtbot.wait(200)  # let the layout settle after the live view hid
+    assert window.size() == size  # damaged rows and their warning do not grow the window
+    hdr = ep.table.horizontalHeader()
+    right = hdr.sectionViewportPosition(COL["Segs"]) + hdr.sectionSize(COL["Segs"])
+    assert hdr.sectionSize(COL["Segs"]) >= hdr.fontMetrics().horizontalAdvance("Segs")
+    assert right <= ep.table.viewport().width()
+    assert hdr.sectionSize(COL["Task"]) >= 80  # and the task is still readable
+
+
+def test_launching_the_app_writes_nothing_into_the_dataset_folder(qtbot, window, tmp_path):
+    """The window opens on the remembered/default dataset; nothing may be created before it is used."""
+    window.show_tab(window.episodes_panel)
+    qtbot.wait(100)
+    assert window.episodes_panel.store is not None
+    assert not (tmp_path / "dataset").exists()  # the folder the window fixture points the app at
