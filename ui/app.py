@@ -187,7 +187,6 @@ class MainWindow(QMainWindow):
     # -- actions ------------------------------------------------------------------------------------------------
     def estop(self) -> None:
         self.ctl.estop("operator")
-        self.record_panel.on_estop()
 
     def show_error(self, exc, context: str = "") -> None:
         r = self.banner.show_error(exc, context)
@@ -212,8 +211,11 @@ class MainWindow(QMainWindow):
         self._update_title()
 
     def _on_teleop_state(self, state: str) -> None:
-        text = {"idle": "Teleop idle", "starting": "Starting up", "waiting_for_squeeze": "Waiting for squeeze",
-                "running": "Teleoperating", "stopping": "Stopping"}.get(state, state)
+        mode = self.ctl.mode.value if self.ctl.teleop_running else "idle"
+        running = {"teleop": "Teleoperating", "recording": "Recording", "replay": "Replaying", "trial": "Trial"}
+        text = {"idle": "Arms idle", "starting": "Starting up", "waiting_for_squeeze": "Waiting for squeeze",
+                "aligning": "Aligning to leaders", "countdown": "Countdown", "reset": "Reset the scene",
+                "running": running.get(mode, "Running"), "stopping": "Stopping"}.get(state, state)
         status = {"idle": "idle", "running": "ok"}.get(state, "warn")
         if self.ctl.estopped:
             self.teleop_pill.set("E-STOP", "fail")

@@ -1,26 +1,27 @@
-"""The GUI's handle on the rig: owns the Rig and the control thread that runs the TeleopLoop.
+"""The GUI's thin adapter over `workbench.session.RigSession`: connect/disconnect jobs, and the session's typed
+events re-emitted as Qt signals on the GUI thread.
 
-Threads: the control loop runs on its own Python thread. Its only GUI hook is a listener that stores the newest
+Nothing here decides what the arms do: start-up, shutdown, e-stop, parking and recording belong to the session
+(the same object the CLI uses). The control thread's only GUI hook is a tick listener that stores the newest
 `Tick` in a slot (one reference assignment) and keeps a cheap running max of the period; the GUI polls that slot
-with a QTimer (~20 Hz) for previews, plots and rates. State changes (connected, teleop steps, errors, e-stop) come
-back as Qt signals, which Qt queues onto the GUI thread. No widget is touched off the GUI thread.
+with a QTimer (~20 Hz) for previews, plots and rates.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from drivers.errors import DriverError
 from ui.tasks import JobContext, JobRunner
+from workbench import events as ev
 from workbench.config import RigConfig, load_rig_config
+from workbench.control import Tick
 from workbench.rig import Rig, build_rig
-from workbench.teleop import TeleopLoop, TeleopStopped, Tick
+from workbench.session import RigSession
 
 log = logging.getLogger(__name__)
 
@@ -29,32 +30,29 @@ class RigController(QObject):
     configChanged = pyqtSignal(object)  # RigConfig
     connectionChanged = pyqtSignal(bool)
     connectProgress = pyqtSignal(str)
-    teleopState = pyqtSignal(str)  # idle | starting | waiting_for_squeeze | running | stopping
-    teleopStep = pyqtSignal(str)  # start-up / shutdown ceremony steps, in words
-    teleopFinished = pyqtSignal(object)  # TimingSummary or None
+    sessionEvent = pyqtSignal(object)  # every workbench.events event, on the GUI thread
+    teleopState = pyqtSignal(str)  # workbench.events.Phase value: starting | waiting_for_squeeze | running | ...
+    teleopStep = pyqtSignal(str)  # sequence steps, in words
+    teleopFinished = pyqtSignal(object)  # TimingSummary or None, after a mode ended
     estopChanged = pyqtSignal(bool)
-    error = pyqtSignal(object, str)  # exception, context ("Connect", "Teleop")
+    error = pyqtSignal(object, str)  # exception (or text), context ("Connect", "Teleop")
     armStatus = pyqtSignal(object)  # list[ArmStatus]
-    _controlDone = pyqtSignal(object, object)  # (thread, summary): the control thread's last word, queued
+    _event = pyqtSignal(object)  # from the control thread: queued to the GUI thread
 
     def __init__(self, jobs: JobRunner, realtime_sim: bool = True, parent=None):
         super().__init__(parent)
         self.jobs = jobs
         self.realtime_sim = realtime_sim
         self.config: RigConfig | None = None
-        self.rig: Rig | None = None
-        self.loop: TeleopLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_flag = False
+        self.session: RigSession | None = None
         self._latest: Tick | None = None  # lock-free slot: written by the control thread, read by the GUI
         self._max_period = 0.0
-        self._extra_listeners: list[Callable[[Tick], None]] = []
         self.last_summary = None
-        self.runner_result = None
         self.connecting = False
-        self.state = "idle"
+        self.state = "idle"  # the session's phase, as last seen on the GUI thread
+        self.mode = ev.Mode.IDLE
         self.replay_job = None  # the running replay (ui.tasks.Job), if any
-        self._controlDone.connect(self._on_control_done)
+        self._event.connect(self._on_event)
 
     # -- configuration ---------------------------------------------------------------------------------
     def load_config(self, ref: str) -> RigConfig:
@@ -68,14 +66,21 @@ class RigController(QObject):
 
     # -- connect / disconnect --------------------------------------------------------------------------
     @property
+    def rig(self) -> Rig | None:
+        return self.session.rig if self.session is not None else None
+
+    @property
     def connected(self) -> bool:
-        return self.rig is not None and self.rig.connected
+        return self.session is not None and self.session.rig.connected
 
     @property
     def teleop_running(self) -> bool:
-        """True from start until the GUI thread has handled the run's end (`teleopFinished`). Not `is_alive()`:
-        a new run started between the thread's exit and that queued signal would be taken for the one ending."""
-        return self._thread is not None
+        """True while a mode (teleop, recording, replay, trial) drives the arms, until the GUI has seen it end."""
+        return self.mode is not ev.Mode.IDLE
+
+    @property
+    def loop(self):
+        return self.session.loop if self.session is not None else None
 
     def connect_rig(self, ref: str | None = None):
         """Build and connect the rig on a worker thread; returns the Job (progress/cancel/error signals)."""
@@ -109,7 +114,10 @@ class RigController(QObject):
 
     def _on_connected(self, rig: Rig) -> None:
         self.connecting = False
-        self.rig = rig
+        session = RigSession(rig)
+        session.subscribe(self._event.emit)  # control thread -> queued signal
+        session.add_tick_listener(self._on_tick)
+        self.session = session
         self.connectionChanged.emit(True)
         self.refresh_status()
 
@@ -122,41 +130,45 @@ class RigController(QObject):
         self.connecting = False
         self.connectionChanged.emit(False)
 
-    def disconnect_rig(self):
-        """Stop teleop (if any), then hold the followers and disconnect, off the GUI thread."""
-        rig = self.rig
-        if rig is None:
+    def disconnect_rig(self, torque_off_here: bool = False):
+        """Stop the running mode, park the followers at the sleep pose (or, only when asked, torque off where they
+        stand), then disconnect; off the GUI thread. With the e-stop engaged the session refuses to park: the
+        error says what to do and the rig stays connected."""
+        session = self.session
+        if session is None:
             return None
-        self.stop_teleop()
-        thread = self._thread
 
         def work(ctx: JobContext) -> None:
-            if thread is not None:
-                ctx.progress("Stopping teleoperation")
-                thread.join(timeout=10)
-            ctx.progress("Holding the followers and disconnecting")
-            rig.disconnect()
+            session.close(torque_off_here=torque_off_here, progress=lambda m: ctx.progress(m))
 
-        self.rig = None
-        self._latest = None
-        return self.jobs.submit("Disconnecting", work, on_success=lambda _: self.connectionChanged.emit(False),
-                                on_error=lambda e: (self.error.emit(e, "Disconnect"), self.connectionChanged.emit(False)))
+        def done(_):
+            self.session = None
+            self._latest = None
+            self.connectionChanged.emit(False)
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Blocking: used when the window closes."""
-        self.stop_teleop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        def failed(exc):
+            self.error.emit(exc, "Disconnect")
+            if not session.rig.connected:
+                done(None)
+
+        return self.jobs.submit("Disconnecting", work, on_success=done, on_error=failed)
+
+    def shutdown(self, timeout: float = 15.0, torque_off_here: bool = False) -> None:
+        """Blocking (the window closes): stop, park, disconnect. Parking refused (e-stop): torque off."""
+        from workbench.session import ParkRefused
+
         self.jobs.wait(int(timeout * 1000))
-        if self.rig is not None:
-            self.rig.disconnect()
-            self.rig = None
+        if self.session is not None:
+            try:
+                self.session.close(torque_off_here=torque_off_here)
+            except ParkRefused:
+                self.session.close(torque_off_here=True)
+            self.session = None
 
     # -- status ------------------------------------------------------------------------------------------
     def refresh_status(self):
-        """Per-arm status (torque, temperature, errors) on a worker thread. Skipped while teleoperating: each
-        status read is several bus transactions under the I/O lock and would cost the control loop time."""
+        """Per-arm status (torque, temperature, errors) on a worker thread. Skipped while a mode runs: each status
+        read is several bus transactions under the I/O lock and would cost the control loop time."""
         rig = self.rig
         if rig is None or self.teleop_running:
             return None
@@ -169,31 +181,65 @@ class RigController(QObject):
             return None
 
         def work(ctx: JobContext):
-            rig.reboot(arm, joint)
+            rig.reboot(arm, joint)  # through the safety layer: refused while the e-stop is engaged
             return rig.arm_status()
 
         return self.jobs.submit(f"Rebooting {arm} / {joint}", work, on_success=self.armStatus.emit,
                                 on_error=lambda e: self.error.emit(e, f"Reboot {arm}/{joint}"))
 
-    def replay(self, path):
-        """Replay a recorded episode on the followers (workbench.replay, through the safety layer) on a worker
-        thread; Cancel stops it and holds the arms. Teleop cannot start meanwhile. Returns the Job or None."""
-        from workbench.replay import replay_episode
+    def camera_stats(self) -> dict:
+        return self.rig.camera_stats() if self.rig is not None else {}
 
-        rig = self.rig
-        if rig is None or not rig.connected:
-            self.error.emit("Connect a rig first (Rig tab).", "Replay")
+    # -- modes -------------------------------------------------------------------------------------------
+    def _begin(self, context: str, start: Callable[[RigSession], Any]) -> bool:
+        if self.session is None or not self.connected:
+            self.error.emit("Connect a rig first (Rig tab).", context)
+            return False
+        try:
+            start(self.session)
+        except Exception as exc:  # noqa: BLE001 - busy, e-stop engaged, no leaders: shown, not raised
+            self.error.emit(exc, context)
+            return False
+        self.mode = self.session.mode
+        self._max_period = 0.0
+        return True
+
+    def start_teleop(self, wait_for_squeeze: bool = True, seed: int | None = None) -> bool:
+        return self._begin("Teleop", lambda s: s.start_teleop(wait_for_squeeze=wait_for_squeeze, seed=seed))
+
+    def start_recording(self, store, settings, events, wait_for_squeeze: bool = True):
+        """Returns the running workbench.recording.RecordingSession (episode timer, saved list), or None."""
+        started: list = []
+        ok = self._begin("Record", lambda s: started.append(s.start_recording(store, settings, events,
+                                                                              wait_for_squeeze=wait_for_squeeze)))
+        return started[0] if ok else None
+
+    def stop_teleop(self) -> None:
+        """Stop whatever mode runs, once (a recording keeps its current episode and records no more)."""
+        if self.session is not None:
+            self.session.stop()
+
+    def replay(self, path):
+        """Replay an episode through the session; a Job (progress, Cancel = stop, result) for the Episodes tab."""
+        if self.replay_job is not None:
+            self.error.emit("A replay is already running.", "Replay")
             return None
-        if self.teleop_running or self.replay_job is not None:
-            self.error.emit("Stop teleoperation (or the running replay) first.", "Replay")
+        if not self._begin("Replay", lambda s: s.start_replay(path)):
             return None
-        if rig.safety.estopped:
-            from drivers.errors import SafetyError
-            self.error.emit(SafetyError("the e-stop is engaged"), "Replay")
-            return None
+        session = self.session
 
         def work(ctx: JobContext):
-            return replay_episode(rig, path, progress=lambda m: ctx.progress(m), stop=ctx.cancel_event)
+            say = lambda e: ctx.progress(e.text) if isinstance(e, ev.StepMessage) else None  # noqa: E731
+            session.subscribe(say)
+            try:
+                while not session.wait(0.1):
+                    if ctx.cancelled:
+                        session.stop()
+            finally:
+                session.unsubscribe(say)
+            if session.last_error is not None:
+                raise session.last_error
+            return session.result
 
         job = self.jobs.submit(f"Replaying {Path(path).stem}", work, cancellable=True,
                                on_error=lambda e: self.error.emit(e, "Replay"))
@@ -201,106 +247,28 @@ class RigController(QObject):
         job.finished.connect(lambda: setattr(self, "replay_job", None))
         return job
 
-    def camera_stats(self) -> dict:
-        return self.rig.camera_stats() if self.rig is not None else {}
-
-    # -- teleoperation -------------------------------------------------------------------------------------
-    def add_tick_listener(self, fn: Callable[[Tick], None]) -> None:
-        """Extra per-tick listeners (the recording session) for the current and future loops."""
-        self._extra_listeners.append(fn)
-        if self.loop is not None:
-            self.loop.add_listener(fn)
-
-    def remove_tick_listener(self, fn: Callable[[Tick], None]) -> None:
-        if fn in self._extra_listeners:
-            self._extra_listeners.remove(fn)
-        if self.loop is not None:
-            self.loop.remove_listener(fn)
-
-    def start_teleop(self, wait_for_squeeze: bool = True, seed: int | None = None,
-                     runner: Callable[[TeleopLoop], Any] | None = None) -> bool:
-        """Start-up ceremony, then `loop.run()` until stopped, or `runner(loop)` (a recording session's run) after
-        the start-up; then the shutdown ceremony. All on the control thread."""
-        rig = self.rig
-        if rig is None or not rig.connected:
-            self.error.emit("Connect a rig first (Rig tab).", "Teleop")
-            return False
-        if self.teleop_running:
-            return False
-        if self.replay_job is not None:
-            self.error.emit("A replay is driving the arms: wait for it or cancel it (Episodes tab).", "Teleop")
-            return False
-        if rig.safety.estopped:
-            from drivers.errors import SafetyError
-            self.error.emit(SafetyError("the e-stop is engaged"), "Teleop")
-            return False
-        loop = TeleopLoop(rig)
-        loop.add_listener(self._on_tick)
-        for fn in self._extra_listeners:
-            loop.add_listener(fn)
-        self.loop = loop
-        self._stop_flag = False
-        self._max_period = 0.0
-        self._thread = threading.Thread(target=self._control_thread, args=(loop, wait_for_squeeze, seed, runner),
-                                        name="teleop-control", daemon=True)
-        self._set_state("starting")
-        self._thread.start()
-        return True
-
-    def stop_teleop(self) -> None:
-        self._stop_flag = True
-        if self.loop is not None:
-            self.loop.request_stop()
-
-    def _set_state(self, state: str) -> None:
-        self.state = state
-        self.teleopState.emit(state)
-
-    def _control_thread(self, loop: TeleopLoop, squeeze: bool, seed: int | None, runner) -> None:
-        rig = loop.rig
-        summary = None
-
-        def step(msg: str) -> None:
-            self.teleopStep.emit(msg)
-            if loop.state != self.state:
-                self._set_state(loop.state)
-
-        try:
-            if rig.sim is not None:
-                rig.begin_episode(seed if seed is not None else rig.config.sim.seed)
-            loop.startup(progress=step, wait_for_squeeze=squeeze)
-            if not self._stop_flag and not rig.safety.estopped:
-                self._set_state("running")
-                if runner is not None:
-                    self.runner_result = None
-                    self.runner_result = runner(loop)
-                    summary = loop.timing.summary()
-                else:
-                    summary = loop.run()
-        except TeleopStopped as exc:
-            if not rig.safety.estopped:
-                self.error.emit(exc, "Teleoperation")
-            summary = loop.timing.summary()
-        except DriverError as exc:
-            if not rig.safety.estopped:
-                self.error.emit(exc, "Teleop start-up")
-        except Exception as exc:  # noqa: BLE001 - recorder errors, bugs: followers were held by the loop; show
-            self.error.emit(exc, "Recording" if runner is not None else "Teleoperation")
-        finally:
-            try:
-                if rig.connected and not rig.safety.estopped:
-                    loop.shutdown(progress=step)
-            except Exception as exc:  # noqa: BLE001
-                self.error.emit(exc, "Teleop shutdown")
-            self.last_summary = summary
-            self._set_state("idle")
-            self.teleopStep.emit("Stopped" if not rig.safety.estopped else "E-stop engaged: followers held")
-            self._controlDone.emit(threading.current_thread(), summary)
-
-    def _on_control_done(self, thread, summary) -> None:
-        if thread is self._thread:
-            self._thread = None
-        self.teleopFinished.emit(summary)
+    # -- events (GUI thread) -------------------------------------------------------------------------------
+    def _on_event(self, e: ev.RigEvent) -> None:
+        if isinstance(e, ev.PhaseChanged):
+            self.state = e.phase.value
+            self.teleopState.emit(self.state)
+        elif isinstance(e, ev.ModeChanged):
+            if e.mode is not ev.Mode.IDLE:
+                self.mode = e.mode
+        elif isinstance(e, ev.StepMessage):
+            self.teleopStep.emit(e.text)
+        elif isinstance(e, ev.EstopChanged):
+            self.estopChanged.emit(e.engaged)
+        elif isinstance(e, ev.SessionError):
+            self.error.emit(e.error, e.context)
+        elif isinstance(e, ev.Stopped):
+            self.mode = ev.Mode.IDLE
+            self.last_summary = e.summary
+            self.teleopStep.emit("E-stop engaged: followers held" if e.reason == "estop" else
+                                 "Stopped by an error: followers held" if e.reason == "error" else "Stopped")
+        self.sessionEvent.emit(e)
+        if isinstance(e, ev.Stopped):
+            self.teleopFinished.emit(e.summary)
 
     def _on_tick(self, tick: Tick) -> None:
         # control thread: keep this to a couple of assignments
@@ -308,8 +276,6 @@ class RigController(QObject):
         p = tick.period
         if p > self._max_period:
             self._max_period = p
-        if self._stop_flag:
-            self.loop.request_stop()
 
     def latest_tick(self) -> Tick | None:
         return self._latest
@@ -325,20 +291,16 @@ class RigController(QObject):
 
     def estop(self, reason: str = "operator") -> None:
         """Engage from the GUI thread: blocks at most one control tick (the rig's I/O lock)."""
-        self._stop_flag = True
-        rig = self.rig
-        if rig is not None:
-            try:
-                rig.safety.estop(reason)
-            finally:
-                if self.loop is not None:
-                    self.loop.request_stop()
-        self.estopChanged.emit(True)
+        if self.session is not None:
+            self.session.estop(reason)
+        else:
+            self.estopChanged.emit(True)
 
     def release_estop(self) -> None:
-        if self.rig is not None:
-            self.rig.safety.release()
-        self.estopChanged.emit(False)
+        if self.session is not None:
+            self.session.release_estop()
+        else:
+            self.estopChanged.emit(False)
 
     def any_state(self) -> dict[str, Any]:
         return {"connected": self.connected, "teleop": self.state, "estop": self.estopped}

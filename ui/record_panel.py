@@ -207,7 +207,7 @@ class RecordPanel(QWidget):
         for i in range(9):
             self._shortcut(str(i + 1), lambda i=i: self.mark_preset(i))
         self._shortcut("0", lambda: self.mark(""))
-        controller.teleopStep.connect(self._on_step)
+        controller.sessionEvent.connect(self._on_event)
         controller.teleopFinished.connect(self._on_finished)
         controller.connectionChanged.connect(lambda _: self._update())
         controller.estopChanged.connect(lambda _: self._update())
@@ -255,7 +255,7 @@ class RecordPanel(QWidget):
     # -- session control ---------------------------------------------------------------------------------------------
     def start(self) -> bool:
         from recorder.store import DatasetStore
-        from workbench.recording import EventStream, RecordingSession, SessionSettings
+        from workbench.recording import EventStream, SessionSettings
 
         if self.session is not None:
             return False
@@ -280,29 +280,28 @@ class RecordPanel(QWidget):
         self._remember(task, folder)
         self.events = EventStream()
         cfg = self.ctl.config
+        # simulation: seeds continue from the dataset (the session picks them), so sessions never repeat a scene
         s = SessionSettings(task, self.episodes.value(), self.length.value(), self.reset.value(),
-                            self.countdown.value(), cfg.sim.seed if cfg.backend == "sim" else None)
-        self.session = RecordingSession(self.ctl.rig, store, s, self.events, progress=self._progress_from_thread)
+                            self.countdown.value(), None)
         self._saved_seen = 0
         self._drops0 = {n: st.dropped for n, st in _stats(self.ctl).items()}
         self.datasetChanged.emit(folder)
-        session = self.session
-        if self.ctl.teleop_running:  # free teleop: stop it; the session runs its own start-up ceremony
-            self.ctl.stop_teleop()
-            self._pending_start = session
-        else:
-            self._launch(session)
         self.state = "starting"
+        if self.ctl.teleop_running:  # free teleop: stop it; the session runs its own start-up sequence
+            self.ctl.stop_teleop()
+            self._pending_start = (store, s)
+        else:
+            self._launch(store, s)
         self._update()
         self.setFocus()  # keys go to the session, not to a text field
         return True
 
-    def _launch(self, session) -> None:
+    def _launch(self, store, settings) -> None:
         squeeze = self.window().teleop_panel.squeeze.isChecked() if hasattr(self.window(), "teleop_panel") else True
-        if not self.ctl.start_teleop(wait_for_squeeze=squeeze, runner=session.run):
-            self.session = None
+        self.session = self.ctl.start_recording(store, settings, self.events, wait_for_squeeze=squeeze)
+        if self.session is None:
             self.state = "idle"
-            self._update()
+        self._update()
 
     def _remember(self, task: str, folder: str) -> None:
         hist = [task] + [self.task.itemText(i) for i in range(self.task.count()) if self.task.itemText(i) != task]
@@ -335,19 +334,11 @@ class RecordPanel(QWidget):
         self._put(SessionEvent.RERECORD)
 
     def stop(self) -> None:
-        from workbench.recording import SessionEvent
-
-        if self.session is None:
+        """End the session once: the current episode is kept, no further episode starts."""
+        if self.session is None or not self.keys_active():
             return
-        self._put(SessionEvent.STOP)
-        self._end_session_flag()
+        self.ctl.stop_teleop()
         self.state_label.setText("Stopping: saving the current episode…")
-
-    def _end_session_flag(self) -> None:
-        # A STOP event that arrives between two episodes is drained (ignored) by the session's countdown; until the
-        # session exposes a stop() of its own, also set its stop flag so the session ends after this episode.
-        if self.session is not None and hasattr(self.session, "_stop_session"):
-            self.session._stop_session = True
 
     def discard_last(self) -> None:
         """Move the most recently saved episode of this session to the dataset's trash (restorable)."""
@@ -394,53 +385,41 @@ class RecordPanel(QWidget):
         self.last_mark.setText(f"at {t:.1f} s: " + (f"segment “{label}” started" if label else "segment closed"))
         return True
 
-    def on_estop(self) -> None:
-        if self.session is not None:
-            self._end_session_flag()
-
     def shutdown(self) -> None:
         if self.session is not None:
             self.stop()
 
-    # -- session progress (from the control thread, via a queued signal) -----------------------------------------------
-    def _progress_from_thread(self, msg: str) -> None:
-        self.ctl.teleopStep.emit(msg)  # a Qt signal: queued to the GUI thread
+    # -- session events (typed, queued onto the GUI thread by the controller) -----------------------------------------
+    def _on_event(self, e) -> None:
+        from workbench import events as ev
 
-    def _on_step(self, msg: str) -> None:
         if self.session is None:
             return
-        first = msg.split("\n", 1)[0]
-        if first.startswith("recording "):
+        if isinstance(e, ev.EpisodeStarted):
             self.state = "recording"
-            self.episode_name = first.split()[1]
+            self.episode_name = e.name
             self._wait_until = None
-        elif first.startswith("saved "):
+        elif isinstance(e, ev.EpisodeSaved):
             self.state = "saved"
-            saved = self.session.saved[-1] if self.session.saved else None
-            if saved is not None:
-                self._last_saved_name = saved.name
-                self.show_report(saved)
-                self.episodeSaved.emit(saved)
-                self.datasetChanged.emit(self.dataset_dir())
-        elif "starts in" in first:
-            self.state = "countdown"
-            self._wait_until = time.monotonic() + self.countdown.value()
-        elif first.startswith("reset the scene"):
-            self.state = "reset"
-            self._wait_until = time.monotonic() + self.reset.value()
-        elif "discarded" in first:
-            self.state = "rerecord"
-            self.last_mark.setText(first)
-        elif first.startswith("error:"):
-            self.ctl.error.emit(_readable("Recording stopped", first[6:].strip(), "Check the dataset folder's disk; "
-                                          "what was recorded is kept (see the Episodes tab).", "error"), "")
+            self._last_saved_name = e.episode.name
+            self.show_report(e.episode)
+            self.episodeSaved.emit(e.episode)
+            self.datasetChanged.emit(self.dataset_dir())
+        elif isinstance(e, ev.Countdown):
+            self.state = "countdown" if "starts in" in e.what else "reset"
+            self._wait_until = time.monotonic() + e.seconds_left
+        elif isinstance(e, ev.EpisodeDiscarded):
+            self.state = "rerecord" if e.rerecord else self.state
+            self.last_mark.setText(f"{e.name} discarded" + ("; recording it again" if e.rerecord else ""))
+        else:
+            return
         self._update()
 
     def _on_finished(self, _summary) -> None:
         pending = getattr(self, "_pending_start", None)
         if pending is not None:
             self._pending_start = None
-            self._launch(pending)
+            self._launch(*pending)
             return
         if self.session is not None:
             n = len(self.session.saved)
@@ -501,7 +480,8 @@ class RecordPanel(QWidget):
 
     def _update(self) -> None:
         active = self.session is not None
-        self.start_btn.setEnabled(not active and self.ctl.connected and not self.ctl.estopped)
+        pending = getattr(self, "_pending_start", None) is not None
+        self.start_btn.setEnabled(not active and not pending and self.ctl.connected and not self.ctl.estopped)
         for b in (self.next_btn, self.rerecord_btn, self.stop_btn):
             b.setEnabled(active)
         self.discard_btn.setEnabled(active and bool(self.session.saved))

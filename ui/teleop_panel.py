@@ -185,6 +185,7 @@ class TeleopPanel(QWidget):
     def on_state(self, state: str) -> None:
         text = {"idle": "Idle", "starting": "Starting up…", "waiting_for_squeeze":
                 f"<span style='color:{theme.WARN}'>Squeeze both leader grippers to start</span>",
+                "aligning": "Re-aligning followers to the leaders (slowly)…",
                 "running": f"<span style='color:{theme.OK}'>Teleoperating</span>", "stopping": "Stopping…"}
         if not self.ctl.estopped:
             self.headline.setText(text.get(state, state))

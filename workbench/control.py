@@ -7,6 +7,7 @@ must be cheap; heavy work (encoding, plotting, inference) happens elsewhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
@@ -81,6 +82,7 @@ class ControlLoop:
         self._stop = threading.Event()
         self.tick_index = 0
         self.running = False
+        self._last: Tick | None = None
         self.priority = "normal"  # the CPU priority the last run got (see workbench.timing.elevated_priority)
 
     def add_listener(self, fn: Listener) -> None:
@@ -164,20 +166,17 @@ class ControlLoop:
             log.error("could not hold the followers: %s", hold_exc)
 
     def _fault_tick(self, source: ActionSource, exc: ServoHardwareError) -> None:
-        """One last tick carrying the servo fault, so a recording stores it (quality check `servo_hw_errors`)."""
-        try:
-            obs = self.rig.observation()
-            held = np.concatenate([self.safety.last_command(n) for n in self.rig.follower_names])
-            tick = Tick(index=self.tick_index, t=obs.t, t_wall=time.time(), qpos=obs.qpos, qvel=obs.qvel,
-                        effort=obs.effort, action=held, command=held, frames=obs.frames, phase=self.rig.phase(),
-                        hw_errors=[str(exc)], source=source.name)
-        except Exception as read_exc:  # noqa: BLE001 - the bus may be down: the error still propagates
-            log.warning("no final tick for the servo fault: %s", read_exc)
+        """One last tick carrying the servo fault, so a recording stores it (quality check `servo_hw_errors`).
+        A faulted servo answers every read with its error, so the tick repeats the last good readings."""
+        last = self._last
+        if last is None:
             return
+        tick = dataclasses.replace(last, index=self.tick_index, t_wall=time.time(), hw_errors=[str(exc)],
+                                   period=float("nan"))
         for fn in self.listeners:
             try:
                 fn(tick)
-            except Exception as listener_exc:  # noqa: BLE001
+            except Exception as listener_exc:  # noqa: BLE001 - the servo error still propagates
                 log.error("listener failed on the fault tick: %s", listener_exc)
         self.tick_index += 1
 
@@ -200,6 +199,7 @@ class ControlLoop:
                     effort=obs.effort, action=action, command=sent, frames=frames, phase=rig.phase(),
                     source=source.name)
         tick.period = self.timing.record(obs.t, 0.0, 0.0)  # work filled in below
+        self._last = tick
         for fn in self.listeners:
             fn(tick)
         total = time.perf_counter() - c0

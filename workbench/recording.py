@@ -100,6 +100,9 @@ class RecordingSession:
         self.saved: list[SavedEpisode] = []
         self._stop_session = False
         self.current: EpisodeWriter | None = None  # the episode being recorded
+        sim = rig.sim is not None
+        # simulation: a concrete seed per episode (replays recreate the scene), continuing the dataset's
+        self.base_seed = settings.seed if settings.seed is not None else (next_sim_seed(store) if sim else 0)
 
     def _say(self, text: str) -> None:
         self.emit(ev.StepMessage(text))
@@ -133,8 +136,7 @@ class RecordingSession:
         """Record until the episode count, a STOP key event or `stop` (the session's stop, set once)."""
         steps = int(round(self.s.episode_s * self.rig.config.control_hz))
         k = 0
-        sim = self.rig.sim is not None
-        base_seed = self.s.seed if self.s.seed is not None else (next_sim_seed(self.store) if sim else 0)
+        sim, base_seed = self.rig.sim is not None, self.base_seed
         while k < self.s.episodes and not self._stop_session and not stop.is_set():
             seed = base_seed + k if sim else None
             self.rig.begin_episode(seed)  # a concrete seed per episode: replays recreate the scene

@@ -128,16 +128,19 @@ class SafetyLayer:
         return out
 
     def command(self, name: str, target: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
-        """Clamp and send one arm's goal; returns what was sent. `present` (the arm's position read this tick)
-        enables the goal-vs-present bound; without it the arm is read here."""
+        """Clamp and send one arm's goal; returns what was sent. `present` (a follower's position read this tick)
+        feeds the goal-vs-present bound; without it a follower is read here."""
         with self.io_lock:
             if self._estop.is_set():
                 raise SafetyError(f"e-stop engaged ({self.estop_reason}); release it before moving {name}")
             arm = self.arms[name]
-            if present is None:
+            if present is None and (arm.role == "follower" or name not in self._last):
+                # leaders only get start-up poses: no goal bound, and no extra read (a scripted leader counts them)
                 present = np.asarray(arm.read().position, dtype=np.float64)
             if name not in self._last:
                 self._last[name] = np.array(present, dtype=np.float64)
+            if arm.role != "follower":
+                present = None
             out = self.clamp(name, target, present)
             t0 = time.perf_counter()
             arm.command(out)

@@ -119,6 +119,7 @@ class RigSession:
         def run(stop: threading.Event):
             self.recording = session
             try:
+                self.rig.begin_episode(session.base_seed)  # the scene (and demonstrator, in sim) of episode 1
                 if not self._startup(stop, wait_for_squeeze, squeeze_timeout):
                     return session.saved
                 return session.run(self.loop, stop)

@@ -126,6 +126,7 @@ def _record_one_second(qtbot, win):
     rp.episodes.setValue(1)
     rp.length.setValue(1.0)
     assert rp.start()
+    qtbot.waitUntil(lambda: rp.session is not None, timeout=60000)  # after a running teleop has stopped
     session = rp.session
     qtbot.waitUntil(lambda: rp.session is None, timeout=120000)
     return session

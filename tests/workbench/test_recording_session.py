@@ -5,38 +5,81 @@ import pytest
 
 from recorder.reader import EpisodeReader
 from recorder.store import DatasetStore
-from workbench.recording import EventStream, RecordingSession, SessionEvent, SessionSettings
-from workbench.replay import ReplayError, replay_episode
-from workbench.teleop import TeleopLoop
+from workbench import events as ev
+from workbench.recording import EventStream, SessionEvent, SessionSettings
+from workbench.replay import ReplayError
+from workbench.session import RigSession
 
 PHASES = ["approach the cube", "grasp the cube", "hand over", "release"]
+
+
+def run_replay(rig, path):
+    session = RigSession(rig)
+    session.start_replay(path)
+    assert session.wait(120)
+    if session.last_error is not None:
+        raise session.last_error
+    return session.result
 
 
 @pytest.fixture(scope="module")
 def recorded(sim_rig, tmp_path_factory):
     store = DatasetStore(tmp_path_factory.mktemp("ds"), create=True)
     events = EventStream()
-    loop = TeleopLoop(sim_rig)
-    loop.startup(progress=lambda m: None, squeeze_timeout=10)
-    session = RecordingSession(sim_rig, store, SessionSettings(task="transfer the cube", episodes=2, episode_s=8.0,
-                                                               seed=11), events, progress=lambda m: None)
-    state = {"rerecorded": False}
+    session = RigSession(sim_rig)
+    seen: list = []
+    session.subscribe(seen.append)
+    state = {"rerecorded": False, "ticks": 0}
 
     def operator(tick):  # the operator's keys, as the CLI keyboard or the GUI would send them
-        if tick.index == loop_start + 150:
+        state["ticks"] += 1
+        if state["ticks"] == 150:
             events.put(SessionEvent.MARK, "grasp the cube corner")
-        if not state["rerecorded"] and tick.index == loop_start + 20:
+        if not state["rerecorded"] and state["ticks"] == 20:
             state["rerecorded"] = True
+            state["ticks"] = 0
             events.put(SessionEvent.RERECORD)
 
-    loop_start = loop.tick_index
-    loop.add_listener(operator)
-    saved = session.run(loop)
-    return store, saved
+    session.add_tick_listener(operator)
+    from workbench import recording
+
+    aligned: list = []
+    real_align = recording.align_to_leaders
+
+    def spy(rig, stop, say):  # the real gap check, counted
+        aligned.append(len([e for e in seen if isinstance(e, ev.EpisodeStarted)]))
+        return real_align(rig, stop, say)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(recording, "align_to_leaders", spy)
+    session.start_recording(store, SessionSettings(task="transfer the cube", episodes=2, episode_s=8.0, seed=11),
+                            events, squeeze_timeout=10)
+    try:
+        assert session.wait(300)
+    finally:
+        mp.undo()
+    assert session.last_error is None, session.last_error
+    seen.append(("aligned before episodes", aligned))
+    return store, session.result, seen
+
+
+def test_session_events_are_typed_and_in_order(recorded):
+    _, saved, seen = recorded
+    kinds = [type(e) for e in seen]
+    assert kinds[0] is ev.ModeChanged and all(k.__module__ == "workbench.events" for k in kinds[:-1]) and seen[0].mode is ev.Mode.RECORDING
+    started = [e for e in seen if isinstance(e, ev.EpisodeStarted)]
+    assert [e.number for e in started] == [1, 1, 2]  # episode 1 re-recorded once
+    assert [e.seed for e in started] == [11, 11, 12]
+    assert [e.episode.path for e in seen if isinstance(e, ev.EpisodeSaved)] == [s.path for s in saved]
+    assert [e.rerecord for e in seen if isinstance(e, ev.EpisodeDiscarded)] == [True]
+    stopped = [e for e in seen if isinstance(e, ev.Stopped)]
+    assert len(stopped) == 1 and stopped[0].reason == "done" and not stopped[0].held
+    # the leader-follower gap is checked before every episode (re-records too), not only the first
+    assert seen[-1] == ("aligned before episodes", [0, 1, 2])
 
 
 def test_two_episodes_saved_after_a_rerecord(recorded):
-    store, saved = recorded
+    store, saved, _ = recorded
     assert len(saved) == 2
     names = [e.name for e in store.list()]
     assert names == [s.name for s in saved]  # the discarded attempt left no episode behind
@@ -46,7 +89,7 @@ def test_two_episodes_saved_after_a_rerecord(recorded):
 
 
 def test_segments_from_phases_and_operator_mark(recorded):
-    store, saved = recorded
+    store, saved, _ = recorded
     info = store.show(saved[0].name)
     texts = [seg.text for seg in info.segments]
     assert [t for t in texts if t in PHASES] == PHASES
@@ -59,7 +102,7 @@ def test_episode_is_act_readable(recorded):
     import cv2
     import h5py
 
-    _, saved = recorded
+    _, saved, _ = recorded
     with h5py.File(saved[0].path, "r") as f:
         qpos, action = f["/observations/qpos"][()], f["/action"][()]
         img = cv2.imdecode(f["/observations/images/cam_high"][0], cv2.IMREAD_COLOR)
@@ -68,8 +111,8 @@ def test_episode_is_act_readable(recorded):
 
 
 def test_replay_reproduces_the_episode_in_simulation(recorded, sim_rig):
-    _, saved = recorded
-    result = replay_episode(sim_rig, saved[1].path, progress=lambda m: None)
+    _, saved, _ = recorded
+    result = run_replay(sim_rig, saved[1].path)
     assert result.steps == 400 and not result.stopped
     assert result.success is True
     assert result.tracking_median_rad < 0.05
@@ -80,7 +123,7 @@ def test_replay_refuses_an_episode_that_does_not_fit(recorded, sim_rig, tmp_path
 
     import h5py
 
-    _, saved = recorded
+    _, saved, _ = recorded
 
     bad = tmp_path / "bad.hdf5"
     shutil.copy(saved[0].path, bad)
@@ -88,4 +131,4 @@ def test_replay_refuses_an_episode_that_does_not_fit(recorded, sim_rig, tmp_path
         del f["action"]
         f["action"] = np.zeros((400, 12), np.float32)
     with pytest.raises(ReplayError, match="cannot drive"):
-        replay_episode(sim_rig, bad, progress=lambda m: None)
+        run_replay(sim_rig, bad)
