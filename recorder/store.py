@@ -270,6 +270,7 @@ class DatasetStore:
         return EpisodeReader(self.path(name, include_deleted=True))
 
     def _update_labels(self, name: str, **changes) -> EpisodeInfo:
+        self.show(name)  # a damaged file is refused with its reason before anything is written
         with self.locked():
             path = self.path(name, include_deleted=True)
             side = labels_path(path)
