@@ -32,18 +32,16 @@ def rig_file(tmp: Path) -> str:
 def headless(path: str, ticks: int):
     from workbench.config import load_rig_config
     from workbench.rig import build_rig
-    from workbench.teleop import TeleopLoop
+    from workbench.session import RigSession
 
     rig = build_rig(load_rig_config(path))
     rig.connect()
-    try:
-        loop = TeleopLoop(rig)
-        loop.startup(progress=lambda m: None, wait_for_squeeze=False)
-        s = loop.run(steps=ticks)
-        loop.shutdown(progress=lambda m: None)
-        return s, {}
-    finally:
-        rig.disconnect()
+    with RigSession(rig) as session:
+        session.start_teleop(wait_for_squeeze=False, steps=ticks)
+        session.wait()
+        if session.last_error is not None:
+            raise session.last_error
+        return session.result, {}
 
 
 class GcPauses:
@@ -110,7 +108,7 @@ def gui(path: str, ticks: int, tmp: Path, screenshot: str | None = None, without
         win.grab().save(screenshot)
     win.ctl.stop_teleop()
     wait(lambda: not win.ctl.teleop_running, 30)
-    s = win.ctl.loop.timing.summary()
+    s = win.ctl.last_summary  # the run's timing, from the session's Stopped event
     win.close()
     QApplication.processEvents()
     return s, extra

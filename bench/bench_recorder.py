@@ -34,7 +34,7 @@ from drivers.cameras.synthetic import SyntheticCamera  # noqa: E402
 from drivers.clock import RealClock  # noqa: E402
 from recorder.reader import EpisodeReader  # noqa: E402
 from recorder.store import DatasetStore  # noqa: E402
-from workbench.teleop import Tick  # noqa: E402
+from workbench.control import Tick  # noqa: E402
 
 CAMS = ["cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist"]
 HZ = 50

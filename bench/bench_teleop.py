@@ -17,18 +17,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.config import load_rig_config  # noqa: E402
 from workbench.rig import build_rig  # noqa: E402
-from workbench.teleop import TeleopLoop  # noqa: E402
+from workbench.session import RigSession  # noqa: E402
 
 
 def run(seconds: float, rig_name: str = "virtual") -> dict:
+    """Teleop through the same RigSession and ControlLoop the app and the CLI use."""
     cfg = load_rig_config(rig_name)
     rig = build_rig(cfg)
-    with rig:
-        loop = TeleopLoop(rig)
-        loop.startup(progress=lambda m: None, squeeze_timeout=30)
-        summary = loop.run(steps=int(seconds * cfg.control_hz))
-        loop.shutdown(progress=lambda m: None)
-    return {"summary": summary}
+    rig.connect()
+    with RigSession(rig) as session:
+        session.start_teleop(squeeze_timeout=30, steps=int(seconds * cfg.control_hz))
+        session.wait()
+        if session.last_error is not None:
+            raise session.last_error
+        return {"summary": session.result}
 
 
 def main() -> None:

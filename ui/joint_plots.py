@@ -7,7 +7,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from drivers.arm import JOINT_NAMES
+from drivers.arm import ARM_DOF, JOINT_NAMES, SIDES, arm_slice
 from ui import theme
 
 pg.setConfigOptions(antialias=False, background=theme.BG, foreground=theme.MUTED, useOpenGL=False)
@@ -111,8 +111,8 @@ class JointPlots(QWidget):
 
     def _draw_episode(self) -> None:
         t, action, qpos = self._ep
-        off = 0 if self.side == "left" else 7
-        for j in range(7):
+        off = arm_slice(SIDES.index(self.side)).start
+        for j in range(ARM_DOF):
             self.lead_curves[j].setData(t, action[:, off + j])
             self.fol_curves[j].setData(t, qpos[:, off + j])
             self.plots[j].enableAutoRange()

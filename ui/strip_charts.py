@@ -17,7 +17,7 @@ from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
-from drivers.arm import JOINT_NAMES
+from drivers.arm import ARM_DOF, BIMANUAL_DOF, JOINT_NAMES, SIDES, arm_slice
 from ui import theme
 from ui.joint_plots import SideHeader
 
@@ -87,8 +87,8 @@ class LiveJointCharts(QWidget):
         self.n = int(window_s * sample_hz)
         self.min_interval = 1.0 / redraw_hz
         self._t = np.full(self.n, np.nan)
-        self._lead = np.full((self.n, 14), np.nan)
-        self._fol = np.full((self.n, 14), np.nan)
+        self._lead = np.full((self.n, BIMANUAL_DOF), np.nan)
+        self._fol = np.full((self.n, BIMANUAL_DOF), np.nan)
         self._last_index = -1
         self._last_draw = 0.0
         self._last_fit = 0.0
@@ -128,11 +128,11 @@ class LiveJointCharts(QWidget):
     # -- drawing ------------------------------------------------------------------------------------------------
     def _layout_changed(self) -> None:
         w, h = self.canvas.width(), self.canvas.height()
-        rows = -(-7 // self.columns)
+        rows = -(-ARM_DOF // self.columns)
         cw, ch = (w - GAP * (self.columns - 1)) // self.columns, (h - GAP * (rows - 1)) // rows
-        old = [(c.lo, c.hi) for c in self.cells] or [(-1.0, 1.0)] * 7
+        old = [(c.lo, c.hi) for c in self.cells] or [(-1.0, 1.0)] * ARM_DOF
         self.cells = []
-        for j in range(7):
+        for j in range(ARM_DOF):
             r, c = divmod(j, self.columns)
             x0, y0 = c * (cw + GAP), r * (ch + GAP)
             self.cells.append(Cell(x0 + AXIS_W, y0 + TITLE_H, max(cw - AXIS_W - 2, 8), max(ch - TITLE_H - 4, 8),
@@ -183,7 +183,7 @@ class LiveJointCharts(QWidget):
             return
         self._last_draw = now
         ok = np.isfinite(self._t)
-        off = 0 if self.side == "left" else 7
+        off = arm_slice(SIDES.index(self.side)).start
         if (force or now - self._last_fit > self.refit_s) and ok.any():
             self._last_fit = now
             for j, cell in enumerate(self.cells):

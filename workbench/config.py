@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from drivers.arm import SIDES
+from drivers.arm import DEFAULT_CONTROL_HZ, SIDES
 from drivers.gripper import GRIPPER_PRESETS, GripperConstants
 from workbench.safety import SafetyConfig
 
@@ -117,7 +117,7 @@ def parse_rig_config(text: str, source: str = "<string>") -> RigConfig:
     rig = r.table(doc, "rig")
     r.keys(rig, "rig", {"name", "backend", "control_hz", "gripper", "rt_priority"})
     backend = r.choice(rig, "rig.backend", BACKENDS, required=True)
-    control_hz = float(r.number(rig, "rig.control_hz", default=50.0, lo=1.0, hi=1000.0))
+    control_hz = float(r.number(rig, "rig.control_hz", default=DEFAULT_CONTROL_HZ, lo=1.0, hi=1000.0))
     rt_priority = int(r.number(rig, "rig.rt_priority", default=50, lo=0, hi=99, integer=True))
     gripper, gripper_set = _gripper(r, rig, doc)
     arms = _arms(r, doc, backend)
@@ -126,6 +126,9 @@ def parse_rig_config(text: str, source: str = "<string>") -> RigConfig:
     quality = dict(r.table(doc, "quality", required=False))
     _check_quality(r, quality)
     sim = _sim(r, doc, backend)
+    if backend == "sim" and control_hz != DEFAULT_CONTROL_HZ:
+        r.fail("rig.control_hz", f"the simulated ALOHA steps its physics in {1e3 / DEFAULT_CONTROL_HZ:g} ms ticks "
+                                 f"(gym-aloha): use {DEFAULT_CONTROL_HZ:g}")
     return RigConfig(
         name=str(rig.get("name", Path(source).stem)),
         backend=backend, control_hz=control_hz, rt_priority=rt_priority, gripper=gripper, gripper_set=gripper_set,

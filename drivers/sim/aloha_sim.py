@@ -16,12 +16,12 @@ from typing import Callable
 import mujoco
 import numpy as np
 
-from drivers.arm import ARM_JOINTS, SIDES, START_POSE
+from drivers.arm import ARM_JOINTS, DEFAULT_CONTROL_HZ, SIDES, START_POSE
 from drivers.errors import DriverError
 from drivers.sim.assets import asset_path
 from drivers.sim.rendering import RenderPool
 
-CONTROL_DT = 0.02  # s per tick (50 Hz)
+CONTROL_DT = 1.0 / DEFAULT_CONTROL_HZ  # s per tick: gym-aloha's 50 Hz, so a sim rig runs at exactly that rate
 START_FINGER = 0.02239  # gym-aloha's start finger position (m): normalized ~0.0998 with the aloha1 constants
 ARM_START_QPOS = np.concatenate([START_POSE, [START_FINGER, -START_FINGER]])  # 6 joints + 2 fingers per side
 
