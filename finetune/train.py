@@ -388,6 +388,11 @@ def build_policy(cfg: TrainConfig, folder: Path | None, model_config: Pi0Config,
         from finetune.lora import apply_lora
 
         apply_lora(model)
+    from finetune.model.gemma import unused_in_training
+
+    for name, p in model.named_parameters():
+        if name.startswith(unused_in_training(mc)):
+            p.requires_grad_(False)  # never reached by the loss (see unused_in_training)
         if precision == "bf16-amp":
             for p in model.parameters():
                 if p.requires_grad and p.dtype != torch.float32:
@@ -402,7 +407,7 @@ def wrap(loss_module: LossModule, cfg: TrainConfig, d: Dist, device: torch.devic
     if cfg.fsdp:
         if cfg.lora:
             raise TrainError("bad_config", "FSDP is for full fine-tuning; LoRA fits one card: use DDP (drop --fsdp)")
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if precision == "bf16-amp" else MixedPrecisionPolicy()
@@ -411,6 +416,11 @@ def wrap(loss_module: LossModule, cfg: TrainConfig, d: Dist, device: torch.devic
                   *pwe.paligemma.model.language_model.layers, *pwe.gemma_expert.model.layers]
         for layer in layers:
             fully_shard(layer, mp_policy=mp)
+        for layer in [*pwe.paligemma.model.language_model.layers, *pwe.gemma_expert.model.layers]:
+            # the shared attention calls each Gemma layer's halves (qkv, finish), not its forward: let those
+            # methods gather and release the shard like a forward would
+            register_fsdp_forward_method(layer, "qkv")
+            register_fsdp_forward_method(layer, "finish")
         fully_shard(loss_module, mp_policy=mp)
         return loss_module
     from torch.nn.parallel import DistributedDataParallel as DDP

@@ -183,6 +183,7 @@ class PaliGemmaWithExpert(nn.Module):
         kv_cache: KVCache | None = None,
         return_kv: bool = False,
         kv_write_at: int | None = None,
+        prefix_out: bool = True,
     ) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
         """Runs prefix tokens through the VLM weights and suffix tokens through the expert weights, one shared
         attention per layer. Returns the final-normed outputs of each group and, if asked, the new K/V.
@@ -190,7 +191,12 @@ class PaliGemmaWithExpert(nn.Module):
         kv_cache: per-layer (K, V) the queries also attend to, placed before the new tokens. With kv_write_at=n
         the cache tensors are buffers whose first n positions hold the cached K/V and whose tail has room for
         the new tokens: their K/V are written there in place (inference only) instead of concatenating a copy
-        of the whole cache every layer and every denoising step."""
+        of the whole cache every layer and every denoising step.
+
+        prefix_out=False (training): the prefix's output is not wanted, so the last layer's prefix o_proj/MLP and
+        the VLM's final norm are skipped (nothing downstream reads them: ~5% of the prefix compute, and no
+        parameters without gradients for DDP). The prefix output is then None."""
+        skip_last = not prefix_out and prefix is not None
         stacks = (self.paligemma.model.language_model, self.gemma_expert.model)
         groups = [(x, m) for x, m in zip((prefix, suffix), stacks) if x is not None]
         if not groups:
@@ -202,8 +208,8 @@ class PaliGemmaWithExpert(nn.Module):
         if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None and not return_kv:
             # training: recompute each layer in backward (non-reentrant: safe with DDP and frozen inputs)
             for i in range(self.cfg.paligemma.depth):
-                hs = list(checkpoint(self._train_layer, i, attn, which, lens, *hs, use_reentrant=False))
-            return self._final(hs, groups, prefix, suffix, None)
+                hs = list(checkpoint(self._train_layer, i, attn, which, lens, skip_last, *hs, use_reentrant=False))
+            return self._final(hs, groups, prefix, suffix, None, skip_last)
         for i in range(self.cfg.paligemma.depth):
             qs, ks, vs = [], [], []
             start = 0
@@ -226,13 +232,15 @@ class PaliGemmaWithExpert(nn.Module):
                     k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
             out = attend(q, k, v, attn.bias, self.cfg.attention, attn.block_mask)  # [B, Sq, H*D]
             start = 0
+            last = i == self.cfg.paligemma.depth - 1
             for j, ((_, m), n) in enumerate(zip(groups, lens)):
-                hs[j] = m.layers[i].finish(hs[j], out[:, start:start + n])
+                if not (skip_last and last and j == 0):
+                    hs[j] = m.layers[i].finish(hs[j], out[:, start:start + n])
                 start += n
-        return self._final(hs, groups, prefix, suffix, new_kv if return_kv else None)
+        return self._final(hs, groups, prefix, suffix, new_kv if return_kv else None, skip_last)
 
     def _train_layer(self, i: int, attn: AttentionInputs, which: tuple[int, ...], lens: list[int],
-                     *hs: Tensor) -> tuple[Tensor, ...]:
+                     skip_last: bool, *hs: Tensor) -> tuple[Tensor, ...]:
         """Layer i over the present groups (which: 0 = prefix/VLM, 1 = suffix/expert) without any cache: the
         unit gradient checkpointing recomputes. Same arithmetic as the loop in forward."""
         all_stacks = (self.paligemma.model.language_model, self.gemma_expert.model)
@@ -245,15 +253,16 @@ class PaliGemmaWithExpert(nn.Module):
             start += n
         out = attend(_cat(qs), _cat(ks), _cat(vs), attn.bias, self.cfg.attention, attn.block_mask)
         res, start = [], 0
-        for h, layer, n in zip(hs, layers, lens):
-            res.append(layer.finish(h, out[:, start:start + n]))
+        last = i == self.cfg.paligemma.depth - 1
+        for j, (h, layer, n) in enumerate(zip(hs, layers, lens)):
+            res.append(h if (skip_last and last and j == 0) else layer.finish(h, out[:, start:start + n]))
             start += n
         return tuple(res)
 
     @staticmethod
     def _final(hs: list[Tensor], groups: list, prefix: Tensor | None, suffix: Tensor | None,
-               kv: KVCache | None) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
-        outs = [m.norm(h) for h, (_, m) in zip(hs, groups)]
+               kv: KVCache | None, skip_prefix: bool = False) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
+        outs = [None if (skip_prefix and j == 0) else m.norm(h) for j, (h, (_, m)) in enumerate(zip(hs, groups))]
         it = iter(outs)
         prefix_out = next(it) if prefix is not None else None
         suffix_out = next(it) if suffix is not None else None
@@ -275,6 +284,15 @@ def _flex_attention(device_type: str) -> Any:
 
         _FLEX[device_type] = torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
     return _FLEX[device_type]
+
+
+def unused_in_training(cfg: Pi0Config) -> tuple[str, ...]:
+    """Name prefixes of the weights pi0's loss never reaches: the last VLM layer after its K/V (o_proj,
+    post-attention norm, MLP) and the VLM's final norm. Trainers freeze them (DDP needs every trainable
+    parameter to get a gradient); serving skips them too."""
+    last = f"paligemma_with_expert.paligemma.model.language_model.layers.{cfg.paligemma.depth - 1}."
+    return (last + "self_attn.o_proj.", last + "post_attention_layernorm.", last + "mlp.",
+            "paligemma_with_expert.paligemma.model.language_model.norm.")
 
 
 def flex_block_mask(mask: Tensor) -> Any:

@@ -220,7 +220,7 @@ class Pi0(nn.Module):
         mask, positions = self.full_attention_mask(prefix_pad)
         pwe = self.paligemma_with_expert
         attn = pwe.attention_inputs(mask, positions, prefix_embs.dtype)
-        _, suffix_out, _ = pwe(prefix_embs, suffix, attn)
+        _, suffix_out, _ = pwe(prefix_embs, suffix, attn, prefix_out=False)
         return self.velocity_out(suffix_out)
 
     def compute_loss(self, obs: Observation, actions: Tensor, noise: Tensor | None = None,
