@@ -245,12 +245,13 @@ def build_data(cfg: TrainConfig, model_config: Pi0Config, tokenizer: Any, local_
     try:
         return build_training_data(dc, model_config, tokenizer, batch_size=local_batch,
                                    num_workers=cfg.num_workers, seed=cfg.seed, rank=d.rank, world_size=d.world)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # finetune.episodes.EpisodeDataError is a ValueError
         text = str(e)
-        if "episode" in text.lower() and ("no " in text.lower() or "usable" in text.lower()):
-            raise TrainError("no_episodes", f"{text}\nFix: record episodes, relax the filters (--outcome/--quality), "
-                             "or restore episodes from the trash.") from e
-        raise TrainError("bad_dataset", f"{cfg.dataset}: {text}") from e
+        if any(k in text for k in ("no episodes", "none of its", "no usable")):
+            raise TrainError("no_episodes", f"{text}\n(Episodes in the trash are never used: restore them with "
+                             "`workbench episodes DIR restore NAME`.)") from e
+        # different cameras or joint counts across episodes, unreadable files, ...: the message names the fix
+        raise TrainError("bad_dataset", text) from e
 
 
 # ====================================================================================================== model

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "fine-tuning")
     p.add_argument("--steps", type=int, help="optimizer steps [default: 20000; tiny: 200]")
     p.add_argument("--batch", type=int, help="global batch size [default: 32; tiny: 4]")
-    p.add_argument("--lr", type=float, help="peak learning rate [default: 2.5e-5; tiny: 1e-3]")
+    p.add_argument("--lr", type=float, help="peak learning rate [default: 2.5e-5; tiny: 3e-3]")
     p.add_argument("--warmup", type=int, help="warm-up steps [default: min(1000, steps/10)]")
     p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights, e.g. 0.99 (off by default)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16-amp", "bf16-sr"), default="auto",
@@ -85,7 +85,7 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
     preset = CONFIGS[args.config]
     steps = args.steps or (200 if tiny else 20_000)
     warmup = args.warmup if args.warmup is not None else min(1000, steps // 10)
-    lr = args.lr or (1e-3 if tiny else 2.5e-5)
+    lr = args.lr or (3e-3 if tiny else 2.5e-5)
     optim = OptimConfig(peak_lr=lr, end_lr=lr / 10, warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
                         ema_decay=args.ema)
     data = {"prompt": args.prompt, "augment": not args.no_augment, "val_fraction": args.val_fraction}

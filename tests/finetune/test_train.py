@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from finetune import events as ev
 from finetune import train as T
 from finetune.precision import OptimConfig
-from train_helpers import ROOT, TINY_ARGS, env, events, run_cli, step_losses, train_cmd, wait_for
+from train_helpers import ROOT, TINY_ARGS, env, events, run_cli, sim_dataset, step_losses, train_cmd, wait_for
 
 
 def tiny_cfg(out, **kw) -> T.TrainConfig:
@@ -26,7 +26,9 @@ def tiny_cfg(out, **kw) -> T.TrainConfig:
 
 
 def test_resume_after_sigkill_repeats_the_uninterrupted_run(tmp_path):
-    args = [*TINY_ARGS, "--dataset", "synthetic", "--steps", "8", "--save-every", "2", "--ema", "0.9"]
+    """Episodes recorded on the sim rig (augmentation on, data position restored by the loader), EMA on."""
+    args = [*TINY_ARGS, "--dataset", str(sim_dataset()), "--steps", "8", "--save-every", "2", "--ema", "0.9",
+            "--val-fraction", "0.34"]
     ref = run_cli(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     run = tmp_path / "killed"

@@ -49,3 +49,19 @@ def wait_for(predicate, timeout: float = 120, proc: subprocess.Popen | None = No
         if time.monotonic() - t0 > timeout:
             raise AssertionError("timed out")
         time.sleep(0.05)
+
+
+_SIM: dict[str, Path] = {}
+
+
+def sim_dataset() -> Path:
+    """Three 2-second episodes recorded on the simulated rig by `workbench record`, once per test session."""
+    if "ds" not in _SIM:
+        import sys as _sys
+        import tempfile
+
+        _sys.path.insert(0, str(ROOT / "tests" / "finetune"))
+        from data_helpers import record_sim
+
+        _SIM["ds"] = record_sim(Path(tempfile.mkdtemp(prefix="sim_episodes_")) / "cube", episodes=3, seconds=2.0)
+    return _SIM["ds"]
