@@ -131,6 +131,10 @@ class MainWindow(QMainWindow):
         self._add_page(self.record_panel, "Record")
         self.episodes_panel = EpisodesPanel(self.ctl, self.jobs, self.settings)
         self._add_page(self.episodes_panel, "Episodes", scroll=False)  # its table and player scroll themselves
+        from ui.train_panel import TrainPanel
+
+        self.train_panel = TrainPanel(self.settings)
+        self._add_page(self.train_panel, "Train")
         self.live = LivePanel()
         self.split.addWidget(self.tabs)
         self.split.addWidget(self.live)

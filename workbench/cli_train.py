@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prompt per frame: the task, the segment's text, or a mix")
     p.add_argument("--no-augment", action="store_true", help="no image augmentation")
     p.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (alone: with the run's own settings)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines (for programs)")
     p.set_defaults(func=run_train)
 
@@ -93,6 +94,15 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
         if val:
             data[key] = list(val)
     if not args.dataset:
+        if args.resume and (Path(args.out) / "train_config.json").is_file():  # resume with the run's settings
+            import dataclasses
+            import json
+
+            from finetune.train import TrainConfig as TC
+
+            cfg = TC.from_json(json.loads((Path(args.out) / "train_config.json").read_text()))
+            return dataclasses.replace(cfg, steps=args.steps or cfg.steps, out=args.out,
+                                       num_workers=args.workers, device=args.device)
         raise SystemExit("error: --dataset is required (a dataset folder, a LeRobot dataset, or 'synthetic')")
     return TrainConfig(
         dataset=args.dataset,

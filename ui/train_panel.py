@@ -1,0 +1,396 @@
+"""Train tab: dataset + base checkpoint + preset -> one Train button. The training runs as its own process
+(QProcess running `workbench train --json`), so a crash, an OOM or a CUDA error never takes the app or the
+control loop down; its typed JSON events (finetune.events) drive the progress, the loss plot and the run list.
+
+Cancel sends SIGTERM: the trainer finishes its step, writes a checkpoint and the policy folder, then exits;
+Resume continues the selected run from its last checkpoint. "Use in trials" emits `policy_chosen` with the run's
+policy folder and remembers it in QSettings ("trials/policy") for the Trials tab.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PyQt6.QtCore import QProcess, QSettings, Qt, pyqtSignal
+from PyQt6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+                             QLineEdit, QProgressBar, QPushButton, QSpinBox, QTreeWidget, QTreeWidgetItem,
+                             QVBoxLayout, QWidget)
+
+from finetune import events as ev
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_POLICY = "trials/policy"
+
+
+@dataclass(frozen=True)
+class Preset:
+    label: str
+    config: str
+    lora: bool
+    steps: int
+    batch: int
+    note: str
+
+
+PRESETS: tuple[Preset, ...] = (
+    Preset("LoRA (one 24 GB card)", "pi0", True, 20_000, 32,
+           "rank 16/32 adapters, gradient checkpointing; estimated 16-24 GB at batch 32"),
+    Preset("Full fine-tune (80 GB card, or several)", "pi0", False, 20_000, 32,
+           "fp32 master weights + bf16; estimated ~62 GB at batch 32 (use several GPUs below 80 GB)"),
+    Preset("Tiny test model (CPU)", "tiny", False, 200, 4, "a two-layer model: checks the data and the set-up"),
+)
+FILTER_OUTCOMES = ("All labels", "success", "failure", "unlabeled")  # the export filters
+FILTER_QUALITY = ("All quality", "pass", "warn", "fail")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    dataset: str
+    base: str
+    out: str
+    preset: Preset
+    steps: int
+    batch: int
+    outcome: str = ""
+    quality: str = ""
+
+    def argv(self) -> list[str]:
+        a = ["--dataset", self.dataset, "--out", self.out, "--config", self.preset.config, "--steps",
+             str(self.steps), "--batch", str(self.batch), "--json"]
+        if self.base:
+            a += ["--base", self.base]
+        if self.preset.lora:
+            a.append("--lora")
+        if self.outcome:
+            a += ["--outcome", self.outcome]
+        if self.quality:
+            a += ["--quality", self.quality]
+        return a
+
+
+class TrainPanel(QWidget):
+    policy_chosen = pyqtSignal(str)  # a policy folder for the Trials tab
+    event_received = pyqtSignal(object)  # every finetune.events event of the running process
+    running_changed = pyqtSignal(bool)
+
+    def __init__(self, settings: QSettings, runs_root: Path | None = None, python: str = sys.executable,
+                 extra_args: tuple[str, ...] = (), parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.runs_root = Path(runs_root or settings.value("train/runs_root", str(Path.home() / "workbench-runs")))
+        self.python, self.extra_args = python, tuple(extra_args)
+        self.proc: QProcess | None = None
+        self.current_run: Path | None = None
+        self.last_event: ev.Event | None = None
+        self.stderr_tail = ""
+        self._buf = b""
+        self.steps_x: list[float] = []
+        self.loss_y: list[float] = []
+        self.val_x: list[float] = []
+        self.val_y: list[float] = []
+        self._build()
+        self.refresh_runs()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        v = QVBoxLayout(self)
+        form_box = QGroupBox("New training run")
+        form = QFormLayout(form_box)
+        self.dataset = QLineEdit(str(self.settings.value("train/dataset", "")))
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse_dataset)
+        row = QHBoxLayout()
+        row.addWidget(self.dataset, 1)
+        row.addWidget(browse)
+        form.addRow("Dataset", row)
+        self.outcome_f = QComboBox()
+        self.outcome_f.addItems(FILTER_OUTCOMES)
+        self.quality_f = QComboBox()
+        self.quality_f.addItems(FILTER_QUALITY)
+        frow = QHBoxLayout()
+        frow.addWidget(self.outcome_f)
+        frow.addWidget(self.quality_f)
+        form.addRow("Episodes", frow)
+        self.base = QComboBox()
+        self.base.setEditable(True)
+        self.base.addItems(["lerobot/pi0_base"])
+        self.base.setToolTip("a hub id, a local pi0 folder, or an earlier run (continue training a policy)")
+        form.addRow("Base checkpoint", self.base)
+        self.preset = QComboBox()
+        self.preset.addItems([p.label for p in PRESETS])
+        self.preset_note = QLabel(PRESETS[0].note)
+        self.preset_note.setWordWrap(True)
+        form.addRow("Preset", self.preset)
+        form.addRow("", self.preset_note)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 10_000_000)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 4096)
+        srow = QHBoxLayout()
+        srow.addWidget(QLabel("steps"))
+        srow.addWidget(self.steps)
+        srow.addWidget(QLabel("batch"))
+        srow.addWidget(self.batch)
+        form.addRow("Length", srow)
+        self.name = QLineEdit()
+        self.name.setPlaceholderText("run name (folder under the runs folder)")
+        form.addRow("Run", self.name)
+        buttons = QHBoxLayout()
+        self.train_btn = QPushButton("Train")
+        self.train_btn.setObjectName("primary")
+        self.cancel_btn = QPushButton("Cancel")
+        self.resume_btn = QPushButton("Resume")
+        for b in (self.train_btn, self.cancel_btn, self.resume_btn):
+            buttons.addWidget(b)
+        form.addRow(buttons)
+        v.addWidget(form_box)
+
+        prog = QGroupBox("Progress")
+        g = QGridLayout(prog)
+        self.status = QLabel("idle")
+        self.status.setWordWrap(True)
+        self.download = QProgressBar()
+        self.download.setFormat("download %p%")
+        self.download.hide()
+        self.progress = QProgressBar()
+        self.progress.setFormat("step %v / %m")
+        self.loss_l, self.lr_l, self.sps_l, self.eta_l, self.mem_l, self.val_l = (QLabel("–") for _ in range(6))
+        g.addWidget(self.status, 0, 0, 1, 4)
+        g.addWidget(self.download, 1, 0, 1, 4)
+        g.addWidget(self.progress, 2, 0, 1, 4)
+        for i, (name, lab) in enumerate((("loss", self.loss_l), ("lr", self.lr_l), ("samples/s", self.sps_l),
+                                         ("ETA", self.eta_l), ("GPU memory", self.mem_l), ("validation", self.val_l))):
+            g.addWidget(QLabel(name), 3 + i // 2, (i % 2) * 2)
+            g.addWidget(lab, 3 + i // 2, (i % 2) * 2 + 1)
+        import pyqtgraph as pg
+
+        self.plot = pg.PlotWidget()
+        self.plot.setMinimumHeight(160)
+        self.plot.setLabel("bottom", "step")
+        self.plot.setLabel("left", "loss")
+        self.plot.addLegend(offset=(-10, 10))
+        self.loss_curve = self.plot.plot([], [], pen=pg.mkPen("#3b82f6", width=2), name="train")
+        self.val_curve = self.plot.plot([], [], pen=None, symbol="o", symbolBrush="#f59e0b", name="validation")
+        g.addWidget(self.plot, 6, 0, 1, 4)
+        v.addWidget(prog)
+
+        runs = QGroupBox("Runs")
+        rv = QVBoxLayout(runs)
+        self.runs = QTreeWidget()
+        self.runs.setHeaderLabels(["run / checkpoint", "step", "state"])
+        self.runs.setMinimumHeight(120)
+        rv.addWidget(self.runs)
+        rrow = QHBoxLayout()
+        self.refresh_btn = QPushButton("Refresh")
+        self.use_btn = QPushButton("Use in trials")
+        rrow.addWidget(self.refresh_btn)
+        rrow.addStretch(1)
+        rrow.addWidget(self.use_btn)
+        rv.addLayout(rrow)
+        v.addWidget(runs)
+        v.addStretch(1)
+
+        self.preset.currentIndexChanged.connect(self._preset_changed)
+        self.train_btn.clicked.connect(lambda: self.start())
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.resume_btn.clicked.connect(lambda: self.resume())
+        self.refresh_btn.clicked.connect(self.refresh_runs)
+        self.use_btn.clicked.connect(lambda: self.use_in_trials())
+        self.runs.itemSelectionChanged.connect(self._update_buttons)
+        self._preset_changed(int(self.settings.value("train/preset", 0)))
+        self.preset.setCurrentIndex(int(self.settings.value("train/preset", 0)))
+        self._update_buttons()
+
+    def _browse_dataset(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Dataset folder", self.dataset.text())
+        if d:
+            self.dataset.setText(d)
+
+    def _preset_changed(self, i: int) -> None:
+        p = PRESETS[max(0, min(i, len(PRESETS) - 1))]
+        self.steps.setValue(p.steps)
+        self.batch.setValue(p.batch)
+        self.preset_note.setText(p.note)
+        self.base.setEnabled(p.config != "tiny")
+
+    # ------------------------------------------------------------------ actions
+    def request(self) -> TrainRequest:
+        p = PRESETS[self.preset.currentIndex()]
+        name = self.name.text().strip() or Path(self.dataset.text().rstrip("/")).name or "run"
+        return TrainRequest(
+            dataset=self.dataset.text().strip(), base="" if p.config == "tiny" else self.base.currentText().strip(),
+            out=str(self.runs_root / name), preset=p, steps=self.steps.value(), batch=self.batch.value(),
+            outcome="" if self.outcome_f.currentIndex() == 0 else self.outcome_f.currentText(),
+            quality="" if self.quality_f.currentIndex() == 0 else self.quality_f.currentText())
+
+    def start(self, request: TrainRequest | None = None) -> None:
+        req = request or self.request()
+        if not req.dataset:
+            self.status.setText("Choose a dataset folder first.")
+            return
+        self.settings.setValue("train/dataset", req.dataset)
+        self.settings.setValue("train/preset", self.preset.currentIndex())
+        self._launch(Path(req.out), req.argv())
+
+    def resume(self, run: Path | None = None) -> None:
+        run = run or self.selected_run()
+        if run is None:
+            self.status.setText("Select a run to resume.")
+            return
+        self._launch(run, ["--out", str(run), "--resume", "--json"], keep_plot=True)
+
+    def cancel(self) -> None:
+        """Checkpoint, then stop: the trainer handles SIGTERM at the next step boundary."""
+        if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:
+            self.status.setText("stopping: writing a checkpoint…")
+            self.proc.terminate()
+
+    def _launch(self, run: Path, args: list[str], keep_plot: bool = False) -> None:
+        if self.is_running():
+            return
+        self.current_run = run
+        if not keep_plot:
+            self.steps_x, self.loss_y, self.val_x, self.val_y = [], [], [], []
+            self.loss_curve.setData([], [])
+            self.val_curve.setData([], [])
+        self.stderr_tail, self._buf = "", b""
+        self.proc = QProcess(self)
+        self.proc.setWorkingDirectory(str(ROOT))
+        self.proc.readyReadStandardOutput.connect(self._read_stdout)
+        self.proc.readyReadStandardError.connect(self._read_stderr)
+        self.proc.finished.connect(self._finished)
+        self.status.setText(f"starting {run.name}…")
+        self.proc.start(self.python, ["-m", "workbench.cli", "train", *args, *self.extra_args])
+        self.running_changed.emit(True)
+        self._update_buttons()
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning
+
+    # ------------------------------------------------------------------ process output
+    def _read_stdout(self) -> None:
+        assert self.proc is not None
+        self._buf += bytes(self.proc.readAllStandardOutput())
+        *lines, self._buf = self._buf.split(b"\n")
+        for raw in lines:
+            e = ev.parse(raw.decode(errors="replace"))
+            if e is not None:
+                self._on_event(e)
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None
+        self.stderr_tail = (self.stderr_tail + bytes(self.proc.readAllStandardError()).decode(errors="replace"))[-4000:]
+
+    def _on_event(self, e: ev.Event) -> None:
+        self.last_event = e
+        if isinstance(e, ev.RunStarted):
+            self.progress.setRange(0, e.total_steps)
+            self.progress.setValue(e.start_step)
+            self.download.hide()
+            self.status.setText(ev.human(e) or "")
+        elif isinstance(e, ev.Download):
+            self.download.show()
+            self.download.setRange(0, 1000)
+            self.download.setValue(int(1000 * e.done / e.total) if e.total else 0)
+            self.status.setText(ev.human(e) or "")
+        elif isinstance(e, ev.Status):
+            self.status.setText(e.text)
+        elif isinstance(e, ev.Step):
+            self.progress.setValue(e.step)
+            self.loss_l.setText(f"{e.loss:.4f}")
+            self.lr_l.setText(f"{e.lr:.2e}")
+            self.sps_l.setText(f"{e.samples_per_s:.1f}")
+            self.eta_l.setText(ev._hms(e.eta_s))
+            self.mem_l.setText(f"{e.gpu_mem_gb:.1f} GB" if e.gpu_mem_gb is not None else "CPU")
+            while self.steps_x and self.steps_x[-1] >= e.step:  # a resumed run repeats steps after its checkpoint
+                self.steps_x.pop()
+                self.loss_y.pop()
+            self.steps_x.append(e.step)
+            self.loss_y.append(e.loss)
+            self.loss_curve.setData(self.steps_x, self.loss_y)
+        elif isinstance(e, ev.Validation):
+            self.val_x.append(e.step)
+            self.val_y.append(e.val_loss)
+            self.val_curve.setData(self.val_x, self.val_y)
+            mae = f", action error {e.action_mae:.3f}" if e.action_mae is not None else ""
+            self.val_l.setText(f"{e.val_loss:.4f}{mae}")
+        elif isinstance(e, (ev.CheckpointSaved, ev.PolicySaved)):
+            self.refresh_runs()
+        elif isinstance(e, ev.Failed):
+            self.status.setText(f"failed: {e.message}")
+        elif isinstance(e, ev.Finished) and e.reason != "error":
+            self.status.setText(ev.human(e) or "")
+        self.event_received.emit(e)
+
+    def _finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        self._read_stdout()
+        if not isinstance(self.last_event, (ev.Finished, ev.Failed)) or code not in (0, 130, 2):
+            tail = self.stderr_tail.strip().splitlines()[-3:]
+            self.status.setText(f"the training process ended with code {code}: " + " | ".join(tail))
+        self.running_changed.emit(False)
+        self.refresh_runs()
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ runs
+    def refresh_runs(self) -> None:
+        selected = self.selected_run()
+        self.runs.clear()
+        if not self.runs_root.is_dir():
+            return
+        for run in sorted(p for p in self.runs_root.iterdir() if (p / "train_config.json").is_file()):
+            policy = run / "policy" / "policy.json"
+            state = "running" if self.is_running() and run == self.current_run else (
+                "policy ready" if policy.is_file() else "stopped")
+            step = json.loads(policy.read_text()).get("step", "") if policy.is_file() else ""
+            item = QTreeWidgetItem([run.name, str(step), state])
+            item.setData(0, Qt.ItemDataRole.UserRole, str(run))
+            ckroot = run / "checkpoints"
+            for ck in sorted(ckroot.glob("step_*")) if ckroot.is_dir() else []:
+                if (ck / "state.json").is_file():
+                    item.addChild(QTreeWidgetItem([ck.name, str(int(ck.name[5:])), "checkpoint"]))
+            self.runs.addTopLevelItem(item)
+            if selected == run:
+                item.setSelected(True)
+        self._update_buttons()
+
+    def selected_run(self) -> Path | None:
+        items = self.runs.selectedItems() if hasattr(self, "runs") else []
+        if not items:
+            return None
+        item = items[0]
+        while item.parent() is not None:
+            item = item.parent()
+        return Path(item.data(0, Qt.ItemDataRole.UserRole))
+
+    def select_run(self, run: Path) -> None:
+        for i in range(self.runs.topLevelItemCount()):
+            it = self.runs.topLevelItem(i)
+            it.setSelected(Path(it.data(0, Qt.ItemDataRole.UserRole)) == Path(run))
+
+    def use_in_trials(self, run: Path | None = None) -> str | None:
+        run = run or self.selected_run()
+        if run is None or not (run / "policy" / "policy.json").is_file():
+            self.status.setText("Select a run with a finished policy.")
+            return None
+        folder = str(run / "policy")
+        self.settings.setValue(SETTINGS_POLICY, folder)
+        self.policy_chosen.emit(folder)
+        self.status.setText(f"policy for trials: {folder}")
+        return folder
+
+    def _update_buttons(self) -> None:
+        running = self.is_running()
+        run = self.selected_run()
+        self.train_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+        self.resume_btn.setEnabled(not running and run is not None and (run / "checkpoints").is_dir())
+        self.use_btn.setEnabled(run is not None and (run / "policy" / "policy.json").is_file())
+
+    def shutdown(self) -> None:
+        """App closing: ask the trainer to checkpoint and stop, wait a little."""
+        if self.is_running():
+            assert self.proc is not None
+            self.proc.terminate()
+            self.proc.waitForFinished(15_000)
