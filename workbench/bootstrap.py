@@ -88,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         report_torch_build()
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
         return _run(TEST_COMMAND + argv[1:], cwd=ROOT, env=env)
-    workbench = shutil.which("workbench") or str(Path(sys.executable).parent / "workbench")
+    # The entry point of *this* interpreter's environment: `shutil.which` would find whichever `workbench` is
+    # first on PATH (another venv's, a pyenv shim), e.g. when this ran as /path/to/venv/bin/python unactivated.
+    script = Path(sys.executable).parent / "workbench"
+    workbench = [str(script)] if script.is_file() else [sys.executable, "-m", "workbench.cli"]
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
-        return _run([workbench, *argv[1:]])
+        return _run([*workbench, *argv[1:]])
     print("No display: running a headless teleoperation on the simulated rig instead of the window.\n"
           "(On a desktop, `workbench` opens the app; `xvfb-run workbench` runs it on a virtual screen.)", flush=True)
-    return _run([workbench, "teleop", "--rig", "sim-transfer-cube", "--steps", "400", *argv[1:]])
+    return _run([*workbench, "teleop", "--rig", "sim-transfer-cube", "--steps", "400", *argv[1:]])
 
 
 if __name__ == "__main__":
