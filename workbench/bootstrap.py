@@ -22,6 +22,7 @@ APT_PACKAGES = [
     "libxkbcommon-x11-0", "libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1", "libxcb-shape0",
     "libxcb-xinerama0", "libxcb-randr0", "libxcb-render-util0", "libxcb-image0", "libfontconfig1",
     "libdbus-1-3", "fonts-dejavu-core",  # Qt 6 xcb platform plugin
+    "openssh-client", "openssh-server", "rsync",  # workbench train --host (and its loopback test)
 ]
 TEST_COMMAND = [sys.executable, "-m", "pytest", "-q", "tests"]
 

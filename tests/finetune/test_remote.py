@@ -1,0 +1,102 @@
+"""Remote training over SSH against a real sshd on loopback: the dataset goes over with rsync, progress streams
+back as typed events, the policy folder comes home."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from finetune import events as ev
+from finetune.remote import RemoteTarget, remote_argv
+from train_helpers import ROOT, events, sim_dataset
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+
+
+def test_arguments_are_rewritten_for_the_host(tmp_path):
+    ds = tmp_path / "cube"
+    ds.mkdir()
+    target = RemoteTarget("me@gpu", "/srv/wb", ("ssh",), "workbench")
+    args, local_run, remote_run, local_ds, remote_ds = remote_argv(
+        ["train", "--dataset", str(ds), "--out", str(tmp_path / "runs" / "a"), "--host", "me@gpu", "--lora",
+         "--remote-dir", "/srv/wb"], target)
+    assert args == ["train", "--dataset", "/srv/wb/datasets/cube", "--out", "/srv/wb/runs/a", "--lora", "--json"]
+    assert (local_run, remote_run, local_ds, remote_ds) == (tmp_path / "runs" / "a", "/srv/wb/runs/a", ds,
+                                                            "/srv/wb/datasets/cube")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    if SSHD is None or shutil.which("rsync") is None:
+        pytest.skip("needs openssh-server and rsync (python -m workbench.bootstrap installs them: APT_PACKAGES)")
+    if os.geteuid() != 0:
+        pytest.skip("sshd on loopback needs root here (it switches to the logged-in user)")
+    d = tmp_path / "ssh"
+    d.mkdir(mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client_key")], check=True)
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    port = _free_port()
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation directory
+    config = d / "sshd_config"
+    config.write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {d / 'host_key'}
+AuthorizedKeysFile {d / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PidFile {d / 'sshd.pid'}
+SetEnv PYTHONPATH={ROOT} OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+""")
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+    ssh = (f"ssh -p {port} -i {d / 'client_key'} -o StrictHostKeyChecking=no -o UserKnownHostsFile={d / 'known'} "
+           "-o LogLevel=ERROR")
+    deadline = time.monotonic() + 20
+    while subprocess.run([*ssh.split(), "-o", "BatchMode=yes", "root@127.0.0.1", "true"],
+                         capture_output=True).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.skip(f"sshd did not start: {proc.stderr.read()[-500:] if proc.stderr else ''}")
+        time.sleep(0.2)
+    yield ssh
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_train_on_a_host_over_ssh(tmp_path, sshd):
+    env = dict(os.environ, WORKBENCH_SSH=sshd, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               WORKBENCH_REMOTE_CMD=f"env PYTHONPATH={ROOT} {sys.executable} -m workbench.cli")
+    out = tmp_path / "home" / "runs" / "cube"
+    remote = tmp_path / "gpu-box"
+    cmd = [sys.executable, "-m", "workbench.cli", "train", "--config", "tiny", "--dataset", str(sim_dataset()),
+           "--out", str(out), "--steps", "4", "--batch", "2", "--workers", "0", "--log-every", "1", "--val-every",
+           "0", "--save-every", "2", "--host", "root@127.0.0.1", "--remote-dir", str(remote), "--json"]
+    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    streamed = [e for e in (ev.parse(line) for line in res.stdout.splitlines()) if e is not None]
+    assert [e.step for e in streamed if isinstance(e, ev.Step)] == [1, 2, 3, 4]  # progress streamed back
+    assert any(isinstance(e, ev.Finished) and e.reason == "done" for e in streamed)
+    # the dataset went over with rsync, the training ran there, the policy came home (checkpoints stayed)
+    assert sorted(p.name for p in (remote / "datasets" / "cube").glob("*.hdf5")) == sorted(
+        p.name for p in sim_dataset().glob("*.hdf5"))
+    assert (remote / "runs" / "cube" / "checkpoints").is_dir()
+    assert (out / "policy" / "model.safetensors").is_file() and (out / "policy" / "norm_stats.json").is_file()
+    assert not (out / "checkpoints").exists()
+    assert [e.step for e in events(out) if isinstance(e, ev.Step)] == [1, 2, 3, 4]
