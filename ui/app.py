@@ -36,11 +36,18 @@ class _EstopKeyFilter(QObject):
     def __init__(self, window: "MainWindow"):
         super().__init__(window)
         self.window = window
+        self._last = 0.0
 
     def eventFilter(self, obj, ev) -> bool:  # noqa: N802 - Qt name
         if ev.type() == QEvent.Type.KeyPress and ev.key() == Qt.Key.Key_Escape and not ev.isAutoRepeat():
-            self.window.estop()
-            return False  # let dialogs/popups still close on Esc
+            # Esc that closes a dialog, a menu or a popup belongs to it, not to the e-stop
+            if QApplication.activeModalWidget() is not None or QApplication.activePopupWidget() is not None:
+                return False
+            # one press reaches this filter once per widget it propagates through: act on the first only
+            now = time.monotonic()
+            if now - self._last > 0.2:
+                self._last = now
+                self.window.estop()
         return False
 
 
@@ -114,7 +121,7 @@ class MainWindow(QMainWindow):
         v.setContentsMargins(8, 8, 8, 0)
         v.setSpacing(6)
         self.banner = ErrorBanner()
-        v.addWidget(self.banner)
+        self.banner.attach(central)  # an overlay: a banner never changes the window's size or moves controls
         self.split = QSplitter(Qt.Orientation.Horizontal)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -317,13 +324,30 @@ class MainWindow(QMainWindow):
 
     # -- closing ------------------------------------------------------------------------------------------------
     def closeEvent(self, ev) -> None:  # noqa: N802
+        from ui import dialogs
+
+        torque_off = False
+        if self.record_panel.session is not None and not self.ctl.estopped:
+            choice = dialogs.ask(self, "Quit while recording",
+                                 f"{self.record_panel.episode_name or 'An episode'} is being recorded.",
+                                 [("partial", "Save as partial episode"), ("discard", "Discard it"),
+                                  ("keep", "Keep recording")], "keep")
+            if choice in (None, "keep"):
+                ev.ignore()
+                return
+            self.record_panel.end_session(discard=choice == "discard")
+        else:
+            choice = dialogs.before_arms_stop(self, self.ctl, "Quit")
+            if choice in (None, "cancel"):
+                ev.ignore()
+                return
+            torque_off = choice == "torque_off"
         self.settings.setValue("window/geometry", self.saveGeometry())
         self._timer.stop()
         try:
-            self.record_panel.shutdown()
-        except Exception as exc:  # noqa: BLE001
-            log.error("closing the recording session: %s", exc)
-        self.ctl.shutdown()
+            self.ctl.shutdown(torque_off_here=torque_off)
+        except Exception as exc:  # noqa: BLE001 - the window closes whatever happens; the session held the arms
+            log.error("closing the rig: %s", exc)
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self._esc)

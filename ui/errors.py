@@ -110,6 +110,7 @@ class ErrorBanner(QFrame):
         self.text.setText(f"<b style='color:{colour}; font-size:14px'>{_esc(r.title)}</b><br>"
                           f"<span style='color:{theme.TEXT}'>{_esc(r.message)}</span>{fix}")
         self.show()
+        self.place()
         if r.severity == "info":
             self._timer.start(6000)
         return r
@@ -118,6 +119,30 @@ class ErrorBanner(QFrame):
         self.current = None
         self.hide()
         self.dismissed.emit()
+
+    # An overlay, not a layout member: showing it never resizes the window or moves the controls under the
+    # operator's mouse. It floats over the bottom of its parent (the live view's charts), above everything.
+    def eventFilter(self, obj, ev) -> bool:  # noqa: N802 - Qt name
+        from PyQt6.QtCore import QEvent
+
+        if obj is self.parent() and ev.type() == QEvent.Type.Resize and self.isVisible():
+            self.place()
+        return False
+
+    def attach(self, parent) -> None:
+        self.setParent(parent)
+        parent.installEventFilter(self)
+        self.hide()
+
+    def place(self) -> None:
+        parent = self.parentWidget()
+        if parent is None:
+            return
+        w = max(200, parent.width() - 24)
+        h = min(self.heightForWidth(w) if self.hasHeightForWidth() else self.sizeHint().height(), parent.height() // 2)
+        h = max(h, self.sizeHint().height())
+        self.setGeometry(12, parent.height() - h - 12, w, h)
+        self.raise_()
 
 
 def _esc(s: str) -> str:

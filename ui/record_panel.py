@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtGui import QKeySequence, QShortcut
-from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
+from PyQt6.QtWidgets import (QApplication, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
                              QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSpinBox, QTableWidget,
                              QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -21,12 +21,31 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LABELS = ["reach", "grasp", "lift", "hand over", "place", "release", "retreat", "recover", "other"]
 # key bindings: several keys per action so that common foot pedals (PageDown/PageUp, arrows, b/n) work untouched
+# Single keys fire only while no text field has focus (typing a label never ends an episode).
 KEYS = {
-    "next": ["Right", "PgDown", "N", "Space"],
+    "next": ["Right", "PgDown", "N"],
     "rerecord": ["Left", "PgUp", "R"],
-    "discard": ["Del", "D"],
+    "discard": ["Del"],
     "stop": ["End", "Q"],
+    "label": ["S"],  # focus the segment text field
 }
+KEY_TEXT = {"next": "save this episode, go on", "rerecord": "discard this episode, record it again",
+            "discard": "move the last saved episode to the trash", "stop": "save this episode, end the session",
+            "label": "type a segment label (Enter starts it)"}
+
+
+def key_help() -> list[tuple[str, str]]:
+    """The one list of keys (the app's Keys help and the README show this)."""
+    rows = [(" / ".join(k.replace("PgDown", "PgDn") for k in KEYS[a]), KEY_TEXT[a]) for a in KEYS]
+    return rows + [("1 – 9", "start a segment with preset label 1–9 (edit them under Segments)"),
+                   ("0", "close the open segment"), ("Esc", "E-STOP (anywhere in the app, except to close a dialog)")]
+
+
+def _is_text_input(w) -> bool:
+    from PyQt6.QtWidgets import QAbstractSpinBox, QPlainTextEdit, QTextEdit
+
+    return isinstance(w, (QLineEdit, QTextEdit, QPlainTextEdit, QAbstractSpinBox)) or \
+        (isinstance(w, QComboBox) and w.isEditable())
 
 
 def _num(v: float) -> str:
@@ -100,6 +119,16 @@ class RecordPanel(QWidget):
         waits.addWidget(QLabel("reset"))
         waits.addStretch(1)
         form.addRow("Wait", waits)
+        goal_row = QHBoxLayout()
+        self.goal = QSpinBox()
+        self.goal.setRange(1, 100000)
+        self.goal.setValue(int(settings.value("record/goal", 50)))
+        self.goal.setToolTip("How many episodes this dataset should reach")
+        self.goal.valueChanged.connect(lambda v: (self.settings.setValue("record/goal", v), self._refresh_goal()))
+        self.goal_label = QLabel("")
+        goal_row.addWidget(self.goal)
+        goal_row.addWidget(self.goal_label, 1)
+        form.addRow("Goal", goal_row)
         lay.addWidget(box)
 
         # ---- big state + controls ----
@@ -137,8 +166,7 @@ class RecordPanel(QWidget):
         btns.addWidget(self.discard_btn)
         btns.addWidget(self.stop_btn)
         g.addLayout(btns, 3, 0, 1, 3)
-        keys = QLabel("Keys (and foot pedals): next → / PgDn / N · re-record ← / PgUp / R · discard last Del · "
-                      "stop End / Q · segment 1–9 · e-stop Esc")
+        keys = QLabel("Keys (and foot pedals): " + " · ".join(f"{k} {t.split(',')[0]}" for k, t in key_help()))
         keys.setWordWrap(True)
         keys.setProperty("class", "muted")
         g.addWidget(keys, 4, 0, 1, 3)
@@ -152,6 +180,10 @@ class RecordPanel(QWidget):
         self.labels_edit = QLineEdit(", ".join(self.labels))
         self.labels_edit.setToolTip("Preset sub-task labels for keys 1–9, comma separated")
         self.labels_edit.editingFinished.connect(self._labels_changed)
+        lrow = QHBoxLayout()
+        lrow.addWidget(QLabel("Keys 1–9"))
+        lrow.addWidget(self.labels_edit, 1)
+        sv.addLayout(lrow)
         self.label_chips = QLabel()
         self.label_chips.setWordWrap(True)
         sv.addWidget(self.label_chips)
@@ -201,17 +233,21 @@ class RecordPanel(QWidget):
         self.mark_text.returnPressed.connect(self._mark_typed)
         self.shortcuts: list[QShortcut] = []
         for action, fn in (("next", self.next), ("rerecord", self.rerecord), ("discard", self.discard_last),
-                           ("stop", self.stop)):
+                           ("stop", self.stop)):  # "label" (S) is wired below
             for k in KEYS[action]:
                 self._shortcut(k, fn)
         for i in range(9):
             self._shortcut(str(i + 1), lambda i=i: self.mark_preset(i))
         self._shortcut("0", lambda: self.mark(""))
+        self._shortcut("S", self._focus_label)
+        QApplication.instance().focusChanged.connect(self._on_focus_changed)  # a bound slot: gone with us
+        self.dataset.editingFinished.connect(self._refresh_goal)
         controller.sessionEvent.connect(self._on_event)
         controller.teleopFinished.connect(self._on_finished)
         controller.connectionChanged.connect(lambda _: self._update())
         controller.estopChanged.connect(lambda _: self._update())
         self._paint_labels()
+        self._refresh_goal()
         self._update()
 
     def _spin(self, value, lo, hi, suffix) -> QDoubleSpinBox:
@@ -229,8 +265,39 @@ class RecordPanel(QWidget):
         self.shortcuts.append(sc)
 
     def keys_active(self) -> bool:
-        """Session keys work while a session runs, or on this tab (so pedals work without clicking first)."""
-        return self.session is not None or self.isVisible()
+        """Session keys work while a session runs, or on this tab (so pedals work without clicking first) - but
+        never while a text field has focus: there the keys type."""
+        return (self.session is not None or self.isVisible()) and not _is_text_input(QApplication.focusWidget())
+
+    def _on_focus_changed(self, _old, _new) -> None:
+        self._enable_keys()
+
+    def _enable_keys(self) -> None:
+        on = self.keys_active()
+        for sc in self.shortcuts:
+            sc.setEnabled(on)
+
+    def _focus_label(self) -> None:
+        self.mark_text.setFocus()
+        self.mark_text.selectAll()
+
+    def _refresh_goal(self) -> None:
+        """"23 / 50 episodes (19 success)": the dataset's progress toward the operator's goal."""
+        from recorder.store import DatasetStore
+
+        folder = self.dataset_dir()
+        if not folder or not Path(folder).is_dir():
+            self.goal_label.setText(f"0 / {self.goal.value()} episodes")
+            return
+        try:
+            eps = [e for e in DatasetStore(folder).list() if not getattr(e, "damaged", False)]
+        except Exception:  # noqa: BLE001 - a damaged or foreign folder: the Episodes tab says why
+            self.goal_label.setText("")
+            return
+        ok = sum(e.outcome == "success" for e in eps)
+        colour = theme.OK if len(eps) >= self.goal.value() else theme.TEXT
+        self.goal_label.setText(f"<span style='color:{colour}'><b>{len(eps)}</b> / {self.goal.value()} episodes "
+                                f"({ok} success)</span>")
 
     # -- dataset / labels -------------------------------------------------------------------------------------------
     def dataset_dir(self) -> str:
@@ -316,7 +383,8 @@ class RecordPanel(QWidget):
             self.settings.setValue(k, v)
 
     def _put(self, kind, label: str = "") -> bool:
-        if self.events is None or not self.keys_active():
+        """Buttons, the label field and (through enabled shortcuts) keys all end here."""
+        if self.events is None:
             return False
         self.events.put(kind, label)
         return True
@@ -335,14 +403,14 @@ class RecordPanel(QWidget):
 
     def stop(self) -> None:
         """End the session once: the current episode is kept, no further episode starts."""
-        if self.session is None or not self.keys_active():
+        if self.session is None:
             return
         self.ctl.stop_teleop()
         self.state_label.setText("Stopping: saving the current episode…")
 
     def discard_last(self) -> None:
         """Move the most recently saved episode of this session to the dataset's trash (restorable)."""
-        if not self.keys_active():
+        if self.session is None and not self.isVisible():
             return
         saved = list(self.session.saved) if self.session is not None else []
         name = saved[-1].name if saved else (self._last_saved_name if hasattr(self, "_last_saved_name") else "")
@@ -385,9 +453,15 @@ class RecordPanel(QWidget):
         self.last_mark.setText(f"at {t:.1f} s: " + (f"segment “{label}” started" if label else "segment closed"))
         return True
 
-    def shutdown(self) -> None:
-        if self.session is not None:
-            self.stop()
+    def end_session(self, discard: bool = False) -> None:
+        """The window closes: end the session now, keeping the current episode (marked partial) or discarding it."""
+        from workbench.recording import SessionEvent
+
+        if self.session is None:
+            return
+        if discard and self.events is not None:
+            self.events.put(SessionEvent.RERECORD)  # the current episode is thrown away; stop ends the session
+        self.ctl.stop_teleop()
 
     # -- session events (typed, queued onto the GUI thread by the controller) -----------------------------------------
     def _on_event(self, e) -> None:
@@ -405,6 +479,7 @@ class RecordPanel(QWidget):
             self.show_report(e.episode)
             self.episodeSaved.emit(e.episode)
             self.datasetChanged.emit(self.dataset_dir())
+            self._refresh_goal()
         elif isinstance(e, ev.Countdown):
             self.state = "countdown" if "starts in" in e.what else "reset"
             self._wait_until = time.monotonic() + e.seconds_left
@@ -448,8 +523,7 @@ class RecordPanel(QWidget):
         self.q_rate.set(_fmt_s(hz), rate_status(hz, nominal))
 
     def poll(self) -> None:
-        for sc in self.shortcuts:
-            sc.setEnabled(self.keys_active())
+        self._enable_keys()
         if self.session is None:
             return
         if self.state == "recording":
@@ -485,8 +559,13 @@ class RecordPanel(QWidget):
         for b in (self.next_btn, self.rerecord_btn, self.stop_btn):
             b.setEnabled(active)
         self.discard_btn.setEnabled(active and bool(self.session.saved))
-        for w in (self.dataset, self.task, self.episodes, self.length, self.countdown, self.reset):
+        for w in (self.dataset, self.task, self.episodes, self.length):
             w.setEnabled(not active)
+        sim = self.ctl.config is not None and self.ctl.config.backend == "sim"
+        for w in (self.countdown, self.reset):  # the simulator resets its scene itself: nothing to wait for
+            w.setEnabled(not active and not sim)
+            w.setToolTip("Not used on the simulator: it resets the scene itself" if sim else
+                         "Seconds before each episode / between episodes (Next skips)")
         n = len(self.session.saved) if active else 0
         total = self.session.s.episodes if active else self.episodes.value()
         if active:

@@ -175,7 +175,12 @@ class RigPanel(QWidget):
         return job
 
     def disconnect_rig(self):
-        job = self.ctl.disconnect_rig()
+        from ui import dialogs
+
+        choice = dialogs.before_arms_stop(self, self.ctl, "Disconnect")
+        if choice in (None, "cancel"):
+            return None
+        job = self.ctl.disconnect_rig(torque_off_here=choice == "torque_off")
         if job is not None:
             self.progress.track(job)
             self.state.set("Disconnecting…", "warn")

@@ -188,6 +188,11 @@ class RecordingSession:
             success = self.rig.success()
             if success is not None:
                 writer.set_outcome("success" if success else "failure")
+            if writer.steps < steps and (stop.is_set() or self.rig.safety.estopped):
+                # ended by the session's stop (operator, window closed) or the e-stop, not by its length or NEXT
+                why = "the e-stop" if self.rig.safety.estopped else "a stop"
+                writer.set_outcome(writer.header.get("outcome", "unlabeled"),
+                                   notes=f"partial episode: ended by {why} after {writer.steps} of {steps} steps")
             saved = writer.stop()
             self.saved.append(saved)
             self.emit(ev.EpisodeSaved(saved, "unlabeled" if success is None else ("success" if success else "failure")))

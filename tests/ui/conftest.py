@@ -48,11 +48,17 @@ def window(qtbot, rig_file, settings, tmp_path):
 
     ensure_app()
     win = create_window(rig_file, settings=settings, realtime_sim=False, dataset_dir=str(tmp_path / "dataset"))
-    qtbot.addWidget(win)
-    win.show()
+    win.show()  # not qtbot.addWidget: pytest-qt would close it before our teardown below can answer its question
     qtbot.waitExposed(win)
     yield win
-    win.close()
+    import ui.dialogs
+
+    ask = ui.dialogs.ask  # a test that failed mid-recording must not leave a modal question open at teardown
+    ui.dialogs.ask = lambda parent, title, text, choices, default: choices[0][0]
+    try:
+        win.close()
+    finally:
+        ui.dialogs.ask = ask
 
 
 def connect(qtbot, win):

@@ -27,7 +27,7 @@ def test_teleop_stop_during_a_recording_stops_the_session_once(qtbot, window):
     assert not win.ctl.teleop_running
 
 
-def test_estop_holds_without_the_shutdown_sequence_then_disconnect_parks(qtbot, window):
+def test_estop_holds_without_the_shutdown_sequence_then_disconnect_parks(qtbot, window, monkeypatch):
     win = window
     connect(qtbot, win)
     from tests.ui.conftest import start_teleop
@@ -41,16 +41,89 @@ def test_estop_holds_without_the_shutdown_sequence_then_disconnect_parks(qtbot, 
     assert win.ctl.estopped
     assert "Opening follower grippers" not in steps and steps[-1] == "E-stop engaged: followers held"
     rig = win.ctl.rig
-    # Disconnect while the e-stop is engaged: parking is refused with what to do; the rig stays connected
+    # Disconnect while the e-stop is engaged: the app asks (parking is impossible); Cancel keeps everything as is
+    asked = []
+    monkeypatch.setattr("ui.dialogs.ask", lambda parent, title, text, choices, default:
+                        asked.append((title, [c for c, _ in choices])) or "cancel")
     qtbot.mouseClick(win.rig_panel.disconnect_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: win.banner.current is not None and "torque off here" in str(win.banner.current.message)
-                    + str(getattr(win.banner.current, "fix", "")), timeout=30000)
-    assert win.ctl.connected
+    assert asked == [("Disconnect: e-stop engaged", ["torque_off", "cancel"])]
+    assert win.ctl.connected and win.ctl.estopped
     win.ctl.release_estop()
     poses = []
     orig = rig.disconnect
     rig.disconnect = lambda: (poses.append(rig.observe()["qpos"]), orig())
-    qtbot.mouseClick(win.rig_panel.disconnect_btn, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(win.rig_panel.disconnect_btn, Qt.MouseButton.LeftButton)  # idle, no e-stop: no question
+    assert len(asked) == 1
     qtbot.waitUntil(lambda: not win.ctl.connected and win.ctl.session is None, timeout=60000)
     for i in (0, 7):  # parked at the sleep pose through the safety layer before torque off
         np.testing.assert_allclose(poses[0][i:i + 6], SLEEP_POSE, atol=0.05)
+
+
+def _start_recording(qtbot, win, episodes=3, length=4.0):
+    rp = win.record_panel
+    win.show_tab(rp)
+    rp.task.setEditText("transfer the cube")
+    rp.episodes.setValue(episodes)
+    rp.length.setValue(length)
+    assert rp.start()
+    qtbot.waitUntil(lambda: rp.state == "recording" and rp.elapsed() > 0.3, timeout=60000)
+    return rp
+
+
+def test_typing_a_label_never_fires_session_keys(qtbot, window):
+    """Space, r, q, d, s typed into the segment field only type; `s` outside a field focuses it."""
+    from PyQt6.QtTest import QTest
+
+    win = window
+    connect(qtbot, win)
+    rp = _start_recording(qtbot, win)
+    session = rp.session
+    rp.setFocus()
+    QTest.keyClick(win, Qt.Key.Key_S)  # the advertised "segment text" key
+    qtbot.waitUntil(lambda: rp.mark_text.hasFocus(), timeout=5000)
+    QTest.keyClicks(rp.mark_text, "grasp q r d n the s corner")
+    assert rp.mark_text.text() == "grasp q r d n the s corner"
+    QTest.keyClick(rp.mark_text, Qt.Key.Key_Space)
+    qtbot.wait(300)
+    assert rp.session is session and rp.state == "recording" and not session.saved
+    assert win.ctl.teleop_running and rp.events is not None
+    QTest.keyClick(rp.mark_text, Qt.Key.Key_Return)  # Enter starts the segment
+    assert rp.marks[-1][1] == "grasp q r d n the s corner"
+    win.ctl.stop_teleop()
+    qtbot.waitUntil(lambda: rp.session is None, timeout=60000)
+    assert len(session.saved) == 1
+
+
+def test_closing_during_a_recording_asks_first(qtbot, window, monkeypatch):
+    win = window
+    connect(qtbot, win)
+    rp = _start_recording(qtbot, win)
+    session = rp.session
+    answers = ["keep", "partial"]
+    asked = []
+    monkeypatch.setattr("ui.dialogs.ask", lambda parent, title, text, choices, default:
+                        asked.append([c for c, _ in choices]) or answers.pop(0))
+    win.close()
+    assert asked == [["partial", "discard", "keep"]]
+    assert win.isVisible() and win.ctl.teleop_running and rp.session is session  # kept recording
+    win.close()
+    assert len(asked) == 2 and not win.ctl.connected
+    assert len(session.saved) == 1
+    from recorder.reader import read_info
+
+    info = read_info(session.saved[0].path)
+    assert "partial episode" in info.notes and session.saved[0].steps < 200
+
+
+def test_a_banner_does_not_change_the_window_size_or_move_controls(qtbot, window):
+    win = window
+    win.resize(1280, 800)
+    qtbot.wait(50)
+    size, pos = win.size(), win.rig_panel.connect_btn.mapTo(win, win.rig_panel.connect_btn.rect().topLeft())
+    for i in range(3):
+        win.show_error(RuntimeError(f"a long error message number {i} " * 8), "Test")
+        qtbot.wait(50)
+        assert win.size() == size
+        assert win.rig_panel.connect_btn.mapTo(win, win.rig_panel.connect_btn.rect().topLeft()) == pos
+    assert win.banner.isVisible() and win.banner.geometry().bottom() < win.centralWidget().height()
+    win.banner.dismiss()
