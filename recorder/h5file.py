@@ -19,6 +19,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from drivers.arm import BIMANUAL_DOF
 from recorder import format as fmt
 from recorder.journal import StepRecord
 from recorder.quality import CameraTrack, QualityInput
@@ -35,7 +36,7 @@ def _fsync_path(path: Path) -> None:
 
 
 class EpisodeFileBuilder:
-    def __init__(self, path: Path, cameras: Sequence[str], n_joints: int = 14):
+    def __init__(self, path: Path, cameras: Sequence[str], n_joints: int = BIMANUAL_DOF):
         self.path = Path(path)
         self.cameras = list(cameras)
         self.n_joints = n_joints

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drivers.arm import DEFAULT_CONTROL_HZ
 from recorder import format as fmt
 from recorder.h5file import EpisodeFileBuilder
 from recorder.journal import StepRecord
@@ -31,7 +32,7 @@ def _natural(p: Path):
     return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p.name)]
 
 
-def import_aloha_episode(src: Path, store: DatasetStore, *, task: str = "", fps: float = 50.0,
+def import_aloha_episode(src: Path, store: DatasetStore, *, task: str = "", fps: float = DEFAULT_CONTROL_HZ,
                          thresholds: QualityThresholds | None = None) -> SavedEpisode:
     with EpisodeReader(src) as r, store.locked():
         info = r.info
@@ -66,7 +67,7 @@ def import_aloha_episode(src: Path, store: DatasetStore, *, task: str = "", fps:
     return saved
 
 
-def import_aloha_folder(folder: Path, store: DatasetStore, *, task: str = "", fps: float = 50.0) -> ImportResult:
+def import_aloha_folder(folder: Path, store: DatasetStore, *, task: str = "", fps: float = DEFAULT_CONTROL_HZ) -> ImportResult:
     res = ImportResult()
     files = sorted([*Path(folder).glob("*.hdf5"), *Path(folder).glob("*.h5")], key=_natural)
     for src in files:

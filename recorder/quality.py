@@ -13,11 +13,12 @@ from typing import Literal
 
 import numpy as np
 
+from drivers.arm import ARM_JOINT_COLUMNS
+
 Status = Literal["pass", "warn", "fail", "n/a"]
 _RANK = {"n/a": -1, "pass": 0, "warn": 1, "fail": 2}
 
 # Arm joints only: grippers are normalized and legitimately lag when squeezing an object.
-ARM_JOINT_COLUMNS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivers.arm import BIMANUAL_DOF
 from recorder import format as fmt
 from recorder import journal as jr
 from recorder.h5file import EpisodeFileBuilder
@@ -30,7 +31,7 @@ def recover_journal(journal_path: Path, final_path: Path, reason: str = "crash")
     """Rebuild an episode from the intact prefix of its journal and publish it as `final_path`."""
     header, records = jr.read_journal(journal_path)
     cams = list(header["cameras"])
-    nj = int(header.get("n_joints", 14))
+    nj = int(header.get("n_joints", BIMANUAL_DOF))
     tmp = journal_path.with_name(f"{header['name']}.recovering{fmt.EPISODE_SUFFIX}")
     tmp.unlink(missing_ok=True)
     builder = EpisodeFileBuilder(tmp, cams, nj)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import cv2
 import numpy as np
 
+from drivers.arm import BIMANUAL_DOF
 from recorder import format as fmt
 from recorder import journal as jr
 from recorder.format import Segment
@@ -169,7 +170,7 @@ class EpisodeWriter:
 
     def __init__(self, dataset_dir: Path, name: str, cameras: Sequence[str], *, task: str = "",
                  rig_config: str = "", sim: bool = False, sim_seed: int | None = None, control_hz: float | None = None,
-                 thresholds: QualityThresholds | None = None, n_joints: int = 14,
+                 thresholds: QualityThresholds | None = None, n_joints: int = BIMANUAL_DOF,
                  jpeg_quality: int = fmt.JPEG_QUALITY, encode_threads: int = 2, max_inflight_images: int = 200,
                  max_queued_steps: int = 500, flush_s: float = 0.25, sync_s: float = 1.0,
                  min_free_bytes: int = 256 << 20,

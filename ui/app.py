@@ -10,7 +10,7 @@ import sys
 import time
 
 from PyQt6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
-from PyQt6.QtGui import QAction, QKeySequence
+from PyQt6.QtGui import QAction, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (QApplication, QFrame, QLabel, QMainWindow, QPushButton, QScrollArea, QSizePolicy,
                              QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
@@ -41,7 +41,9 @@ class _EstopKeyFilter(QObject):
     def eventFilter(self, obj, ev) -> bool:  # noqa: N802 - Qt name
         if ev.type() == QEvent.Type.KeyPress and ev.key() == Qt.Key.Key_Escape and not ev.isAutoRepeat():
             # Esc that closes a dialog, a menu or a popup belongs to it, not to the e-stop
-            if QApplication.activeModalWidget() is not None or QApplication.activePopupWidget() is not None:
+            active = QApplication.activeWindow()
+            if QApplication.activeModalWidget() is not None or QApplication.activePopupWidget() is not None or \
+                    (active is not None and active is not self.window):  # a dialog's own Esc (e.g. the Keys list)
                 return False
             # one press reaches this filter once per widget it propagates through: act on the first only
             now = time.monotonic()
@@ -107,6 +109,12 @@ class MainWindow(QMainWindow):
         self.release_btn.hide()
         self.release_action = tb.addWidget(self.release_btn)
         self.release_action.setVisible(False)
+        self.keys_btn = QPushButton("Keys  F1")
+        self.keys_btn.setToolTip("Every key the app answers to")
+        self.keys_btn.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.keys_btn.clicked.connect(self.show_keys)
+        tb.addWidget(self.keys_btn)
+        QShortcut(QKeySequence("F1"), self, self.show_keys)
         self.estop_btn = QPushButton("■  E-STOP   Esc")
         self.estop_btn.setObjectName("estop")
         self.estop_btn.setToolTip("Emergency stop: followers hold (or torque off, per the rig's safety.estop_action); "
@@ -198,6 +206,21 @@ class MainWindow(QMainWindow):
     # -- actions ------------------------------------------------------------------------------------------------
     def estop(self) -> None:
         self.ctl.estop("operator")
+
+    def show_keys(self) -> None:
+        """The one key list (ui.record_panel.key_help, also in the README), as a non-modal window."""
+        from PyQt6.QtWidgets import QMessageBox
+
+        from ui.record_panel import key_help
+
+        rows = "".join(f"<tr><td style='padding:2px 14px 2px 0'><b>{k}</b></td><td>{t}</td></tr>" for k, t in key_help())
+        rows += "<tr><td style='padding:2px 14px 2px 0'><b>Ctrl+Z / Ctrl+Shift+Z</b></td><td>undo / redo label, " \
+                "note and segment edits (Episodes tab)</td></tr><tr><td><b>F1</b></td><td>this list</td></tr>"
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keys", f"<p>Single keys never fire while a text field has "
+                          f"focus.</p><table>{rows}</table>", QMessageBox.StandardButton.Close, self)
+        box.setModal(False)
+        box.show()
+        self.keys_box = box
 
     def show_error(self, exc, context: str = "") -> None:
         r = self.banner.show_error(exc, context)

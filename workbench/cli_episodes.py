@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from drivers.arm import DEFAULT_CONTROL_HZ
+
 
 def register(sub) -> None:
     p = sub.add_parser("episodes", help="manage a dataset folder of episodes",
@@ -44,7 +46,7 @@ def register(sub) -> None:
     im = es.add_parser("import", help="import an ALOHA HDF5 folder (ALOHA 1, ALOHA 2, Mobile ALOHA)")
     im.add_argument("source", type=Path)
     im.add_argument("--task", default="")
-    im.add_argument("--fps", type=float, default=50.0)
+    im.add_argument("--fps", type=float, default=DEFAULT_CONTROL_HZ)
     im.set_defaults(func=_import)
     ex = es.add_parser("export", help="export to a LeRobot v3.0 folder")
     ex.add_argument("out", type=Path)

@@ -47,15 +47,18 @@ def window(qtbot, rig_file, settings, tmp_path):
     from ui.app import create_window, ensure_app
 
     ensure_app()
-    win = create_window(rig_file, settings=settings, realtime_sim=False, dataset_dir=str(tmp_path / "dataset"))
-    win.show()  # not qtbot.addWidget: pytest-qt would close it before our teardown below can answer its question
-    qtbot.waitExposed(win)
-    yield win
     import ui.dialogs
 
-    ask = ui.dialogs.ask  # a test that failed mid-recording must not leave a modal question open at teardown
+    # Closing the window asks before stopping arms that move; a test that ends (or fails) mid-recording must not
+    # leave a modal question open: unless a test answers itself (monkeypatch), the first choice is taken.
+    ask = ui.dialogs.ask
     ui.dialogs.ask = lambda parent, title, text, choices, default: choices[0][0]
+    win = create_window(rig_file, settings=settings, realtime_sim=False, dataset_dir=str(tmp_path / "dataset"))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
     try:
+        yield win
         win.close()
     finally:
         ui.dialogs.ask = ask

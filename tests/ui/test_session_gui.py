@@ -127,3 +127,22 @@ def test_a_banner_does_not_change_the_window_size_or_move_controls(qtbot, window
         assert win.rig_panel.connect_btn.mapTo(win, win.rig_panel.connect_btn.rect().topLeft()) == pos
     assert win.banner.isVisible() and win.banner.geometry().bottom() < win.centralWidget().height()
     win.banner.dismiss()
+
+
+def test_escape_closing_a_dialog_is_not_an_estop_and_one_press_is_one_estop(qtbot, window, caplog):
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtTest import QTest
+    from PyQt6.QtWidgets import QApplication, QMessageBox
+
+    win = window
+    connect(qtbot, win)
+    box = QMessageBox(QMessageBox.Icon.Question, "A question", "Esc closes me", QMessageBox.StandardButton.Cancel, win)
+    QTimer.singleShot(200, lambda: QTest.keyClick(QApplication.activeModalWidget() or box, Qt.Key.Key_Escape))
+    box.exec()  # modal: returns when Esc closed it
+    assert not win.ctl.estopped
+    with caplog.at_level("WARNING", logger="workbench.safety"):
+        QTest.keyClick(win.rig_panel.combo, Qt.Key.Key_Escape)  # propagates through several widgets
+        qtbot.wait(100)
+    assert win.ctl.estopped
+    assert [r.getMessage() for r in caplog.records].count("E-STOP: operator") == 1
+    win.ctl.release_estop()

@@ -229,8 +229,10 @@ class EpisodesPanel(QWidget):
         self.redo_btn.clicked.connect(self.undo_stack.redo)
         self.undo_stack.canUndoChanged.connect(self.undo_btn.setEnabled)
         self.undo_stack.canRedoChanged.connect(self.redo_btn.setEnabled)
-        self.undo_stack.undoTextChanged.connect(lambda t: self.undo_btn.setToolTip(f"Undo {t} (Ctrl+Z)"))
-        self.undo_stack.redoTextChanged.connect(lambda t: self.redo_btn.setToolTip(f"Redo {t} (Ctrl+Shift+Z)"))
+        # bound slots, not lambdas: PyQt drops them with this panel, so a stack emitting while the window is torn
+        # down never reaches deleted buttons (a lambda did, and crashed the process)
+        self.undo_stack.undoTextChanged.connect(self._undo_tip)
+        self.undo_stack.redoTextChanged.connect(self._redo_tip)
         self.undo_btn.setEnabled(False)
         self.redo_btn.setEnabled(False)
         for keys, slot in (("Ctrl+Z", self.undo_stack.undo), ("Ctrl+Shift+Z", self.undo_stack.redo),
@@ -267,6 +269,12 @@ class EpisodesPanel(QWidget):
         d = QFileDialog.getExistingDirectory(self, "Open a dataset folder", str(self.store.root if self.store else Path.home()))
         if d:
             self.set_dataset(d)
+
+    def _undo_tip(self, text: str) -> None:
+        self.undo_btn.setToolTip(f"Undo {text} (Ctrl+Z)")
+
+    def _redo_tip(self, text: str) -> None:
+        self.redo_btn.setToolTip(f"Redo {text} (Ctrl+Shift+Z)")
 
     def refresh(self) -> None:
         if self.store is None:

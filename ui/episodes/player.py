@@ -6,6 +6,8 @@ import numpy as np
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
+from drivers.arm import DEFAULT_CONTROL_HZ
+
 from ui.camera_grid import CameraTile
 from ui.episodes.timeline import SegmentTimeline
 from ui.joint_plots import JointPlots
@@ -65,7 +67,7 @@ class EpisodePlayer(QWidget):
         self.reader, self.info = r, r.info
         n = r.info.steps
         t = r.t
-        self.t = (t - t[0]) if t is not None and len(t) else np.arange(n) / (r.info.control_hz or 50.0)
+        self.t = (t - t[0]) if t is not None and len(t) else np.arange(n) / (r.info.control_hz or DEFAULT_CONTROL_HZ)
         for name in r.info.cameras:
             tile = CameraTile(name)
             tile.live = False
@@ -138,7 +140,7 @@ class EpisodePlayer(QWidget):
     def _advance(self) -> None:
         if self.reader is None:
             return self.pause()
-        hz = self.info.control_hz or 50.0
+        hz = self.info.control_hz or DEFAULT_CONTROL_HZ
         nxt = self.step + max(1, int(round(hz * self._timer.interval() / 1000)))
         if nxt >= self.info.steps:
             self.set_step(self.info.steps - 1)
