@@ -180,7 +180,9 @@ class MainWindow(QMainWindow):
         self.record_panel.recordingChanged.connect(self._on_recording)
         self.record_panel.datasetChanged.connect(self.episodes_panel.set_dataset)
         self.episodes_panel.set_dataset(self.record_panel.dataset_dir())
-        self.jobs.jobStarted.connect(lambda j: self.status_label.setText(j.title + "…"))
+        self.jobs.jobStarted.connect(self._on_job_started)
+        self.banner.dismissed.connect(lambda: self.status_label.setText(""))  # no stale banner title below
+        self.ctl.teleopFinished.connect(self._on_mode_finished)
 
         self._timer = QTimer(self)
         self._timer.setInterval(int(1000 / poll_hz))
@@ -242,6 +244,7 @@ class MainWindow(QMainWindow):
         else:
             self.rig_pill.set(f"{cfg.name if cfg else 'No rig'} · not connected", "idle")
             self.live.cameras.set_cameras([])
+            self.live.plots.reset()  # no joints of a rig that is gone
         self._update_title()
 
     def _on_teleop_state(self, state: str) -> None:
@@ -273,6 +276,16 @@ class MainWindow(QMainWindow):
             self._on_teleop_state(self.ctl.state)
             if self.banner.current is not None and self.banner.current.title.startswith("E-stop"):
                 self.banner.dismiss()
+
+    def _on_job_started(self, job) -> None:
+        text = job.title + "…"
+        self.status_label.setText(text)
+        # the status bar says what runs, not what ran: cleared when the job ends (unless something newer is shown)
+        job.finished.connect(lambda: self.status_label.setText("") if self.status_label.text() == text else None)
+
+    def _on_mode_finished(self, _summary) -> None:
+        if self.ctl.config is not None and self.ctl.config.backend == "sim":
+            self.live.cameras.pause("paused: the simulator renders while the arms are driven")
 
     def _on_recording(self, text: str, status: str) -> None:
         self.rec_pill.set(text, status)
@@ -326,7 +339,8 @@ class MainWindow(QMainWindow):
             self.live.cameras.feed(self._idle_frames())
         self.record_panel.poll()
         now = time.monotonic()
-        if ctl.connected and now - self._last_stats > 0.5:
+        live_frames = ctl.teleop_running or (ctl.config is not None and ctl.config.backend != "sim")
+        if ctl.connected and live_frames and now - self._last_stats > 0.5:
             self._last_stats = now
             try:
                 self.live.cameras.set_stats(ctl.camera_stats())

@@ -73,6 +73,11 @@ class CameraTile(QWidget):
             self.status = "warn" if dropped else "ok"
         self.update()
 
+    def pause(self, message: str) -> None:
+        """Keep the last image, but say no frames flow now (no stale green fps)."""
+        self.message, self.status, self.fps, self.dropped = message, "idle", float("nan"), 0
+        self.update()
+
     def clear(self, message: str = "no signal") -> None:
         self.image, self.seq, self.message, self.status = None, -1, message, "idle"
         self.fps, self.dropped = float("nan"), 0
@@ -171,6 +176,10 @@ class CameraGrid(QWidget):
             tile = self.tiles.get(name)
             if tile is not None:
                 tile.set_stats(st.fps, st.dropped, tile.nominal_fps)
+
+    def pause(self, message: str) -> None:
+        for t in self.tiles.values():
+            t.pause(message)
 
     def clear(self, message: str = "no signal") -> None:
         for t in self.tiles.values():

@@ -195,6 +195,8 @@ class RigController(QObject):
         if self.session is None or not self.connected:
             self.error.emit("Connect a rig first (Rig tab).", context)
             return False
+        if self.mode is ev.Mode.IDLE:
+            self.session.wait(2.0)  # the GUI has seen the last mode's Stopped: its thread is just finishing
         try:
             start(self.session)
         except Exception as exc:  # noqa: BLE001 - busy, e-stop engaged, no leaders: shown, not raised

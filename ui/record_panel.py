@@ -586,8 +586,11 @@ class RecordPanel(QWidget):
             pill = {"recording": f"REC {self.episode_name}"}.get(self.state, text.split(":")[0])
             self.recordingChanged.emit(pill, status)
         elif not active:
-            if self.state_label.text().startswith("<span") or self.state_label.text() == "Ready":
-                self.state_label.setText("Ready" if self.ctl.connected else "Connect a rig to record")
+            ended = self.state_label.text().startswith("Session ended")
+            if not self.ctl.connected:
+                self.state_label.setText("Connect a rig to record")
+            elif not ended or pending:
+                self.state_label.setText("Starting…" if pending else "Ready")
             self.recordingChanged.emit("Not recording", "idle")
 
 

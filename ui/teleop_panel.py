@@ -166,6 +166,7 @@ class TeleopPanel(QWidget):
         self._current_step = -1
         self._paint_steps()
         self.summary.setText("")
+        self.step_note.setText("")
         ok = self.ctl.start_teleop(wait_for_squeeze=self.squeeze.isChecked())
         self.refresh()
         return ok
@@ -214,6 +215,8 @@ class TeleopPanel(QWidget):
                                      f"to stop the arms at any time</span>")
             if not self.ctl.teleop_running:
                 self.headline.setText("Idle")
+            if self.step_note.text().startswith("E-stop"):
+                self.step_note.setText("E-stop released: the followers hold where they are; start again when ready")
         self.refresh()
 
     def refresh(self) -> None:

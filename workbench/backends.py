@@ -73,7 +73,8 @@ def build_sim(config: RigConfig) -> Rig:
     sim_rig = build_sim_rig(task=s.task, seed=s.seed, camera_names=(), realtime=s.realtime, gripper=config.gripper)
     cameras = {c.name: SimCamera(sim_rig.sim, c.name, (c.height, c.width), c.settings.get("mujoco_camera"), c.fps)
                for c in config.cameras}
-    return Rig(config, sim_rig.leaders, sim_rig.followers, cameras, sim_rig.clock, sim=sim_rig.sim)
+    return Rig(config, sim_rig.leaders, sim_rig.followers, cameras, sim_rig.clock, sim=sim_rig.sim,
+               on_close=sim_rig.sim.close)  # frees the renderers (GL contexts) at disconnect, not at exit
 
 
 BUILDERS: dict[str, Callable[[RigConfig], Rig]] = {

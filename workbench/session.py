@@ -9,11 +9,13 @@ stop, e-stop, error and exit is decided here, once:
 - an error: the followers hold, the error is reported as a `SessionError` event and kept in `last_error`;
 - close(): the followers go to the sleep pose through the safety layer, then torque off; "torque off here"
   only when asked for explicitly.
-Modes run on one control thread per run; `wait()` joins it (the CLI), events report it (the GUI).
+Modes run one after another on the session's one control thread (its GL contexts for simulated cameras, its
+real-time priority); `wait()` waits for the running mode (the CLI), events report it (the GUI).
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +49,10 @@ class RigSession:
         self.result: Any = None  # what the last mode returned (timing summary, saved episodes, replay result)
         self.recording = None  # the running workbench.recording.RecordingSession (GUI: episode timer, events)
         self._subscribers: list[ev.Subscriber] = []
-        self._thread: threading.Thread | None = None
+        self._jobs: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._tick_listeners: list[Listener] = []
@@ -86,7 +91,7 @@ class RigSession:
     # -- state ------------------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self._idle.is_set()
 
     @property
     def estopped(self) -> bool:
@@ -178,10 +183,22 @@ class RigSession:
                 raise DriverError("the rig is not connected")
             self._stop = threading.Event()
             self.mode, self.last_error, self.result = mode, None, None
-            self._thread = threading.Thread(target=self._run, args=(mode, body, context, ceremony, self._stop),
-                                            name=f"control-{mode.value}", daemon=True)
+            self._idle.clear()
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="control", daemon=True)
+                self._worker.start()
             self._emit(ev.ModeChanged(mode))
-            self._thread.start()
+            self._jobs.put((mode, body, context, ceremony, self._stop))
+
+    def _work(self) -> None:
+        """The control thread: runs modes until close(); then frees the GL contexts it made (sim cameras)."""
+        while (job := self._jobs.get()) is not None:
+            try:
+                self._run(*job)
+            finally:
+                self._idle.set()
+        if self.rig.sim is not None:
+            self.rig.sim.renders.close()  # this thread's renderers, freed in the thread that owns them
 
     def _run(self, mode: Mode, body, context: str, ceremony: bool, stop: threading.Event) -> None:
         reason, held = "done", False
@@ -232,18 +249,14 @@ class RigSession:
         self.loop.request_stop()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Join the control thread; True when no mode runs any more. Ctrl-C here stops the mode (and holds)."""
-        t = self._thread
-        if t is None:
-            return True
+        """Wait for the running mode to end; True when none runs. Ctrl-C here stops the mode (and holds)."""
         try:
-            t.join(timeout)
+            return self._idle.wait(timeout)
         except KeyboardInterrupt:
             self.stop()
             self.rig.safety.hold()
-            t.join(10.0)
+            self._idle.wait(10.0)
             raise
-        return not t.is_alive()
 
     def estop(self, reason: str = "operator") -> None:
         """From any thread: lands between two ticks; followers hold (or torque off, per the rig file)."""
@@ -263,6 +276,7 @@ class RigSession:
         if not self.wait(15.0):
             log.error("the control thread did not stop within 15 s; holding and disconnecting anyway")
             self.rig.safety.hold()
+        self._end_worker()
         if self.rig.connected and not torque_off_here:
             if self.estopped:
                 raise ParkRefused("the e-stop is engaged, so the followers cannot move to the sleep pose: release "
@@ -274,6 +288,12 @@ class RigSession:
                 self.rig.safety.hold()
         say("Torque off and disconnecting")
         self.rig.disconnect()
+
+    def _end_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None and worker.is_alive():
+            self._jobs.put(None)
+            worker.join(5.0)
 
     def __enter__(self) -> "RigSession":
         if not self.rig.connected:
