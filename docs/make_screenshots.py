@@ -1,4 +1,4 @@
-"""Screenshots of the app's four screens, taken from a real window on a virtual screen (Xvfb), for the README.
+"""Screenshots of the app's screens, taken from a real window on a virtual screen (Xvfb), for the README.
 
     Xvfb :99 -screen 0 1600x1000x24 &
     DISPLAY=:99 QT_QPA_PLATFORM=xcb python docs/make_screenshots.py      # writes docs/screenshots/*.png
@@ -100,6 +100,9 @@ def main() -> int:
     ep.notes.setPlainText("clean hand-over")
     ep.save_notes_btn.click()
     shot("episodes")
+    if hasattr(win, "train_panel"):
+        win.show_tab(win.train_panel)
+        shot("train")
     win.close()
     return 0
 

@@ -179,10 +179,14 @@ class MainWindow(QMainWindow):
         self.ctl.connectProgress.connect(self.set_status)
         self.record_panel.recordingChanged.connect(self._on_recording)
         self.record_panel.datasetChanged.connect(self.episodes_panel.set_dataset)
+        if not self.train_panel.dataset.text().strip():  # a first run trains on the dataset being recorded
+            self.train_panel.dataset.setText(self.record_panel.dataset_dir())
+        self.record_panel.datasetChanged.connect(self.train_panel.dataset.setText)  # a running job keeps its own
         self.episodes_panel.set_dataset(self.record_panel.dataset_dir())
         self.jobs.jobStarted.connect(self._on_job_started)
         self.banner.dismissed.connect(lambda: self.status_label.setText(""))  # no stale banner title below
         self.ctl.teleopFinished.connect(self._on_mode_finished)
+        self.ctl.sessionEvent.connect(self._on_session_event)
 
         self._timer = QTimer(self)
         self._timer.setInterval(int(1000 / poll_hz))
@@ -283,6 +287,14 @@ class MainWindow(QMainWindow):
         # the status bar says what runs, not what ran: cleared when the job ends (unless something newer is shown)
         job.finished.connect(lambda: self.status_label.setText("") if self.status_label.text() == text else None)
 
+    def _on_session_event(self, e) -> None:
+        from workbench import events as ev
+
+        if isinstance(e, ev.EpisodeStarted):
+            self.set_status(f"Recording {e.name} ({e.number}/{e.total})")
+        elif isinstance(e, ev.EpisodeSaved):
+            self.set_status(f"Saved {e.episode.name}: {e.episode.steps} steps, quality {e.episode.quality.status}")
+
     def _on_mode_finished(self, _summary) -> None:
         if self.ctl.config is not None and self.ctl.config.backend == "sim":
             self.live.cameras.pause("paused: the simulator renders while the arms are driven")
@@ -381,6 +393,7 @@ class MainWindow(QMainWindow):
             torque_off = choice == "torque_off"
         self.settings.setValue("window/geometry", self.saveGeometry())
         self._timer.stop()
+        self.train_panel.shutdown()  # a training process checkpoints, then stops (Resume continues it)
         try:
             self.ctl.shutdown(torque_off_here=torque_off)
         except Exception as exc:  # noqa: BLE001 - the window closes whatever happens; the session held the arms

@@ -29,6 +29,7 @@ KEYS = {
     "stop": ["End", "Q"],
     "label": ["S"],  # focus the segment text field
 }
+KEY_SHORT = {"next": "next", "rerecord": "re-record", "discard": "discard last", "stop": "stop", "label": "type a label"}
 KEY_TEXT = {"next": "save this episode, go on", "rerecord": "discard this episode, record it again",
             "discard": "move the last saved episode to the trash", "stop": "save this episode, end the session",
             "label": "type a segment label (Enter starts it)"}
@@ -166,7 +167,9 @@ class RecordPanel(QWidget):
         btns.addWidget(self.discard_btn)
         btns.addWidget(self.stop_btn)
         g.addLayout(btns, 3, 0, 1, 3)
-        keys = QLabel("Keys (and foot pedals): " + " · ".join(f"{k} {t.split(',')[0]}" for k, t in key_help()))
+        keys = QLabel("Keys (and foot pedals): " + " · ".join(
+            f"{' / '.join(KEYS[a]).replace('PgDown', 'PgDn')} {KEY_SHORT[a]}" for a in KEYS)
+            + " · 1–9 segment · 0 close it · Esc e-stop · F1 all keys")
         keys.setWordWrap(True)
         keys.setProperty("class", "muted")
         g.addWidget(keys, 4, 0, 1, 3)
@@ -180,6 +183,7 @@ class RecordPanel(QWidget):
         self.labels_edit = QLineEdit(", ".join(self.labels))
         self.labels_edit.setToolTip("Preset sub-task labels for keys 1–9, comma separated")
         self.labels_edit.editingFinished.connect(self._labels_changed)
+        self.labels_edit.setCursorPosition(0)
         lrow = QHBoxLayout()
         lrow.addWidget(QLabel("Keys 1–9"))
         lrow.addWidget(self.labels_edit, 1)

@@ -88,6 +88,7 @@ class RigPanel(QWidget):
         for c in (0, 1, 2, 4):
             hdr.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         hdr.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)  # status texts vary; names never truncate
+        hdr.setStretchLastSection(False)  # the reboot column is only as wide as its button (no sideways scroll)
         a.addWidget(self.tree, 1)
         row3 = QHBoxLayout()
         self.arms_note = QLabel("Connect to read servo status.")
@@ -218,7 +219,7 @@ class RigPanel(QWidget):
             status = "fail" if (bad or not st.connected) else "ok"
             text = ("disconnected" if not st.connected else
                     f"{len(bad)} fault{'s' if len(bad) != 1 else ''}" if bad else "healthy")
-            top = QTreeWidgetItem([f"{st.name}  ({st.role})",
+            top = QTreeWidgetItem([st.name,  # the name says the role (leader_left, follower_right)
                                    _torque_text(torque), f"{max(temps):.0f} °C" if temps else "—", text, ""])
             top.setForeground(3, _brush(status))
             f = top.font(0)
