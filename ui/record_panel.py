@@ -138,6 +138,7 @@ class RecordPanel(QWidget):
         g.setVerticalSpacing(6)
         self.state_label = QLabel("Ready")
         self.state_label.setStyleSheet("font-size: 20px; font-weight: 800;")
+        self.state_label.setWordWrap(True)  # long start-up texts wrap instead of widening the panel sideways
         g.addWidget(self.state_label, 0, 0, 1, 3)
         self.counter = BigFigure("Episode")
         self.timer = BigFigure("Time", "s")

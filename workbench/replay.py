@@ -52,8 +52,10 @@ def load_replay(path: Path | str, rig: Rig) -> tuple[ReplaySource, int | None]:
 
 
 def replay(rig: Rig, loop: ControlLoop, path: Path | str, stop: threading.Event,
-           progress: Callable[[str], None] = print, approach_s: float = 2.0) -> ReplayResult:
-    """Reset the scene (sim), bring the followers to the first pose slowly, then run the loop on the recording."""
+           progress: Callable[[str], None] = print, approach_s: float = 2.0, record_to=None) -> ReplayResult:
+    """Reset the scene (sim), bring the followers to the first pose slowly, then run the loop on the recording.
+    `record_to` (a recorder DatasetStore): the replay is recorded as a new episode there, like teleop (e.g. to
+    check that a recording reproduces, or to re-render it with other cameras)."""
     source, seed = load_replay(path, rig)
     actions = source.actions
     if rig.sim is not None:
@@ -78,11 +80,35 @@ def replay(rig: Rig, loop: ControlLoop, path: Path | str, stop: threading.Event,
         if stop.is_set():
             loop.request_stop()
 
+    writer = None
+    if record_to is not None:
+        from recorder.quality import QualityThresholds
+
+        with EpisodeReader(path) as reader:
+            task = reader.info.task
+        cfg = rig.config
+        writer = record_to.new_episode(list(rig.cameras), task=task, rig_config=cfg.text, sim=rig.sim is not None,
+                                       sim_seed=seed if rig.sim is not None else None, control_hz=cfg.control_hz,
+                                       thresholds=QualityThresholds.from_mapping(dict(cfg.quality)))
+        writer.set_outcome("unlabeled", notes=f"replay of {Path(path).name}")
+        loop.add_listener(writer.append)
     loop.add_listener(track)
     try:
         summary = loop.run(source)
+    except BaseException:
+        if writer is not None:
+            writer.discard() if writer.steps == 0 else writer.stop()
+        raise
     finally:
         loop.remove_listener(track)
+        if writer is not None:
+            loop.remove_listener(writer.append)
+    if writer is not None:
+        success = rig.success()
+        if success is not None:
+            writer.set_outcome("success" if success else "failure")
+        saved = writer.stop()
+        progress(f"Replay recorded as {saved.path.name} ({saved.steps} steps)")
     e = np.asarray(errors) if errors else np.array([np.nan])
     return ReplayResult(steps=source.index, tracking_median_rad=float(np.median(e)), tracking_max_rad=float(e.max()),
                         clamped=safety.clamped_ticks - clamped0, success=rig.success(),

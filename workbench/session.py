@@ -134,13 +134,14 @@ class RigSession:
         self._start(Mode.RECORDING, run, "Recording", ceremony=True)
         return session
 
-    def start_replay(self, path: Path | str) -> None:
-        """Replay an episode's actions; afterwards the followers hold the last pose (no shutdown sequence)."""
+    def start_replay(self, path: Path | str, record_to=None) -> None:
+        """Replay an episode's actions (optionally recorded into the DatasetStore `record_to`); afterwards the
+        followers hold the last pose (no shutdown sequence)."""
         from workbench.replay import replay
 
         def run(stop: threading.Event):
             self._emit(ev.PhaseChanged(Phase.STARTING))
-            result = replay(self.rig, self.loop, path, stop, progress=self._say)
+            result = replay(self.rig, self.loop, path, stop, progress=self._say, record_to=record_to)
             self._emit(ev.ReplayFinished(result))
             return result
 

@@ -146,3 +146,19 @@ def test_escape_closing_a_dialog_is_not_an_estop_and_one_press_is_one_estop(qtbo
     assert win.ctl.estopped
     assert [r.getMessage() for r in caplog.records].count("E-STOP: operator") == 1
     win.ctl.release_estop()
+
+
+def test_two_recording_sessions_record_different_scenes(qtbot, window):
+    """Seeds continue from the dataset: the second session's episode is a new scene, not a repeat of the first."""
+    from recorder.reader import EpisodeReader
+
+    win = window
+    connect(qtbot, win)
+    from tests.ui.test_record_episodes import _record_one_second
+
+    first = _record_one_second(qtbot, win)
+    second = _record_one_second(qtbot, win)
+    with EpisodeReader(first.saved[0].path) as a, EpisodeReader(second.saved[0].path) as b:
+        assert b.info.sim_seed == a.info.sim_seed + 1
+        assert np.abs(np.asarray(a.qpos) - np.asarray(b.qpos)).max() > 1e-3 or \
+            np.abs(np.asarray(a.action) - np.asarray(b.action)).max() > 1e-3

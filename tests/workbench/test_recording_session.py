@@ -3,6 +3,7 @@ its phases plus an operator mark, a re-record, quality reports, the dataset stor
 import numpy as np
 import pytest
 
+from drivers.arm import ARM_JOINT_COLUMNS
 from recorder.reader import EpisodeReader
 from recorder.store import DatasetStore
 from workbench import events as ev
@@ -132,3 +133,21 @@ def test_replay_refuses_an_episode_that_does_not_fit(recorded, sim_rig, tmp_path
         f["action"] = np.zeros((400, 12), np.float32)
     with pytest.raises(ReplayError, match="cannot drive"):
         run_replay(sim_rig, bad)
+
+
+def test_replay_can_be_recorded_like_teleop(recorded, sim_rig, tmp_path):
+    """Replay runs through the same loop as teleop, so it can be recorded the same way: same steps, same scene."""
+    _, saved, _ = recorded
+    out = DatasetStore(tmp_path / "replays", create=True)
+    session = RigSession(sim_rig)
+    session.start_replay(saved[1].path, record_to=out)
+    assert session.wait(120) and session.last_error is None, session.last_error
+    r = session.result
+    assert r.timing is not None and r.timing.ticks == 400
+    [e] = out.list()
+    with EpisodeReader(out.path(e.name)) as rep, EpisodeReader(saved[1].path) as orig:
+        assert rep.info.sim_seed == orig.info.sim_seed and rep.info.task == orig.info.task
+        np.testing.assert_allclose(np.asarray(rep.action), np.asarray(orig.action), atol=1e-6)
+        joints = list(ARM_JOINT_COLUMNS)  # arm joints once the approach transient is over
+        assert np.abs(np.asarray(rep.qpos)[10:, joints] - np.asarray(orig.qpos)[10:, joints]).max() < 0.05
+    assert e.outcome == "success"
