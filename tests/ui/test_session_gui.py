@@ -11,14 +11,9 @@ def test_teleop_stop_during_a_recording_stops_the_session_once(qtbot, window):
     """It used to end every remaining episode after one tick, each graded pass (episodes of 26, 1, 1, 1 steps)."""
     win = window
     connect(qtbot, win)
-    rp = win.record_panel
-    win.show_tab(rp)
-    rp.task.setEditText("transfer the cube")
-    rp.episodes.setValue(4)
-    rp.length.setValue(3.0)
-    assert rp.start()
+    rp = _start_recording(qtbot, win, episodes=4, length=3.0)
     session = rp.session
-    qtbot.waitUntil(lambda: rp.state == "recording" and rp.elapsed() > 0.5, timeout=60000)
+    qtbot.waitUntil(lambda: rp.elapsed() > 0.5, timeout=60000)
     win.show_tab(win.teleop_panel)
     assert win.teleop_panel.stop_btn.isEnabled()
     qtbot.mouseClick(win.teleop_panel.stop_btn, Qt.MouseButton.LeftButton)
