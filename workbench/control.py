@@ -99,9 +99,11 @@ class ControlLoop:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
-    def run(self, source: ActionSource, steps: int | None = None) -> TimingSummary:
-        """Drive the followers from `source` until `steps` ticks, `request_stop()`, the source is done or the
-        e-stop; on any error the followers hold first and the error propagates (drivers' as `LoopStopped`)."""
+    def run(self, source: ActionSource, steps: int | None = None,
+            stop: threading.Event | None = None) -> TimingSummary:
+        """Drive the followers from `source` until `steps` ticks, `request_stop()`, `stop` (an owner's event, set
+        perhaps before this run began), the source is done or the e-stop; on any error the followers hold first
+        and the error propagates (drivers' as `LoopStopped`)."""
         # Everything alive now (the app, the rig, imported modules) leaves the collector's view: a full collection
         # holds the GIL for as long as it walks the heap (23 ms measured with the GUI up), a whole tick lost.
         gc.collect()
@@ -111,11 +113,11 @@ class ControlLoop:
         try:
             with elevated_priority(self.rig.config.rt_priority if realtime else 0, -10 if realtime else 0) as got:
                 self.priority = got
-                return self._run(source, steps)
+                return self._run(source, steps, stop or threading.Event())
         finally:
             gc.unfreeze()  # what the run left behind is collectable again (between runs, off the loop's clock)
 
-    def _run(self, source: ActionSource, steps: int | None) -> TimingSummary:
+    def _run(self, source: ActionSource, steps: int | None, stop: threading.Event) -> TimingSummary:
         self._stop.clear()
         self.running = True
         rig, safety = self.rig, self.safety
@@ -126,7 +128,7 @@ class ControlLoop:
         pacer.start()
         n = 0
         try:
-            while not self._stop.is_set() and (steps is None or n < steps) and not source.done:
+            while not self._stop.is_set() and not stop.is_set() and (steps is None or n < steps) and not source.done:
                 if safety.estopped:
                     break
                 try:

@@ -161,14 +161,12 @@ class RecordingSession:
                         rerecord = e.kind == SessionEvent.RERECORD
                         self._stop_session |= e.kind == SessionEvent.STOP
                         loop.request_stop()
-                if stop.is_set():
-                    loop.request_stop()
 
             loop.add_listener(listener)
             self.emit(ev.EpisodeStarted(k + 1, self.s.episodes, writer.name, seed))
             self.emit(ev.PhaseChanged(ev.Phase.RUNNING))
             try:
-                loop.run(LeaderSource(), steps=steps)
+                loop.run(LeaderSource(), steps=steps, stop=stop)
             except RecorderError:
                 loop.remove_listener(listener)
                 self._stop_session = True

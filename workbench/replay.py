@@ -77,8 +77,6 @@ def replay(rig: Rig, loop: ControlLoop, path: Path | str, stop: threading.Event,
         k = source.index - 1  # the action sent this tick
         if k >= 10:  # the follower answers a command one tick later
             errors.append(float(np.abs(tick.qpos[joints] - actions[k - 1, joints]).max()))
-        if stop.is_set():
-            loop.request_stop()
 
     writer = None
     if record_to is not None:
@@ -94,7 +92,7 @@ def replay(rig: Rig, loop: ControlLoop, path: Path | str, stop: threading.Event,
         loop.add_listener(writer.append)
     loop.add_listener(track)
     try:
-        summary = loop.run(source)
+        summary = loop.run(source, stop=stop)
     except BaseException:
         if writer is not None:
             writer.discard() if writer.steps == 0 else writer.stop()

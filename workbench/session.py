@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from drivers.errors import DriverError, SafetyError
 from workbench import events as ev
@@ -27,6 +27,9 @@ from workbench.events import Mode, Phase
 from workbench.rig import Rig
 from workbench.sources import LeaderSource
 from workbench.teleop import align_to_leaders, park, shutdown, startup
+
+if TYPE_CHECKING:
+    from workbench.recording import RecordingSession
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +112,14 @@ class RigSession:
             if not self._startup(stop, wait_for_squeeze, squeeze_timeout):
                 return None
             self._emit(ev.PhaseChanged(Phase.RUNNING))
-            return self.loop.run(LeaderSource(), steps=steps)
+            return self.loop.run(LeaderSource(), steps=steps, stop=stop)
 
         self._start(Mode.TELEOP, run, "Teleoperation", ceremony=True)
 
     def start_recording(self, store, settings, events=None, wait_for_squeeze: bool = True,
-                        squeeze_timeout: float | None = None) -> None:
-        """A recording session (workbench.recording) after the start-up sequence; key events through `events`."""
+                        squeeze_timeout: float | None = None) -> "RecordingSession":
+        """A recording session (workbench.recording) after the start-up sequence; key events through `events`.
+        Returns it (its `current` writer times the episode in a GUI)."""
         from workbench.recording import RecordingSession
 
         self.rig.require_leaders("recording")
@@ -157,7 +161,7 @@ class RigSession:
             if align and not align_to_leaders(self.rig, stop, self._say):
                 return None
             self._emit(ev.PhaseChanged(Phase.RUNNING))
-            return self.loop.run(source, steps=steps)
+            return self.loop.run(source, steps=steps, stop=stop)
 
         self._start(mode, run, mode.value.capitalize(), ceremony=False)
 
