@@ -1,0 +1,177 @@
+"""Policy runtime: a policy folder (or hub id) -> rig actions for one rig observation.
+
+    rt = PolicyRuntime.load("runs/cube/policy", device="cuda", rig=rig_config)   # refuses a mismatched rig
+    actions = rt.infer(state14, {"cam_high": hxwx3_uint8, ...}, "transfer the cube")  # [50, 14] rig units
+
+The chain is the training one: PolicyTransforms.observation -> Pi0.sample_actions (prefix K/V cache) ->
+PolicyTransforms.actions. Inference is serialized by a lock, so one runtime may be shared by threads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from finetune.episodes import ALOHA_DIM_NAMES, RIG_FILE, RigSnapshot
+from finetune.policy_folder import LoadedPolicy, PolicyFolderError, load_policy
+
+POLICY_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
+GRIPPER_TOL = 1e-6
+
+
+class RigMismatchError(PolicyFolderError):
+    """The policy was trained for a different rig (cameras, joints or gripper constants)."""
+
+
+@dataclass(frozen=True)
+class RigDescription:
+    """What a policy needs to match: camera names, joint layout, gripper constants (None: not checked)."""
+
+    cameras: tuple[str, ...]
+    joint_names: tuple[str, ...] | None = None
+    gripper: Mapping[str, float] | None = None
+
+    @staticmethod
+    def of(rig: Any) -> "RigDescription":
+        """From a RigDescription, a workbench RigConfig, a RigSnapshot or a rig.json-like mapping."""
+        if isinstance(rig, RigDescription):
+            return rig
+        get = (lambda k: rig.get(k)) if isinstance(rig, Mapping) else (lambda k: getattr(rig, k, None))
+        cams = tuple(c if isinstance(c, str) else c.name for c in (get("cameras") or ()))
+        joints = get("joint_names")
+        if joints is None and get("arms") is not None:  # a RigConfig: ALOHA's two 7-joint follower arms
+            joints = ALOHA_DIM_NAMES
+        gripper = get("gripper")
+        if gripper is not None and is_dataclass(gripper):
+            gripper = asdict(gripper)
+        return RigDescription(cams, tuple(joints) if joints is not None else None,
+                              dict(gripper) if gripper is not None else None)
+
+
+def rig_differences(trained: RigDescription, rig: RigDescription) -> list[str]:
+    """Human-readable differences between the rig a policy was trained for and the given rig ([] if none)."""
+    out: list[str] = []
+    missing = [c for c in trained.cameras if c not in rig.cameras]
+    extra = [c for c in rig.cameras if c not in trained.cameras]
+    if missing or extra:
+        out.append(f"cameras: policy trained on {list(trained.cameras)}, rig has {list(rig.cameras)}"
+                   + (f" (missing {missing})" if missing else "") + (f" (not in training {extra})" if extra else ""))
+    if trained.joint_names is not None and rig.joint_names is not None \
+            and tuple(trained.joint_names) != tuple(rig.joint_names):
+        out.append(f"joint layout: policy {list(trained.joint_names)}, rig {list(rig.joint_names)}")
+    if trained.gripper is not None and rig.gripper is not None:
+        for k in sorted(set(trained.gripper) | set(rig.gripper)):
+            a, b = trained.gripper.get(k), rig.gripper.get(k)
+            if a is None or b is None or abs(float(a) - float(b)) > GRIPPER_TOL:
+                out.append(f"gripper constant {k}: policy {a}, rig {b}")
+    return out
+
+
+def _resolve(folder_or_hub_id: str | Path, revision: str | None, token: str | bool | None) -> Path:
+    from finetune.hub import resolve_folder
+
+    return resolve_folder(folder_or_hub_id, revision=revision, token=token, allow_patterns=POLICY_PATTERNS)
+
+
+@dataclass
+class PolicyRuntime:
+    """A loaded policy with its serving transforms; `infer` gives rig actions [H, 14]."""
+
+    policy: LoadedPolicy
+    device: torch.device
+    rig_snapshot: RigSnapshot | None
+    num_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, folder_or_hub_id: str | Path, device: torch.device | str = "cpu", *, rig: Any = None,
+             dtype: str | None = None, num_steps: int | None = None, revision: str | None = None,
+             token: str | bool | None = None) -> "PolicyRuntime":
+        """Loads the folder (or downloads the hub repo); with `rig`, refuses a policy trained for another rig."""
+        folder = _resolve(folder_or_hub_id, revision, token)
+        snapshot = None
+        if (folder / RIG_FILE).is_file():
+            snapshot = RigSnapshot.from_json(json.loads((folder / RIG_FILE).read_text()))
+        if rig is not None:
+            if snapshot is None:
+                raise RigMismatchError(f"{folder} has no {RIG_FILE}; cannot check it against rig "
+                                       f"{getattr(rig, 'name', '')!r}")
+            diffs = rig_differences(RigDescription.of(snapshot), RigDescription.of(rig))
+            if diffs:
+                raise RigMismatchError(f"policy {folder} was trained for rig {snapshot.name!r}, which differs from "
+                                       f"this rig:\n  " + "\n  ".join(diffs))
+        device = torch.device(device)
+        policy = load_policy(folder, device=device, dtype=dtype)
+        if policy.transforms is None or policy.tokenizer is None:
+            raise PolicyFolderError(f"{folder} has no serving transforms (transforms.json, norm_stats.json, "
+                                    "tokenizer.model); it was not trained on recorded episodes")
+        policy.model.eval()
+        return cls(policy, device, snapshot, num_steps)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return self.rig_snapshot.cameras if self.rig_snapshot else tuple(self.policy.model.config.camera_names)
+
+    @property
+    def action_shape(self) -> tuple[int, int]:
+        return (self.policy.model.config.action_horizon, self.policy.transforms.config.rig_dim)
+
+    def metadata(self) -> dict[str, Any]:
+        """What a server announces to its clients."""
+        snap = self.rig_snapshot
+        return {"policy": str(self.policy.folder), "step": self.policy.manifest.get("step"),
+                "model": self.policy.manifest.get("model"), "cameras": list(self.cameras),
+                "action_horizon": self.action_shape[0], "action_dim": self.action_shape[1],
+                "rig": snap.name if snap else None, "control_hz": snap.control_hz if snap else None}
+
+    def make_noise(self, seed: int) -> torch.Tensor:
+        """The noise for a seed: [1, H, action_dim] standard normal from torch.Generator(seed)."""
+        c = self.policy.model.config
+        return torch.randn(1, c.action_horizon, c.action_dim, generator=torch.Generator().manual_seed(int(seed)))
+
+    def infer(self, state14: np.ndarray, images: Mapping[str, np.ndarray], prompt: str,
+              noise: np.ndarray | torch.Tensor | None = None, *, seed: int | None = None) -> np.ndarray:
+        """Rig state [14] + frames {rig camera: HxWx3 uint8} + prompt -> rig actions [H, 14] float32.
+
+        noise: [H, action_dim] or [1, H, action_dim] (model space); seed: noise from make_noise(seed)."""
+        state = np.asarray(state14, dtype=np.float64)
+        if state.shape != (self.action_shape[1],):
+            raise ValueError(f"state must have shape ({self.action_shape[1]},), got {state.shape}")
+        if not np.all(np.isfinite(state)):
+            raise ValueError("state has non-finite values")
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        missing = [c for c in self.cameras if c not in images]
+        if missing:
+            raise ValueError(f"missing camera images {missing} (policy cameras: {list(self.cameras)})")
+        for name, img in images.items():
+            a = np.asarray(img)
+            if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or min(a.shape[:2]) < 1:
+                raise ValueError(f"image {name!r} must be HxWx3 uint8, got {a.dtype} {list(a.shape)}")
+        c = self.policy.model.config
+        if noise is None and seed is not None:
+            noise = self.make_noise(seed)
+        if noise is not None:
+            noise = torch.as_tensor(np.asarray(noise, dtype=np.float32)) if not isinstance(noise, torch.Tensor) \
+                else noise.float()
+            if noise.ndim == 2:
+                noise = noise[None]
+            if tuple(noise.shape) != (1, c.action_horizon, c.action_dim):
+                raise ValueError(f"noise must be [{c.action_horizon}, {c.action_dim}], got {list(noise.shape)}")
+            noise = noise.to(self.device)
+        with self._lock:
+            obs = self.policy.transforms.observation(state, {k: np.asarray(v) for k, v in images.items()}, prompt,
+                                                     device=self.device)
+            out = self.policy.model.sample_actions(obs, noise=noise, num_steps=self.num_steps)
+        return self.policy.transforms.actions(out[0], state)
+
+
+__all__ = ["PolicyRuntime", "RigDescription", "RigMismatchError", "rig_differences"]
