@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "workbench.cli_teleop",
     "workbench.cli_record", "workbench.cli_episodes",
     "workbench.cli_train",
+    "workbench.cli_serve",
 ]
 
 
