@@ -10,7 +10,7 @@ import sys
 import time
 
 from PyQt6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
-from PyQt6.QtGui import QAction, QKeySequence, QShortcut
+from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import (QApplication, QFrame, QLabel, QMainWindow, QPushButton, QScrollArea, QSizePolicy,
                              QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 

@@ -351,7 +351,6 @@ class RecordPanel(QWidget):
             self.ctl.error.emit(_readable("Recovered interrupted recordings", rec.format(), "", "info"), "")
         self._remember(task, folder)
         self.events = EventStream()
-        cfg = self.ctl.config
         # simulation: seeds continue from the dataset (the session picks them), so sessions never repeat a scene
         s = SessionSettings(task, self.episodes.value(), self.length.value(), self.reset.value(),
                             self.countdown.value(), None)

@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     install_system_packages()
     install_python("test" if mode == "test" else "")
     if mode == "test":
+        # openpi's client pins numpy<2 (its code runs on NumPy 2): installed without its pins for the serving tests
+        if _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "openpi-client>=0.1"]) != 0:
+            sys.exit("error: pip could not install openpi-client (see above)")
         report_torch_build()
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
         return _run(TEST_COMMAND + argv[1:], cwd=ROOT, env=env)
