@@ -22,6 +22,7 @@ SIDES: tuple[str, ...] = ("left", "right")
 # The bimanual layout every 14-vector (qpos, action, command) uses: [left 6 joints, left gripper, right 6, right
 # gripper]. Recorder, quality checks, charts, replay and policies index through these, never through literals.
 BIMANUAL_DOF = len(SIDES) * ARM_DOF
+ARM_JOINT_SLICE = slice(0, ARM_DOF - 1)  # the six joints of one arm's 7-vector (the gripper is the last value)
 ARM_JOINT_COLUMNS: tuple[int, ...] = tuple(i * ARM_DOF + j for i in range(len(SIDES)) for j in range(ARM_DOF - 1))
 GRIPPER_COLUMNS: tuple[int, ...] = tuple(i * ARM_DOF + ARM_DOF - 1 for i in range(len(SIDES)))
 BIMANUAL_JOINT_NAMES: tuple[str, ...] = tuple(f"{side}_{j}" for side in SIDES for j in JOINT_NAMES)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from recorder.durable import fsync_tree
 from finetune.model.pi0 import Pi0
 
 POLICY_FILE = "policy.json"
@@ -45,18 +46,6 @@ class LoadedPolicy:
     manifest: Mapping[str, Any]
     tokenizer: Any  # finetune.tokenizer.PromptTokenizer
     transforms: Any | None  # finetune.transforms.PolicyTransforms (None for synthetic-data test runs)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_policy_folder(folder: Path, model: Pi0, *, data: Any = None, tokenizer_file: Path | None = None,
@@ -89,7 +78,7 @@ def write_policy_folder(folder: Path, model: Pi0, *, data: Any = None, tokenizer
         "files": sorted(p.name for p in tmp.iterdir()) + [POLICY_FILE],
     }
     (tmp / POLICY_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

@@ -29,7 +29,6 @@ import os
 import random
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from recorder.durable import fsync_path, fsync_tree
 from finetune import events as ev
 from finetune.config import Pi0Config
 from finetune.model.pi0 import Observation, Pi0
@@ -430,22 +430,6 @@ def wrap(loss_module: LossModule, cfg: TrainConfig, d: Dist, device: torch.devic
 
 
 # ====================================================================================================== checkpoints
-def _fsync_tree(folder: Path) -> None:
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (those with state.json, written last), oldest first."""
     root = Path(run_dir) / CHECKPOINTS
@@ -512,11 +496,11 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim
         if d.main:
             (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": d.world,
                                                         "config": cfg.resume_key()}) + "\n")
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_dir(root)
+            fsync_path(root)
             for _, old in list_checkpoints(run_dir)[:-max(cfg.keep_last, 1)]:
                 shutil.rmtree(old, ignore_errors=True)
     except OSError as e:

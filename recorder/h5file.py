@@ -11,7 +11,6 @@ cost.
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -19,20 +18,13 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from recorder.durable import fsync_path
 from drivers.arm import BIMANUAL_DOF
 from recorder import format as fmt
 from recorder.journal import StepRecord
 from recorder.quality import CameraTrack, QualityInput
 
 _GROW = 512
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EpisodeFileBuilder:
@@ -135,7 +127,7 @@ class EpisodeFileBuilder:
             self._fwritten[c] = end
         if sync:
             self.f.flush()
-            _fsync_path(self.path)
+            fsync_path(self.path)
 
     @property
     def complete_steps(self) -> int:
@@ -192,7 +184,7 @@ class EpisodeFileBuilder:
         for k, v in base.items():
             f.attrs[k] = v
         f.close()
-        _fsync_path(self.path)
+        fsync_path(self.path)
         return n
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from recorder import format as fmt
+from recorder.durable import fsync_path
 from recorder.format import Segment
 from recorder.integrity import unreadable_reason
 from recorder.reader import EpisodeInfo, EpisodeReader, labels_path, read_info
@@ -91,11 +92,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)
 
 
 class DatasetStore:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import cv2
 import numpy as np
 
+from recorder.durable import fsync_path
 from drivers.arm import BIMANUAL_DOF
 from recorder import format as fmt
 from recorder import journal as jr
@@ -99,14 +100,6 @@ def encode_jpeg(image: np.ndarray, quality: int = fmt.JPEG_QUALITY) -> bytes:
     return buf.tobytes()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish(tmp: Path, final: Path) -> None:
     """Move a complete, fsynced file into place without ever replacing an existing episode."""
     try:
@@ -120,7 +113,7 @@ def publish(tmp: Path, final: Path) -> None:
         if final.exists():
             raise RecorderError(f"{final} already exists; the new episode stays at {tmp}") from None
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_path(final.parent)
 
 
 def finalize_file(builder: EpisodeFileBuilder, final: Path, header: Mapping[str, Any],
@@ -325,7 +318,7 @@ class EpisodeWriter:
     def _journal_done(self) -> None:
         self._journal.abandon()
         self.journal_path.unlink(missing_ok=True)
-        _fsync_dir(self.journal_path.parent)
+        fsync_path(self.journal_path.parent)
 
     # -- writer thread ------------------------------------------------------------------------------------
     def _run(self) -> None:

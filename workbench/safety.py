@@ -20,11 +20,11 @@ from typing import Callable, Literal, Mapping
 
 import numpy as np
 
-from drivers.arm import ARM_DOF, JOINT_NAMES, Arm
+from drivers.arm import ARM_DOF, ARM_JOINT_SLICE, JOINT_NAMES, Arm
 from drivers.errors import DriverError, SafetyError
 
 log = logging.getLogger(__name__)
-ARM_ONLY = slice(0, ARM_DOF - 1)  # the six joints of one arm (the gripper squeezes objects: no goal bound)
+ARM_ONLY = ARM_JOINT_SLICE  # the goal bound skips the gripper: it squeezes objects, far from its goal by design
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,13 @@ from typing import Callable
 
 import numpy as np
 
-from drivers.arm import ARM_DOF, SIDES, SLEEP_POSE, START_POSE
-from workbench.control import LoopStopped, Tick  # noqa: F401 - re-exported: recorder and tests take Tick from here
+from drivers.arm import ARM_JOINT_SLICE as ARM, ARM_JOINTS, SIDES, SLEEP_POSE, START_POSE
+from workbench.control import LoopStopped
 from workbench.rig import Rig
 from workbench.timing import Pacer
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-ARM = slice(0, ARM_DOF - 1)
 
 
 class TeleopStopped(LoopStopped):
@@ -78,8 +77,6 @@ def _wait_for_squeeze(rig: Rig, stop: threading.Event, timeout: float | None) ->
 
 def leader_gap(rig: Rig) -> tuple[float, str]:
     """Largest leader-follower difference over the arm joints (rad) and where it is ("follower_left/elbow")."""
-    from drivers.arm import ARM_JOINTS
-
     worst, where = 0.0, ""
     with rig.safety.io_lock:
         for s in SIDES:

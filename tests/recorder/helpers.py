@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from drivers.cameras.base import Frame
-from workbench.teleop import Tick
+from workbench.control import Tick
 
 CAMS = ["cam_high", "cam_left_wrist"]
 H, W = 48, 64
