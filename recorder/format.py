@@ -36,8 +36,8 @@ PHASE = "phase"  # (T,) utf-8 phase label per step (scripted demonstrator), abse
 
 STATE_KEYS: tuple[str, ...] = (QPOS, QVEL, EFFORT, ACTION, COMMAND)
 
-Outcome = Literal["success", "failure", "unlabeled"]
-OUTCOMES: tuple[str, ...] = ("success", "failure", "unlabeled")
+Outcome = Literal["success", "failure", "partial", "unlabeled"]
+OUTCOMES: tuple[str, ...] = ("success", "failure", "partial", "unlabeled")  # partial: trials that got part-way
 
 
 def episode_name(index: int) -> str:
@@ -49,10 +49,13 @@ def episode_index(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-# Segment lanes: "auto" = the demonstrator's phases (or a high-level policy), "operator" = marks and edits by a
-# person. Each lane is a non-overlapping partition of (part of) the episode; the lanes may overlap each other.
-LANES: tuple[str, ...] = ("auto", "operator")
-Lane = Literal["auto", "operator"]
+# Segment lanes: "auto" = the demonstrator's phases, "operator" = marks and edits by a person, "prompt" = the
+# language command in force during a trial (typed by the operator or issued by a high-level policy),
+# "correction" = operator takeover spans in a trial (HG-DAgger data). Each lane is a non-overlapping partition of
+# (part of) the episode; the lanes may overlap each other.
+LANES: tuple[str, ...] = ("auto", "operator", "prompt", "correction")
+Lane = Literal["auto", "operator", "prompt", "correction"]
+TRIAL_ATTR = "trial"  # episode attribute: JSON of workbench.trials.TrialInfo (absent on demonstrations)
 
 
 @dataclass(frozen=True)

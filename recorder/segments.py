@@ -103,7 +103,7 @@ def subtask_per_step(segments: Iterable[Segment], n_steps: int) -> list[str | No
     """The sub-task of each step: the operator's segment where there is one (a person's deliberate label), else
     the demonstrator's; None where neither lane covers the step."""
     out: list[str | None] = [None] * n_steps
-    for name in LANES:  # "auto" first, then "operator" overwrites
+    for name in ("auto", "operator"):  # "operator" overwrites; prompt and correction lanes are not sub-tasks
         for s in lane(segments, name):
             out[s.start:min(s.end, n_steps)] = [s.text] * (min(s.end, n_steps) - s.start)
     return out

@@ -41,7 +41,7 @@ PRESETS: tuple[Preset, ...] = (
            "fp32 master weights + bf16; estimated ~62 GB at batch 32 (use several GPUs below 80 GB)"),
     Preset("Tiny test model (CPU)", "tiny", False, 200, 4, "a two-layer model: checks the data and the set-up"),
 )
-FILTER_OUTCOMES = ("All labels", "success", "failure", "unlabeled")  # the export filters
+FILTER_OUTCOMES = ("All labels", "success", "failure", "partial", "unlabeled")  # the export filters
 FILTER_QUALITY = ("All quality", "pass", "warn", "fail")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drivers.arm import DEFAULT_CONTROL_HZ
+from recorder.format import OUTCOMES
 
 
 def register(sub) -> None:
@@ -20,7 +21,7 @@ def register(sub) -> None:
     sh.set_defaults(func=_show)
     lb = es.add_parser("label", help="set the outcome (success/failure/unlabeled) and notes")
     lb.add_argument("episode")
-    lb.add_argument("outcome", choices=["success", "failure", "unlabeled"])
+    lb.add_argument("outcome", choices=list(OUTCOMES))
     lb.add_argument("--notes")
     lb.set_defaults(func=_label)
     an = es.add_parser("annotate", help="add (START END TEXT) or remove (--remove N) a segment",
