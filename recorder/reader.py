@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import cv2
 import h5py
@@ -20,6 +20,7 @@ from recorder.format import Segment, attr_str
 from recorder.integrity import file_problems, with_problems
 from recorder.quality import QualityReport
 from recorder.segments import normalize_legacy, segments_from_phases
+from recorder.writer import RESERVED_ATTRS
 
 Source = Literal["workbench", "aloha1", "aloha2"]
 LABELS_SUFFIX = ".labels.json"
@@ -51,6 +52,19 @@ class EpisodeInfo:
     rig_config: str = ""
     timestamps_measured: bool = False
     problems: list[str] = field(default_factory=list)  # what is missing or inconsistent: [] = the file is whole
+    extra: dict[str, Any] = field(default_factory=dict)  # root attributes beyond the recorder's own (set_extra_attrs)
+
+    @property
+    def trial(self) -> dict[str, Any] | None:
+        """The parsed trial record (attribute recorder.format.TRIAL_ATTR) of a trial episode; None for others.
+        A trial attribute that is not a JSON object raises ValueError."""
+        raw = self.extra.get(fmt.TRIAL_ATTR)
+        if raw is None:
+            return None
+        d = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(d, dict):
+            raise ValueError(f"{self.name}: the {fmt.TRIAL_ATTR!r} attribute is not a JSON object")
+        return d
 
 
 class EpisodeReader:
@@ -112,6 +126,7 @@ class EpisodeReader:
             if "segments" in d:
                 segs, laned = fmt.segments_from_dicts(d["segments"])
                 info.segments = segs if laned else self._legacy(segs, steps)
+        info.extra = {k: _attr_value(v) for k, v in a.items() if k not in RESERVED_ATTRS}
         if problems:
             info.problems = problems
             info.quality = with_problems(info.quality, problems)
@@ -199,6 +214,17 @@ class EpisodeReader:
     def images(self, cam: str) -> Iterator[np.ndarray]:
         for i in range(self.info.steps):
             yield self.image(cam, i)
+
+
+def _attr_value(v: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (bytes -> str, numpy scalars and arrays -> Python ones)."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return [_attr_value(x) for x in v.tolist()] if v.dtype.kind in "OS" else v.tolist()
+    return v
 
 
 def _phase_runs(phase: list[str] | None) -> list[tuple[int, str]]:

@@ -43,6 +43,13 @@ from recorder.segments import segments_from_marks, segments_from_phases
 log = logging.getLogger(__name__)
 
 INCOMING = ".incoming"
+# Root attributes the recorder itself writes (EpisodeFileBuilder.finish, finalize_file, recovery, import): extra
+# attributes (EpisodeWriter.set_extra_attrs) may not use these names; the reader reports every other attribute
+# as `EpisodeInfo.extra`.
+RESERVED_ATTRS = frozenset({
+    "sim", "compress", "format", "format_version", "camera_names", "hw_errors", "sim_seed", "task", "outcome",
+    "notes", "rig_config", "created", "control_hz", "timestamps_measured", "segments", "quality", "recovered",
+    "recovery_note", "imported_from", "imported_format"})
 
 
 class RecorderError(RuntimeError):
@@ -116,10 +123,31 @@ def publish(tmp: Path, final: Path) -> None:
     fsync_path(final.parent)
 
 
+def check_extra_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Extra episode attributes as stored: str / bool / int / float as they are, anything else JSON-serialisable
+    (dict, list, None) as its JSON text. Reserved names (RESERVED_ATTRS) and non-JSON values raise ValueError."""
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if not isinstance(k, str) or not k or "/" in k:
+            raise ValueError(f"extra attribute name must be a non-empty string without '/', not {k!r}")
+        if k in RESERVED_ATTRS:
+            raise ValueError(f"{k!r} is an attribute the recorder writes itself; choose another name")
+        if isinstance(v, (str, bool, int, float)):
+            out[k] = v
+        else:
+            try:
+                out[k] = json.dumps(v)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"extra attribute {k!r}: not JSON-serialisable ({e})") from None
+    return out
+
+
 def finalize_file(builder: EpisodeFileBuilder, final: Path, header: Mapping[str, Any],
                   marks: Sequence[tuple[int, str]], writer_dropped: Sequence[int] | None = None,
                   extra_attrs: Mapping[str, Any] | None = None) -> SavedEpisode:
-    """Quality report, segments and attributes, then close, fsync and publish. Shared with recovery/import."""
+    """Quality report, segments and attributes, then close, fsync and publish. Shared with recovery/import.
+    Attributes: the recorder's own, then the header's "extra_attrs" (EpisodeWriter.set_extra_attrs; in a journal
+    header too, so a recovered episode keeps them), then `extra_attrs`."""
     builder.flush()
     n = builder.complete_steps
     thresholds = QualityThresholds(**header.get("thresholds", {}))
@@ -143,6 +171,7 @@ def finalize_file(builder: EpisodeFileBuilder, final: Path, header: Mapping[str,
         "quality": report.to_json(),
         "recovered": False,
     }
+    attrs.update(check_extra_attrs(header.get("extra_attrs") or {}))
     attrs.update(extra_attrs or {})
     builder.finish(attrs)
     publish(builder.path, final)
@@ -281,6 +310,19 @@ class EpisodeWriter:
         if notes is not None:
             self.header["notes"] = notes
         self._q.put(("meta", {"outcome": outcome, "notes": self.header["notes"]}))
+
+    def set_extra_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Extra root attributes for the episode file (e.g. recorder.format.TRIAL_ATTR), merged with earlier
+        calls and written when the episode is finished. Values: str / bool / int / float, or anything
+        JSON-serialisable (stored as its JSON text); names the recorder uses itself are refused (ValueError).
+        They go into the journal as well, so an episode recovered after a crash keeps the attributes set
+        before it (the last call's, if the crash came after that call's journal record reached the disk)."""
+        if self._closed:
+            raise RecorderError(f"{self.name}: set_extra_attrs after stop")
+        check_extra_attrs(attrs)
+        merged = {**self.header.get("extra_attrs", {}), **dict(attrs)}
+        self.header["extra_attrs"] = merged
+        self._q.put(("meta", {"extra_attrs": merged}))
 
     # -- stop / discard -----------------------------------------------------------------------------------
     def stop(self) -> SavedEpisode:
