@@ -31,6 +31,13 @@ DEFAULT_CONTROL_HZ = 50.0  # ALOHA's rate; a rig file may choose another (rig.co
 
 GRIPPER_RANGE = (0.0, 1.0)  # normalized gripper at the Arm interface: closed .. open
 
+# Operator takeover during a policy trial (Arm.set_follow): a leader in follow mode is commanded with the follower's
+# gripper value; an operator's squeeze pulls its gripper reading away from that command. A reading more than this
+# (normalized units, either direction) from the leader's last gripper command is a takeover request. A quarter of
+# the gripper's travel (~14 deg of an aloha1 leader's gripper joint): well above the tracking error of a weak servo
+# chasing a moving follower gripper (< 0.07 per tick at the leader's velocity limit), well below a squeeze.
+SQUEEZE_DEPARTURE = 0.25
+
 
 def arm_slice(side_index: int) -> slice:
     """Columns of one arm (0 = left, 1 = right) in a bimanual 14-vector."""
@@ -95,6 +102,13 @@ class Arm(Protocol):
         """Torque for the six arm joints and (None = same as arm) the gripper."""
 
     def status(self) -> ArmStatus: ...
+
+    def set_follow(self, on: bool) -> None:
+        """Leaders only: on -> the arm follows `command()` goals with torque on but weak (a hand can grab and move
+        it; the workbench commands the followers' positions while a policy drives them, and takes a gripper
+        reading more than SQUEEZE_DEPARTURE from its command as the operator's takeover); off -> back to teleop
+        (arm torque off, as `set_torque(False, False)`). Switching on starts from the present pose (no jump).
+        Followers raise DriverError ("... is a follower ..."): they are never back-driven by design."""
 
     def reboot(self, joint: str) -> None:
         """Clear a hardware error of one joint (Dynamixel REBOOT) and restore its torque state."""

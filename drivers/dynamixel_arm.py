@@ -15,6 +15,15 @@ the shadow motors (3 -> 2, 5 -> 4), operating modes (follower gripper: current-b
 current limit; everything else position), homing offsets, velocity limit and position limits; EEPROM values are
 only written where they differ (EEPROM wear; a configured arm keeps its torque). Afterwards followers hold their
 present pose with torque on and leaders are torque-off (teleop default).
+
+Follow mode (leaders only, `set_follow(True)`; for policy trials with operator takeover, HG-DAgger style): the leader
+tracks goals the workbench sends (the followers' positions) with torque on but weak, so a hand can grab it.
+Servos that have current-based position mode (XM430: waist .. wrist_angle and their shadows) switch to it
+(Operating Mode 5) with Goal Current = `follow_current`; the WidowX's XL430 wrist_rotate and XC430 gripper have no
+current control, so they stay in position mode with their output capped by Goal PWM = `follow_pwm` (in position
+modes Goal PWM limits the controller's PWM). The operating mode is EEPROM, so the arm's torque goes off for the
+switch (a few bus packets, ~ms), every goal is set to the present position, then torque goes on: no jump.
+`set_follow(False)` is the takeover: torque off (teleop), configured modes and the previous Goal PWM restored.
 """
 from __future__ import annotations
 
@@ -64,6 +73,14 @@ class DynamixelArmConfig:
     position_limits: Mapping[str, tuple[float, float]] | None = None  # joint -> (lo, hi) rad; None = model default
     position_p_gain: int = 800
     velocity_limit: int = 131  # 0.229 rpm units (Interbotix value)
+    # Follow mode (leaders, set_follow): Goal Current of the current-based position servos, 2.69 mA units. 200
+    # (~540 mA, ~1 N m on an XM430-W350 from ROBOTIS' torque-current curve, a quarter of its 4.1 N m stall
+    # torque; Interbotix's own current-control demo drives a 250-size arm's shoulder/elbow with 200 mA) holds
+    # the leader's links near the commanded pose, shoulder and elbow doubled by their shadow motors, while a
+    # hand overrides it with a few newtons. GELLO/LeRobot likewise run leader triggers in current-based position
+    # mode at a low current so a finger can push them.
+    follow_current: int = 200
+    follow_pwm: int = 200  # follow mode, XL430/XC430 (no current control): Goal PWM of 885 (~23 % of the voltage)
     timeout_ms: float = 10.0  # reply timeout on top of the wire time (latency_timer=1 U2D2; pty emulator)
     retries: int = 2  # extra attempts after a timeout / corrupt reply
 
@@ -77,6 +94,11 @@ class DynamixelArmConfig:
         if not 0 <= self.gripper_current_limit <= 1193:
             raise ValueError(f"gripper_current_limit must be 0..1193 (XM430 units of 2.69 mA), "
                              f"got {self.gripper_current_limit}")
+        if not 0 < self.follow_current <= 1193:
+            raise ValueError(f"follow_current must be 1..1193 (Goal Current, XM430 units of 2.69 mA), "
+                             f"got {self.follow_current}")
+        if not 0 < self.follow_pwm <= ct.PWM_MAX:
+            raise ValueError(f"follow_pwm must be 1..{ct.PWM_MAX} (Goal PWM, 885 = 100 %), got {self.follow_pwm}")
         if not 0 <= self.position_p_gain <= 16383:
             raise ValueError(f"position_p_gain must be 0..16383, got {self.position_p_gain}")
         if not 0 < self.velocity_limit <= 1023:
@@ -161,6 +183,11 @@ class DynamixelArm:
         self._cmd[:, 0] = self.logical_ids
         self._cmd_ticks = np.zeros(ARM_DOF, dtype="<i4")
         self._torque: dict[int, bool] = {i: False for i in self.all_ids}  # what we want, for reboot()
+        self._following = False
+        self._saved_pwm: dict[int, int] = {}  # Goal PWM before follow mode, restored by set_follow(False)
+        # follow mode per motor: current-based position where the model has it, else position with a PWM cap
+        self._follow_current_ids = [m.id for m in self.layout if ct.MODE_CURRENT_POSITION in ct.MODELS[m.model].modes]
+        self._follow_pwm_ids = [m.id for m in self.layout if m.id not in self._follow_current_ids]
         self._connected = False
 
     def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +226,7 @@ class DynamixelArm:
         c = self.config
         drive = (current[ct.DRIVE_MODE[0] - ct.ID[0]] & ~1) | int(m.reverse)
         gripper_follower = self.role == "follower" and m.name == "gripper"
-        mode = ct.MODE_CURRENT_POSITION if gripper_follower else ct.MODE_POSITION
+        mode = self._configured_mode(m)
         lo, hi = self._tick_limits[m.id]
         want = [
             (ct.RETURN_DELAY_TIME, 0),
@@ -215,7 +242,11 @@ class DynamixelArm:
             want.append((ct.CURRENT_LIMIT, c.gripper_current_limit))
         return want
 
+    def _configured_mode(self, m: MotorSpec) -> int:
+        return ct.MODE_CURRENT_POSITION if self.role == "follower" and m.name == "gripper" else ct.MODE_POSITION
+
     def _configure(self) -> None:
+        self._following = False  # connect writes the configured modes
         bus = self.bus
         eeprom, _ = bus.sync_read(self.all_ids, _EEPROM_BLOCK, raise_on_alert=False)
         status, errors = bus.sync_read(self.all_ids, _STATUS_BLOCK, raise_on_alert=False)
@@ -265,6 +296,50 @@ class DynamixelArm:
                 self.bus.sync_write(ct.TORQUE_ENABLE, {i: 1 for i in on})
         self._torque.update(want)
 
+    # -- follow mode (leaders) ---------------------------------------------------------------------------------
+    @property
+    def following(self) -> bool:
+        return self._following
+
+    def set_follow(self, on: bool) -> None:
+        """Leaders: on -> weak torque-on tracking of command() goals (see the module docstring); off -> torque off
+        (teleop) in the configured modes. Followers raise DriverError. Idempotent."""
+        if self.role != "leader":
+            raise DriverError(f"{self.name} is a follower: set_follow is for leader arms (a follower is commanded "
+                              f"through the safety layer, it never follows)")
+        if not self.connected:
+            raise DriverError(f"{self.name}: not connected (call connect())")
+        bus = self.bus
+        with bus.lock:
+            # Operating Mode is EEPROM: torque off first, on every motor (a shadow must switch with its primary)
+            bus.sync_write(ct.TORQUE_ENABLE, {i: 0 for i in self.all_ids})
+            self._torque.update({i: False for i in self.all_ids})
+            self._following = False
+            for m in self.layout:
+                want = (ct.MODE_CURRENT_POSITION if on and m.id in self._follow_current_ids
+                        else self._configured_mode(m))
+                if bus.read(m.id, ct.OPERATING_MODE) != want:
+                    bus.write(m.id, ct.OPERATING_MODE, want)
+            if on:
+                if not self._saved_pwm:
+                    raw, _ = bus.sync_read(self._follow_pwm_ids, ct.GOAL_PWM, raise_on_alert=False)
+                    self._saved_pwm = dict(zip(self._follow_pwm_ids,
+                                               np.frombuffer(bytes(raw), dtype="<i2").tolist()))
+                self._write_follow_limits(self.all_ids)
+                self._apply_torque({i: True for i in self.all_ids})  # goal := present first: no jump
+                self._following = True
+            elif self._saved_pwm:
+                bus.sync_write(ct.GOAL_PWM, self._saved_pwm)
+                self._saved_pwm = {}
+
+    def _write_follow_limits(self, ids: list[int]) -> None:
+        cur = {i: self.config.follow_current for i in ids if i in self._follow_current_ids}
+        pwm = {i: self.config.follow_pwm for i in ids if i in self._follow_pwm_ids}
+        if cur:
+            self.bus.sync_write(ct.GOAL_CURRENT, cur)
+        if pwm:
+            self.bus.sync_write(ct.GOAL_PWM, pwm)
+
     def disconnect(self) -> None:
         try:
             if self.bus.is_open:
@@ -274,6 +349,7 @@ class DynamixelArm:
         finally:
             self.bus.close()
             self._connected = False
+            self._following = False
 
     def read(self) -> ArmState:
         """ONE sync read of Present Current/Velocity/Position (126..135) from the 7 primaries."""
@@ -351,6 +427,8 @@ class DynamixelArm:
                 bits = self.bus.hardware_error(i)
                 if bits:
                     raise ServoHardwareError(self.name, self.bus.joint(i), i, bits)
+            if self._following:  # RAM defaults are stiff: a rebooted follow-mode servo gets its weak limits back
+                self._write_follow_limits(ids)
             self._apply_torque({i: self._torque.get(i, False) for i in ids})
 
     # -- extras ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ within their limits. So `workbench teleop --rig virtual` shows the followers tra
     with VirtualRig() as rig:                       # or rig = VirtualRig(); rig.start(); ...; rig.stop()
         arms = {n: DynamixelArm(c) for n, c in rig.arm_configs().items()}
         rig.inject_hardware_error("follower_left", "gripper")   # overload, as on real grippers
+        rig.grab("leader_left", "elbow", rad=0.8)                # an operator's hand (see the emulator's grab model)
 """
 from __future__ import annotations
 
@@ -215,6 +216,34 @@ class VirtualRig:
 
     def clear_faults(self, arm: str) -> None:
         self._call("clear_faults", arm)
+
+    def grab(self, arm: str, joint: str | int, ticks: float | None = None, *, rad: float | None = None,
+             normalized: float | None = None, speed_ticks_s: float | None = None) -> None:
+        """An operator's hand takes hold of a joint and pulls it toward a position, given as Present Position
+        `ticks`, as `rad` (what DynamixelArm reads for that joint; for the gripper its joint angle) or, for the
+        gripper, as the `normalized` ALOHA gripper value. The hand moves the joint only when the servo is weak
+        enough (torque off, or a low Goal Current / Goal PWM: see drivers.dynamixel.emulator); it holds on until
+        release_grab()."""
+        from drivers.dynamixel.emulator import GRAB_SPEED_TICKS_S
+
+        given = [v is not None for v in (ticks, rad, normalized)]
+        if sum(given) != 1:
+            raise ValueError("grab: give exactly one of ticks, rad, normalized")
+        if normalized is not None:
+            if joint not in ("gripper", self._id(arm, "gripper")):
+                raise ValueError("grab: `normalized` is for the gripper")
+            role = next(a.role for a in self.arms if a.name == arm)
+            g = self.gripper
+            rad = (g.normalized_to_leader_joint(normalized) if role == "leader"
+                   else g.normalized_to_follower_joint(normalized))
+        if rad is not None:
+            ticks = rad / ct.RAD_PER_TICK + ct.CENTER_TICK
+        self._call("grab", arm, self._id(arm, joint), float(ticks),
+                   GRAB_SPEED_TICKS_S if speed_ticks_s is None else float(speed_ticks_s))
+
+    def release_grab(self, arm: str, joint: str | int) -> None:
+        """The hand lets go of the joint (a servo with torque returns to its goal, a torque-off one stays)."""
+        self._call("release_grab", arm, self._id(arm, joint))
 
 
 def virtual_arm_configs(rig: VirtualRig, settings: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ HARDWARE_ERROR_STATUS = (70, 1)
 POSITION_D_GAIN = (80, 2)
 POSITION_I_GAIN = (82, 2)
 POSITION_P_GAIN = (84, 2)
+GOAL_PWM = (100, 2)  # in every position mode also the limit of the position controller's PWM output
 GOAL_CURRENT = (102, 2)
 GOAL_VELOCITY = (104, 4)
 PROFILE_ACCELERATION = (108, 4)
@@ -48,7 +49,7 @@ PRESENT_TEMPERATURE = (146, 1)
 
 EEPROM_END = 64  # addresses below are writable only while Torque Enable = 0
 TABLE_SIZE = 147
-SIGNED = {HOMING_OFFSET[0], GOAL_CURRENT[0], GOAL_VELOCITY[0], GOAL_POSITION[0], PRESENT_CURRENT[0],
+SIGNED = {HOMING_OFFSET[0], GOAL_PWM[0], GOAL_CURRENT[0], GOAL_VELOCITY[0], GOAL_POSITION[0], PRESENT_CURRENT[0],
           PRESENT_VELOCITY[0], PRESENT_POSITION[0]}
 
 # The contiguous block one sync read returns for the control loop: current(2) velocity(4) position(4).
@@ -57,6 +58,7 @@ PRESENT_BLOCK_DTYPE = np.dtype([("current", "<i2"), ("velocity", "<i4"), ("posit
 
 # -- operating modes -------------------------------------------------------------------------------------------
 MODE_CURRENT, MODE_VELOCITY, MODE_POSITION, MODE_EXTENDED_POSITION, MODE_CURRENT_POSITION, MODE_PWM = 0, 1, 3, 4, 5, 16
+PWM_MAX = 885  # PWM Limit factory default and maximum (100 % of the supply voltage)
 BAUD_CODES = {9600: 0, 57600: 1, 115200: 2, 1_000_000: 3, 2_000_000: 4, 3_000_000: 5, 4_000_000: 6, 4_500_000: 7}
 
 

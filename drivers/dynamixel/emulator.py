@@ -19,6 +19,15 @@ It is a behavioural model, not a physics simulation: enough to exercise a driver
 - Return Delay Time (2 us units) delays replies; replies of one sync/bulk read go out in list order, each no
   earlier than the previous (a late servo delays the ones after it, as on a real half-duplex bus).
 - A `HandMotion` per servo moves a torque-off joint as an operator's hand would (virtual rig leaders).
+- A *grab* (`ServoChain.grab`) is an operator's hand taking hold of a joint and moving it toward a position at a
+  hand's speed. Whether the hand or the servo wins is decided by how hard the servo may push (its holding
+  strength), not by a force balance: torque off, or in current-based position mode a |Goal Current| below
+  HAND_OVERRIDE_CURRENT, or in position mode a |Goal PWM| below HAND_OVERRIDE_PWM -> the hand moves the joint
+  (and its coupled shadow) and the servo only reports its saturated current pushing back toward its goal; above
+  those the servo holds its goal as if nobody touched it. On release the servo goes back toward its goal at its
+  speed (current-based position mode: what a leader in follow mode does when the operator lets go). The thresholds
+  stand for "a hand overpowers it": ~1 A on an XM430-W350 is ~1.8 N m, a firm push at 30 cm; a third of the
+  supply voltage on an XL430/XC430 likewise.
 """
 from __future__ import annotations
 
@@ -40,6 +49,9 @@ _CONTROL_TABLE_END = 662  # X-series tables end with the indirect data area at 6
 _FIRMWARE = 46
 
 FAULT_KINDS = ("no_reply", "corrupt_crc", "late")
+HAND_OVERRIDE_CURRENT = 400  # Goal Current units (2.69 mA): below it a hand overpowers a current-based position servo
+HAND_OVERRIDE_PWM = 300  # Goal PWM units (of 885): below it a hand overpowers a position-mode servo
+GRAB_SPEED_TICKS_S = 3000.0  # how fast a grabbing hand moves a joint (~4.6 rad/s)
 
 
 @dataclass
@@ -83,6 +95,8 @@ class Servo:
         self.released_at: float | None = None  # when torque last went off (hand motion clock)
         self.released_base = 0.0
         self.pending_write: tuple[int, bytes] | None = None  # REG WRITE
+        self.grab_target: float | None = None  # Present Position ticks an operator's hand pulls the joint to
+        self.grab_speed = GRAB_SPEED_TICKS_S
         self._factory_reset(dxl_id)
 
     # -- control table -----------------------------------------------------------------------------------
@@ -117,6 +131,7 @@ class Servo:
         self.set(ct.STATUS_RETURN_LEVEL, 2)
         self.set(ct.POSITION_P_GAIN, 800)
         self.set(ct.GOAL_CURRENT, self.info.current_limit)
+        self.set(ct.GOAL_PWM, self.get(ct.PWM_LIMIT))
         self.set(ct.PRESENT_INPUT_VOLTAGE, 120)
         self.set(ct.PRESENT_TEMPERATURE, 36)
         self.set(ct.GOAL_POSITION, round(self.present()))
@@ -187,6 +202,10 @@ class Servo:
             return p.ERR_DATA_RANGE
         if changed(ct.TORQUE_ENABLE) and val(ct.TORQUE_ENABLE) > 1:
             return p.ERR_DATA_RANGE
+        if changed(ct.GOAL_CURRENT) and abs(val(ct.GOAL_CURRENT, signed=True)) > self.get(ct.CURRENT_LIMIT):
+            return p.ERR_DATA_LIMIT
+        if changed(ct.GOAL_PWM) and abs(val(ct.GOAL_PWM, signed=True)) > self.get(ct.PWM_LIMIT):
+            return p.ERR_DATA_LIMIT
         if changed(ct.GOAL_POSITION) and self.mode in (ct.MODE_POSITION, ct.MODE_CURRENT_POSITION):
             g = val(ct.GOAL_POSITION, signed=True)
             if not self.get(ct.MIN_POSITION_LIMIT) <= g <= self.get(ct.MAX_POSITION_LIMIT):
@@ -228,6 +247,19 @@ class Servo:
         units = min(prof, vlim) if prof and vlim else (prof or vlim or 1023)
         return units * ct.TICKS_S_PER_VELOCITY_UNIT
 
+    @property
+    def hand_overrides(self) -> bool:
+        """A grabbing hand moves this joint: torque off, or the servo may not push hard enough to resist."""
+        if self.grab_target is None:
+            return False
+        if not self.torque:
+            return True
+        if self.mode == ct.MODE_CURRENT_POSITION:
+            return abs(self.get(ct.GOAL_CURRENT, signed=True)) < HAND_OVERRIDE_CURRENT
+        if self.mode in POSITION_MODES:
+            return abs(self.get(ct.GOAL_PWM, signed=True)) < HAND_OVERRIDE_PWM
+        return False
+
     def update(self, now: float) -> None:
         dt = now - self.last_t
         if dt <= 0.0:
@@ -235,7 +267,14 @@ class Servo:
         self.last_t = now
         before = self.shaft
         mode = self.mode
-        if self.torque and mode in POSITION_MODES:
+        if self.hand_overrides:
+            present = self.present()
+            lo, hi = self.get(ct.MIN_POSITION_LIMIT), self.get(ct.MAX_POSITION_LIMIT)
+            target = min(max(self.grab_target, lo), hi)  # the arm's mechanical range
+            step = self.grab_speed * dt
+            err = target - present
+            self.set_present(target if abs(err) <= step else present + math.copysign(step, err))
+        elif self.torque and mode in POSITION_MODES:
             goal = self.get(ct.GOAL_POSITION, signed=True)
             if mode != ct.MODE_EXTENDED_POSITION:
                 goal = min(max(goal, self.get(ct.MIN_POSITION_LIMIT)), self.get(ct.MAX_POSITION_LIMIT))
@@ -303,6 +342,25 @@ class ServoChain:
         with self.lock:
             self.servos[dxl_id].shutdown(bits, time.monotonic())
 
+    def grab(self, dxl_id: int, present_ticks: float, speed_ticks_s: float = GRAB_SPEED_TICKS_S) -> None:
+        """An operator's hand takes hold of `dxl_id` and pulls it toward `present_ticks` (Present Position units)
+        at `speed_ticks_s`, until release_grab(); whether it moves depends on the servo (see Servo.hand_overrides)."""
+        with self.lock:
+            now = time.monotonic()
+            self.update(now)
+            s = self.servos[dxl_id]
+            s.grab_target, s.grab_speed = float(present_ticks), float(speed_ticks_s)
+
+    def release_grab(self, dxl_id: int) -> None:
+        """The hand lets go: a torque-off joint stays where it is, a servo with torque goes back to its goal."""
+        with self.lock:
+            now = time.monotonic()
+            self.update(now)
+            s = self.servos[dxl_id]
+            s.grab_target = None
+            if s.released_at is not None:  # a scripted HandMotion resumes from here, not from where it was
+                s._release(now)
+
     def inject_fault(self, dxl_id: int, kind: str, count: int | None = None, delay_s: float = 0.05) -> None:
         """Make the next `count` replies (None = all, until cleared) of `dxl_id` go missing, corrupt or late."""
         if kind not in FAULT_KINDS:
@@ -325,7 +383,7 @@ class ServoChain:
             s.update(now)
         for shadow, primary in self.couplings.items():
             sh, pr = self.servos.get(shadow), self.servos.get(primary)
-            if sh is not None and pr is not None and not sh.torque and not pr.torque:
+            if sh is not None and pr is not None and ((not sh.torque and not pr.torque) or pr.hand_overrides):
                 sh.shaft = ct.TICKS_PER_REV - pr.shaft  # the linkage carries a torque-off shadow along
                 sh.velocity = -pr.velocity
                 sh._refresh_present()
@@ -529,7 +587,7 @@ class PtyPort:
                 pass
 
 
-CONTROL_METHODS = ("inject_hardware_error", "inject_fault", "clear_faults", "remove")
+CONTROL_METHODS = ("inject_hardware_error", "inject_fault", "clear_faults", "remove", "grab", "release_grab")
 
 
 class EmulatorServer:

@@ -116,6 +116,11 @@ class SimArm:
             self._torque[6] = arm if gripper is None else gripper
             self._apply_torque()
 
+    def set_follow(self, on: bool) -> None:
+        """Followers never follow: raises DriverError (the leaders follow the followers in a policy trial)."""
+        raise DriverError(f"{self.name} is a follower: set_follow is for leader arms (a follower is commanded "
+                          f"through the safety layer, it never follows)")
+
     def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = self.sim.joint_limits(self.side)
         return np.r_[lo, GRIPPER_RANGE[0]], np.r_[hi, GRIPPER_RANGE[1]]
