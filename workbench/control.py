@@ -68,6 +68,9 @@ class ActionSource(Protocol):
     def stop(self) -> None:
         """Called once on the control thread after the last tick, whatever ended the run."""
 
+    # Optional: `observe(tick)`, called on the control thread after the tick's frames were taken and before the
+    # listeners. A policy source asks for its next chunk here: joints and frames of the same instant, as recorded.
+
 
 class LoopStopped(RuntimeError):
     """The loop ended because of an error; the followers were brought to a safe stop (held) first."""
@@ -202,6 +205,9 @@ class ControlLoop:
                     source=source.name)
         tick.period = self.timing.record(obs.t, 0.0, 0.0)  # work filled in below
         self._last = tick
+        observe = getattr(source, "observe", None)
+        if observe is not None:
+            observe(tick)
         for fn in self.listeners:
             fn(tick)
         total = time.perf_counter() - c0

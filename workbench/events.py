@@ -101,6 +101,62 @@ class Stopped:
     held: bool = False  # True: the followers hold where they are (e-stop or error), no shutdown sequence ran
 
 
+# -- trials (workbench.trials) ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialStarted:
+    index: int  # 0-based within the session
+    total: int
+    name: str  # the episode being recorded
+    seed: int | None
+    prompt: str
+
+
+@dataclass(frozen=True)
+class ChunkArrived:
+    """A policy chunk entered execution: `actions[i]` is meant for trial tick `start_tick + i - entry`."""
+
+    tick: int  # trial tick of its observation
+    start_tick: int  # trial tick that executes its first used action
+    entry: int  # index of that action in `actions`
+    actions: Any  # np.ndarray [H, 14], rig units
+    infer_ms: float
+    roundtrip_ms: float
+    prompt: str
+
+
+@dataclass(frozen=True)
+class TakeoverChanged:
+    operator: bool  # True: the leaders drive the followers; False: the policy does
+    tick: int
+    reason: str  # "squeeze", "pedal", "released", "trial ended"
+
+
+@dataclass(frozen=True)
+class PromptChanged:
+    text: str
+    source: str  # "initial", "operator" or a planner's name
+    tick: int
+
+
+@dataclass(frozen=True)
+class TrialEnded:
+    index: int
+    name: str  # episode name
+    outcome: str  # success / failure / partial / unlabeled (the operator labels it then)
+    outcome_source: str  # auto (simulator reward) / operator / none
+    ended_by: str  # success / time_limit / operator / estop / error
+    duration_s: float
+    time_to_success_s: float | None
+    interventions: int
+    trial: Any = None  # workbench.trials.TrialInfo
+
+
+@dataclass(frozen=True)
+class TrialsFinished:
+    results: Any  # list[workbench.trials.TrialResult]
+
+
 RigEvent = Union[ModeChanged, PhaseChanged, StepMessage, Countdown, EpisodeStarted, EpisodeSaved,
-                     EpisodeDiscarded, ReplayFinished, EstopChanged, SessionError, Stopped]
+                     EpisodeDiscarded, ReplayFinished, EstopChanged, SessionError, Stopped, TrialStarted,
+                     ChunkArrived, TakeoverChanged, PromptChanged, TrialEnded, TrialsFinished]
 Subscriber = Callable[[RigEvent], None]

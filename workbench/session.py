@@ -30,6 +30,7 @@ from workbench.teleop import align_to_leaders, park, shutdown, startup
 
 if TYPE_CHECKING:
     from workbench.recording import RecordingSession
+    from workbench.trials import TrialRunner
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class RigSession:
         self.last_error: BaseException | None = None
         self.result: Any = None  # what the last mode returned (timing summary, saved episodes, replay result)
         self.recording = None  # the running workbench.recording.RecordingSession (GUI: episode timer, events)
+        self.trials = None  # the running workbench.trials.TrialRunner
         self._subscribers: list[ev.Subscriber] = []
         self._jobs: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -165,6 +167,22 @@ class RigSession:
 
         self._start(mode, run, mode.value.capitalize(), ceremony=False)
 
+    def start_trials(self, runner: "TrialRunner") -> "TrialRunner":
+        """Policy trials (workbench.trials): one recorded episode per rollout; the followers hold afterwards.
+        `stop()` ends the running trial and the session; the runner's own methods take the other commands."""
+
+        runner.emit = self._emit
+
+        def run(stop: threading.Event):
+            self.trials = runner
+            try:
+                return runner.run(self.loop, stop)
+            finally:
+                self.trials = None
+
+        self._start(Mode.TRIAL, run, "Trials", ceremony=False)
+        return runner
+
     def _startup(self, stop: threading.Event, wait_for_squeeze: bool, squeeze_timeout: float | None) -> bool:
         self._emit(ev.PhaseChanged(Phase.STARTING))
 
@@ -251,6 +269,8 @@ class RigSession:
     def stop(self) -> None:
         """End the running mode once, cleanly (it runs its shutdown sequence unless the e-stop is engaged)."""
         self._stop.set()
+        if self.trials is not None:
+            self.trials.stop()
         self.loop.request_stop()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -1,0 +1,357 @@
+"""Trials: the policy drives the followers of the rig, one recorded episode per rollout.
+
+Per trial: a new scene (simulation: its seed), the followers (and following leaders) move slowly to the start pose
+through the safety layer, the start-gap check, then the control loop runs a `TrialSource` until success (read from
+the simulator's reward), the time limit, the operator (next / stop) or the e-stop. The episode is recorded in the
+dataset's usual format, marked as a trial: policy id and checkpoint, execution mode, the prompt(s) with their
+ticks (lane "prompt"), chunk boundaries and per-chunk inference latency, and the operator's takeover spans (lane
+"correction", the HG-DAgger data). The outcome is automatic on the simulator (success / partial: some reward /
+failure), and the operator's to give on hardware (`label`), and can be overridden afterwards either way.
+
+The runner runs on the RigSession's control thread (`RigSession.start_trials`); front ends talk to it through
+thread-safe methods (`next`, `take_over`, `hand_back`, `command`, `label`) and typed events.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from drivers.arm import SIDES, START_POSE
+from recorder.format import TRIAL_ATTR, Segment
+from recorder.quality import QualityThresholds
+from recorder.store import DatasetStore
+from recorder.writer import EpisodeWriter, SavedEpisode
+from workbench import events as ev
+from workbench.chunk_policy import ChunkPolicy
+from workbench.control import ControlLoop, Tick
+from workbench.policy_source import ChunkRecord, ExecConfig, OperatorPrompts, PolicySource
+from workbench.rig import Rig
+from workbench.takeover import TakeoverControl, TrialSource
+
+log = logging.getLogger(__name__)
+
+
+class TrialAborted(RuntimeError):
+    """A trial could not start (the start pose was not reached)."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    prompt: str
+    trials: int = 10
+    time_limit_s: float = 20.0
+    execution: ExecConfig = ExecConfig()
+    seeds: tuple[int, ...] | None = None  # simulation: one per trial (default: continue after the dataset's)
+    start_pose: tuple[float, ...] | None = None  # (14,) instead of ALOHA's start pose (an episode's first qpos)
+    takeover: bool = True  # leaders follow the followers and can take over (rigs with leaders)
+    stop_on_success: bool = True  # simulation: end the trial when the task reward reaches its maximum
+    policy: str = ""  # folder / hub id / URL, as given
+    policy_id: str = ""  # name in the statistics ("cube@2000"); default from the server's metadata
+    checkpoint: str | int | None = None
+    reset_s: float = 0.0  # real rigs: time to reset the scene between trials (next skips it)
+
+
+@dataclass
+class TrialInfo:
+    """The `trial` attribute of a trial episode (JSON)."""
+
+    trial_index: int
+    session: str
+    policy: str
+    policy_id: str
+    checkpoint: str | int | None
+    mode: str
+    execute_steps: int
+    ensemble: bool
+    delay_ticks: int | None
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    interventions: list[dict[str, Any]] = field(default_factory=list)
+    ended_by: str = ""
+    outcome_source: str = "none"
+    time_to_success_s: float | None = None
+    duration_s: float = 0.0
+    seed: int | None = None
+    max_reward: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    index: int
+    name: str
+    outcome: str
+    info: TrialInfo
+    saved: SavedEpisode | None = None
+
+
+def policy_identity(metadata: dict[str, Any], given: str) -> tuple[str, str | int | None]:
+    """("name@step", step) from the server's metadata, falling back to what the operator typed."""
+    step = metadata.get("step")
+    base = str(metadata.get("policy") or given or "policy").rstrip("/").split("/")[-1]
+    if base in ("policy", "") and metadata.get("policy"):
+        base = str(metadata["policy"]).rstrip("/").split("/")[-2] if "/" in str(metadata["policy"]) else base
+    return (f"{base}@{step}" if step is not None else base), step
+
+
+class TrialRunner:
+    def __init__(self, rig: Rig, store: DatasetStore, policy: ChunkPolicy, settings: TrialSettings,
+                 emit: Callable[[ev.RigEvent], None] = lambda e: None):
+        self.rig, self.store, self.policy, self.s = rig, store, policy, settings
+        self.emit = emit
+        self.results: list[TrialResult] = []
+        self.control = TakeoverControl()
+        self.prompts = OperatorPrompts(settings.prompt)
+        self.session_id = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        pid, step = policy_identity(dict(getattr(policy, "metadata", {}) or {}), settings.policy)
+        self.policy_id = settings.policy_id or pid
+        self.checkpoint = settings.checkpoint if settings.checkpoint is not None else step
+        self.source: TrialSource | None = None  # the running trial's source (GUI: takeover state)
+        self.current: EpisodeWriter | None = None
+        self._next = threading.Event()
+        self._stop_all = threading.Event()
+        self._loop: ControlLoop | None = None
+        sim = rig.sim is not None
+        if settings.seeds is not None and len(settings.seeds) < settings.trials:
+            raise ValueError(f"{settings.trials} trials need {settings.trials} seeds, got {len(settings.seeds)}")
+        if sim:
+            from workbench.recording import next_sim_seed
+
+            self.seeds = list(settings.seeds) if settings.seeds is not None else \
+                [next_sim_seed(store) + k for k in range(settings.trials)]
+        else:
+            self.seeds = [None] * settings.trials
+
+    # -- front ends (any thread) ------------------------------------------------------------------------------
+    def next(self) -> None:
+        """End the running trial now (the operator's call: outcome to be labelled) and go on with the next."""
+        self._next.set()
+        if self._loop is not None:
+            self._loop.request_stop()
+
+    def stop(self) -> None:
+        """End the running trial and the session."""
+        self._stop_all.set()
+        self.next()
+
+    def take_over(self) -> None:
+        self.control.take_over()
+
+    def hand_back(self) -> None:
+        self.control.hand_back()
+
+    def command(self, text: str, source: str = "operator") -> None:
+        """A language command: the prompt from the next chunk on (recorded in the "prompt" lane)."""
+        self.prompts.command(text, source)
+
+    def label(self, index: int, outcome: str, notes: str | None = None) -> None:
+        """The operator's outcome for trial `index` (overrides the simulator's)."""
+        r = self.results[index]
+        self.store.label(r.name, outcome, notes)
+        r.info.outcome_source = "operator"
+        self._rewrite_info(r.name, r.info)
+        self.results[index] = TrialResult(r.index, r.name, outcome, r.info, r.saved)
+
+    # -- control thread ---------------------------------------------------------------------------------------
+    def run(self, loop: ControlLoop, stop: threading.Event) -> list[TrialResult]:
+        for k in range(self.s.trials):
+            if stop.is_set() or self._stop_all.is_set() or self.rig.safety.estopped:
+                break
+            self._next.clear()
+            result = self._trial(k, loop, stop)
+            if result is None:
+                break
+            self.results.append(result)
+            if self.rig.safety.estopped:
+                break
+            if k + 1 < self.s.trials and self.rig.sim is None and self.s.reset_s > 0:
+                self._reset_wait(stop)
+        self.emit(ev.TrialsFinished(list(self.results)))
+        return self.results
+
+    def _reset_wait(self, stop: threading.Event) -> None:
+        self.emit(ev.PhaseChanged(ev.Phase.RESET))
+        self._next.clear()
+        end = time.monotonic() + self.s.reset_s
+        while (left := end - time.monotonic()) > 0 and not stop.is_set() and not self._stop_all.is_set():
+            self.emit(ev.Countdown("reset the scene", left))
+            if self._next.wait(min(left, 0.5)):
+                break
+
+    def _to_start(self, stop: threading.Event) -> bool:
+        """Followers (and following leaders) to the start pose, slowly, then the start-gap check."""
+        rig, cfg = self.rig, self.rig.config.safety
+        pose = np.asarray(self.s.start_pose, dtype=np.float64) if self.s.start_pose is not None else None
+        targets = {}
+        for i, s in enumerate(SIDES):
+            arm = rig.followers[s]
+            rig.safety.set_torque(arm.name, True, True)
+            goal = pose[i * 7:(i + 1) * 7] if pose is not None else \
+                np.concatenate([START_POSE, arm.read().position[6:7]])
+            targets[arm.name] = goal
+        duration = rig.safety.move_duration(targets, cfg.realign_velocity)
+        self.emit(ev.StepMessage(f"Moving the followers to the start pose ({duration:.1f} s)"))
+        if not rig.safety.move_to(targets, duration, rig.clock, rig.config.control_hz, stop.is_set):
+            return False
+        with rig.safety.io_lock:
+            gap = max(float(np.abs(rig.followers[s].read().position[:6] - targets[rig.followers[s].name][:6]).max())
+                      for s in SIDES)
+        if gap > cfg.start_gap:
+            raise TrialAborted(f"the followers stopped {gap:.2f} rad from the start pose (allowed "
+                               f"{cfg.start_gap:.2f}): check for an obstacle or a blocked joint, then start again")
+        return True
+
+    def _writer(self, seed: int | None) -> EpisodeWriter:
+        cfg = self.rig.config
+        return self.store.new_episode(
+            list(self.rig.cameras), task=self.s.prompt, rig_config=cfg.text, sim=self.rig.sim is not None,
+            sim_seed=seed, control_hz=cfg.control_hz,
+            thresholds=QualityThresholds.from_mapping(dict(cfg.quality)))
+
+    def _trial(self, k: int, loop: ControlLoop, stop: threading.Event) -> TrialResult | None:
+        rig, hz = self.rig, self.rig.config.control_hz
+        seed = self.seeds[k]
+        rig.begin_episode(seed)
+        self.emit(ev.PhaseChanged(ev.Phase.STARTING))
+        if not self._to_start(stop):
+            return None
+        limit = max(1, int(round(self.s.time_limit_s * hz)))
+        writer = self._writer(seed)
+        self.current = writer
+        trial_tick0 = loop.tick_index
+
+        def on_chunk(rec: ChunkRecord, actions: np.ndarray) -> None:
+            self.emit(ev.ChunkArrived(rec.tick, policy_src.tick, rec.entry, actions, rec.infer_ms, rec.roundtrip_ms,
+                                      rec.prompt))
+
+        policy_src = PolicySource(self.policy, self.prompts, self.s.execution, on_chunk=on_chunk)
+        self.source = source = TrialSource(
+            policy_src, self.control, takeover=self.s.takeover,
+            on_change=lambda op, tick, why: self.emit(ev.TakeoverChanged(op, tick, why)))
+        info = TrialInfo(k, self.session_id, self.s.policy, self.policy_id, self.checkpoint,
+                         self.s.execution.mode.value, self.s.execution.execute_steps, self.s.execution.ensemble,
+                         self.s.execution.delay_ticks, seed=seed)
+        success_tick: list[int] = []
+        max_reward = [0.0]
+        sim = rig.sim
+
+        def listener(tick: Tick) -> None:
+            writer.append(tick)
+            if sim is not None:
+                r = float(sim.reward())
+                max_reward[0] = max(max_reward[0], r)
+                if not success_tick and sim.success:
+                    success_tick.append(tick.index - trial_tick0)
+                    if self.s.stop_on_success:
+                        loop.request_stop()
+
+        self._loop = loop
+        loop.add_listener(listener)
+        self.emit(ev.TrialStarted(k, self.s.trials, writer.name, seed, self.prompts.prompt(0)[0]))
+        self.emit(ev.PhaseChanged(ev.Phase.RUNNING))
+        ended_by = "time_limit"
+        try:
+            loop.run(source, steps=limit, stop=_Either(stop, self._next))
+        except BaseException:
+            loop.remove_listener(listener)
+            try:  # keep what was recorded: the episode is the evidence of what went wrong
+                self._finish(writer, info, source, policy_src, "estop" if rig.safety.estopped else "error",
+                             success_tick, max_reward[0], k)
+            except Exception as exc:  # noqa: BLE001 - the original error matters more
+                log.error("could not save trial %d: %s", k, exc)
+            raise
+        finally:
+            self._loop = None
+            loop.remove_listener(listener)
+            self.source = None
+            self.current = None
+        if success_tick:
+            ended_by = "success"
+        elif rig.safety.estopped:
+            ended_by = "estop"
+        elif stop.is_set() or self._next.is_set():
+            ended_by = "operator"
+        return self._finish(writer, info, source, policy_src, ended_by, success_tick, max_reward[0], k)
+
+    def _finish(self, writer: EpisodeWriter, info: TrialInfo, source: TrialSource, policy_src: PolicySource,
+                ended_by: str, success_tick: list[int], max_reward: float, k: int) -> TrialResult | None:
+        hz = self.rig.config.control_hz
+        steps = writer.steps
+        info.ended_by = ended_by
+        info.duration_s = steps / hz
+        info.time_to_success_s = (success_tick[0] + 1) / hz if success_tick else None
+        info.prompts = [{"step": slot, "tick": tick, "t": tick / hz, "text": text, "source": src}
+                        for slot, tick, text, src in policy_src.prompt_log]
+        info.chunks = [{"step": r.step, "tick": r.tick, "start": r.start, "infer_ms": round(r.infer_ms, 3),
+                        "roundtrip_ms": round(r.roundtrip_ms, 3), "delay_ticks": r.delay_ticks,
+                        "jump": round(r.jump, 5)} for r in policy_src.records]
+        info.interventions = [{"start": iv.start, "end": iv.end if iv.end >= 0 else steps, "reason": iv.reason}
+                              for iv in source.interventions]
+        outcome = "unlabeled"
+        if self.rig.sim is not None:
+            info.max_reward = max_reward
+            outcome = "success" if success_tick else ("partial" if max_reward > 0 else "failure")
+            info.outcome_source = "auto"
+        if steps == 0:
+            writer.discard()
+            return None
+        writer.set_outcome(outcome)
+        _set_extra(writer, {TRIAL_ATTR: info.to_json()})
+        saved = writer.stop()
+        segments = list(saved.segments) + trial_segments(info, steps)
+        if segments != list(saved.segments):
+            self.store.set_segments(saved.name, segments)
+        self.emit(ev.TrialEnded(k, saved.name, outcome, info.outcome_source, ended_by, info.duration_s,
+                                info.time_to_success_s, len(info.interventions), info))
+        return TrialResult(k, saved.name, outcome, info, saved)
+
+    def _rewrite_info(self, name: str, info: TrialInfo) -> None:
+        setter = getattr(self.store, "set_extra_attrs", None)
+        if setter is not None:
+            setter(name, {TRIAL_ATTR: info.to_json()})
+
+
+def trial_segments(info: TrialInfo, steps: int) -> list[Segment]:
+    """The prompt lane (each prompt from the tick of its first request) and the correction lane."""
+    out: list[Segment] = []
+    prompts = sorted(info.prompts, key=lambda p: p["tick"])
+    for i, p in enumerate(prompts):
+        start = 0 if i == 0 else min(int(p["tick"]), steps)
+        end = steps if i + 1 == len(prompts) else min(int(prompts[i + 1]["tick"]), steps)
+        if end > start:
+            out.append(Segment(start, end, p["text"], "prompt"))
+    for iv in info.interventions:
+        s, e = min(iv["start"], steps), min(iv["end"], steps)
+        if e > s:
+            out.append(Segment(s, e, "correction", "correction"))
+    return out
+
+
+def _set_extra(writer: EpisodeWriter, attrs: dict[str, Any]) -> None:
+    setter = getattr(writer, "set_extra_attrs", None)
+    if setter is None:
+        raise RuntimeError("this recorder cannot store trial attributes (EpisodeWriter.set_extra_attrs missing)")
+    setter(attrs)
+
+
+class _Either:
+    """Looks like a threading.Event to the control loop: set when either event is."""
+
+    def __init__(self, a: threading.Event, b: threading.Event):
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
+
+
+__all__ = ["TrialAborted", "TrialInfo", "TrialResult", "TrialRunner", "TrialSettings", "policy_identity",
+           "trial_segments"]
