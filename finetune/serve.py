@@ -3,6 +3,10 @@
 
 Protocol: on connect the server sends a msgpack metadata map. Each binary message is one msgpack observation
 {"state": float[14], "images": {cam: uint8 [3,H,W] or [H,W,3]}, "prompt": str, optional "noise_seed": int};
+optional extensions (an unmodified openpi client never sends them, and then nothing changes):
+  "step": int >= 0                      the control tick of the observation (a replay policy looks its chunk up by it)
+  "action_prefix": float [k, 14]        rig-unit actions the new chunk must continue (real-time chunking), k <= H
+  "inference_delay": int, 0 <= d <= k   how many prefix actions execute before the new chunk arrives
 the reply is {"actions": float32 [50,14], "server_timing": {...}, "policy_timing": {...}} or {"error": str}.
 numpy arrays travel as maps {"__ndarray__": True, "data": bytes, "dtype": dtype.str, "shape": [...]} (never
 pickle). GET /healthz answers 200. With an api key, clients send `Authorization: Api-Key <key>`.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import http
 import ipaddress
 import logging
@@ -139,6 +144,61 @@ def parse_observation(msg: Any, state_dim: int = 14) -> tuple[np.ndarray, dict[s
     return state, frames, prompt, seed
 
 
+EXTENSION_FIELDS = ("step", "action_prefix", "inference_delay")
+
+
+def _int_field(value: Any, name: str, hi: int = 2 ** 63) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < hi:
+        raise ProtocolError(f"{name} must be a non-negative integer{'' if hi == 2 ** 63 else f' <= {hi - 1}'}, "
+                            f"got {value!r}")
+    return int(value)
+
+
+def parse_extensions(msg: Mapping[Any, Any], action_shape: tuple[int, int]) -> dict[str, Any]:
+    """The optional wire extensions of an observation map -> the runtime's keyword arguments, only those present:
+    {"step": int, "prefix": float64 [k, action_dim], "delay": int}. Raises ProtocolError with what is wrong."""
+    horizon, dim = int(action_shape[0]), int(action_shape[1])
+    out: dict[str, Any] = {}
+    step = _key(msg, "step")
+    if step is not None:
+        out["step"] = _int_field(step, "step")
+    prefix = _key(msg, "action_prefix")
+    if prefix is not None:
+        if isinstance(prefix, (list, tuple)):
+            try:
+                prefix = np.asarray(prefix, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise ProtocolError("action_prefix must be a [k, action_dim] array of numbers") from e
+        if not isinstance(prefix, np.ndarray) or prefix.dtype.kind not in "iuf":
+            raise ProtocolError("action_prefix must be a numeric array [k, action_dim]")
+        if prefix.ndim != 2 or prefix.shape[1] != dim or not 1 <= prefix.shape[0] <= horizon:
+            raise ProtocolError(f"action_prefix must have shape [k, {dim}] with 1 <= k <= {horizon} (the action "
+                                f"horizon), got {list(prefix.shape)}")
+        if not np.all(np.isfinite(prefix)):
+            raise ProtocolError("action_prefix has non-finite values")
+        out["prefix"] = np.array(prefix, dtype=np.float64)
+    delay = _key(msg, "inference_delay")
+    if delay is not None:
+        k = out["prefix"].shape[0] if "prefix" in out else 0
+        d = _int_field(delay, "inference_delay")
+        if d > k:
+            raise ProtocolError(f"inference_delay {d} exceeds the action_prefix length {k}"
+                                + ("" if k else " (no action_prefix sent)"))
+        out["delay"] = d
+    return out
+
+
+def _accepted_kwargs(fn: Any) -> set[str] | None:
+    """Keyword names `fn` accepts (None: any, it takes **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+
+
 # ----------------------------------------------------------------------------------------------- server
 def is_loopback(host: str) -> bool:
     if host in ("localhost", "localhost.localdomain"):
@@ -164,8 +224,11 @@ class ServeConfig:
 
 
 class PolicyServer:
-    """Serves one policy (anything with `infer(state, images, prompt, seed=...)`, `metadata()` and
-    `action_shape`) to any number of clients; inference runs in a worker thread, one request at a time."""
+    """Serves one policy (anything with `infer(state, images, prompt, seed=..., [step=, prefix=, delay=])`,
+    `metadata()` and `action_shape`) to any number of clients; inference runs in a worker thread, one request
+    at a time. The wire extensions are passed only when the client sent them. A runtime whose `infer` lacks
+    `step` gets none (the tick is informational to a model); one lacking `prefix`/`delay` answers requests that
+    carry them with an error (it cannot honour a real-time-chunking prefix)."""
 
     def __init__(self, runtime: Any, config: ServeConfig) -> None:
         config.check()
@@ -174,6 +237,18 @@ class PolicyServer:
         self._server: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
+        self._accepts = _accepted_kwargs(runtime.infer)
+
+    def _infer_kwargs(self, ext: dict[str, Any]) -> dict[str, Any]:
+        if self._accepts is None:
+            return ext
+        out = {k: v for k, v in ext.items() if k in self._accepts}  # an unsupported `step` is dropped
+        missing = [k for k in ext if k not in self._accepts and k != "step" and not (k == "delay" and ext[k] == 0)]
+        if missing:
+            names = {"prefix": "action_prefix", "delay": "inference_delay"}
+            raise ProtocolError(f"this server's policy does not support {', '.join(names.get(k, k) for k in missing)}"
+                                " (real-time chunking); leave the field out or update the server")
+        return out
 
     # -- http part of the handshake: health check and auth
     def _process_request(self, connection: Any, request: Any) -> Any:
@@ -210,9 +285,11 @@ class PolicyServer:
             if len(message) > self.config.max_message_bytes:
                 raise ProtocolError(f"message of {len(message)} bytes exceeds the limit of "
                                     f"{self.config.max_message_bytes}")
-            state, images, prompt, seed = parse_observation(unpackb(message), self.runtime.action_shape[1])
+            msg = unpackb(message)
+            state, images, prompt, seed = parse_observation(msg, self.runtime.action_shape[1])
+            kwargs = self._infer_kwargs(parse_extensions(msg, self.runtime.action_shape))
             t1 = time.perf_counter()
-            actions = await asyncio.to_thread(self.runtime.infer, state, images, prompt, seed=seed)
+            actions = await asyncio.to_thread(self.runtime.infer, state, images, prompt, seed=seed, **kwargs)
             t2 = time.perf_counter()
         except (ProtocolError, ValueError) as e:
             return {"error": str(e)}
@@ -225,8 +302,8 @@ class PolicyServer:
                 "server_timing": {"decode_ms": (t1 - t0) * 1e3, "infer_ms": infer_ms,
                                   "encode_ms": (time.perf_counter() - t2) * 1e3}}
 
-    async def serve(self, stop: asyncio.Future | None = None) -> None:
-        """Runs until `stop` resolves (forever without one)."""
+    async def serve(self, stop: asyncio.Future | None = None, on_ready: Any = None) -> None:
+        """Runs until `stop` resolves (forever without one); `on_ready(port)` once the socket is bound."""
         from websockets.asyncio.server import serve
 
         self._loop = asyncio.get_running_loop()
@@ -237,6 +314,8 @@ class PolicyServer:
             self.port = next(iter(server.sockets)).getsockname()[1]
             log.info("serving %s on ws://%s:%d", self.runtime.metadata().get("policy"), self.config.host, self.port)
             self._ready.set()
+            if on_ready is not None:
+                on_ready(self.port)
             await (stop if stop is not None else asyncio.get_running_loop().create_future())
 
     def start_in_thread(self, timeout: float = 30.0) -> int:
@@ -263,4 +342,5 @@ class PolicyServer:
             self._thread.join(10)
 
 
-__all__ = ["PolicyServer", "ProtocolError", "ServeConfig", "is_loopback", "packb", "parse_observation", "unpackb"]
+__all__ = ["EXTENSION_FIELDS", "PolicyServer", "ProtocolError", "ServeConfig", "is_loopback", "packb",
+           "parse_extensions", "parse_observation", "unpackb"]

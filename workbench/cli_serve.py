@@ -1,52 +1,111 @@
-"""`workbench serve POLICY`: serve a policy folder over openpi's websocket protocol (finetune.serve)."""
+"""`workbench serve POLICY`: serve a policy folder over openpi's websocket protocol (finetune.serve).
+
+POLICY is a trained policy folder, a hub id, or a replay folder (finetune.replay_policy: a recorded episode's
+actions served as chunks). `--port 0` binds a free port; `--ready-file PATH` then tells a supervising process
+(workbench.policy_server.LocalPolicyServer) where: once the socket is bound, PATH is written atomically with
+{"host", "port", "url", "pid", "policy"} as JSON. `--exit-with-parent` ends the server when its stdin closes, so a
+child server never outlives the app that started it.
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import sys
+import threading
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="serve a policy to openpi clients (websocket + msgpack)",
-        description="Serve a trained policy folder (or hub id) with openpi's remote inference protocol; "
-                    "GET /healthz answers 200. Any host but a loopback address needs --api-key "
+        description="Serve a trained policy folder (or hub id, or a replay folder) with openpi's remote inference "
+                    "protocol; GET /healthz answers 200. Any host but a loopback address needs --api-key "
                     "(or WORKBENCH_API_KEY); clients then send `Authorization: Api-Key <key>`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("policy", metavar="POLICY", help="policy folder (runs/NAME/policy) or hub id")
+    p.add_argument("policy", metavar="POLICY", help="policy folder (runs/NAME/policy), hub id, or replay folder")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="0: any free port (see --ready-file)")
     p.add_argument("--api-key", default=None, help="required unless --host is loopback [env WORKBENCH_API_KEY]")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
     p.add_argument("--rig", help="preset or rig TOML: refuse a policy trained for a different rig")
     p.add_argument("--num-steps", type=int, default=None, help="denoising steps [default: the model's]")
+    p.add_argument("--ready-file", default=None, metavar="PATH",
+                   help="once listening, write {host, port, url, pid, policy} as JSON to PATH (atomically)")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="exit when stdin reaches end of file (the supervising process is gone)")
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import torch
+def _write_ready(path: str, host: str, port: int, policy: str) -> None:
+    target = Path(path)
+    tmp = target.with_name(target.name + ".partial")
+    tmp.write_text(json.dumps({"host": host, "port": port, "url": f"ws://{host}:{port}", "pid": os.getpid(),
+                               "policy": policy}) + "\n")
+    os.replace(tmp, target)
 
-    from finetune.runtime import PolicyRuntime
+
+def _watch_stdin() -> None:
+    def run() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        logging.getLogger(__name__).warning("stdin closed (the parent process is gone): exiting")
+        os._exit(0)
+
+    threading.Thread(target=run, name="parent-watch", daemon=True).start()
+
+
+def _run(args: argparse.Namespace) -> int:
     from finetune.serve import PolicyServer, ServeConfig
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    root = logging.getLogger()
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)  # `serving ... on ws://...` and refused clients are worth seeing
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.exit_with_parent:
+        _watch_stdin()
     config = ServeConfig(host=args.host, port=args.port, api_key=args.api_key or os.environ.get("WORKBENCH_API_KEY"))
     try:
         config.check()
     except ValueError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        runtime = _load(args)
+    except Exception as e:  # one readable line for the supervisor (LocalPolicyServer shows it), -v: the traceback
+        if getattr(args, "verbose", False):
+            raise
+        print(f"error: cannot serve {args.policy}: {e}", file=sys.stderr)
+        return 2
+    server = PolicyServer(runtime, config)
+    on_ready = None
+    if args.ready_file:
+        def on_ready(port: int) -> None:
+            _write_ready(args.ready_file, args.host, port, str(args.policy))
+    try:
+        asyncio.run(server.serve(on_ready=on_ready))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    from finetune.replay_policy import load_served_policy
+
     rig = None
     if args.rig:
         from workbench.config import load_rig_config
 
         rig = load_rig_config(args.rig)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    runtime = PolicyRuntime.load(args.policy, device=device, rig=rig, num_steps=args.num_steps)
-    server = PolicyServer(runtime, config)
-    try:
-        asyncio.run(server.serve())
-    except KeyboardInterrupt:
-        pass
-    return 0
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_served_policy(args.policy, device=device, rig=rig, num_steps=args.num_steps)
