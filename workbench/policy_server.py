@@ -1,0 +1,532 @@
+"""Policies for the control side, served out of process: `RemotePolicy` (a websocket client of `workbench serve`),
+`LocalPolicyServer` (that server as a child process on loopback) and `open_policy` (either, from one string).
+
+    policy = open_policy("runs/cube/policy", rig=rig_config, log=print)        # child server + client
+    policy = open_policy("ws://gpu-box:8000", api_key=key)                      # a server somewhere else
+    reply = policy.infer(ChunkRequest(state, images, prompt, step=t))          # ChunkReply, actions [H, 14]
+    policy.close()                                                              # also stops a child server
+
+Why a child process: a CUDA error, an out-of-memory or a slow first call in the model must never stall the 50 Hz
+control loop or take the window down. The child is `python -m workbench.cli serve POLICY --host 127.0.0.1
+--port 0 --ready-file F --exit-with-parent`: it binds a free port and writes {"port": ...} to F once listening;
+its stdin is a pipe from us, so it exits by itself if we die. Every failure on this path -- nothing listening,
+a wrong api key (401), an error reply, the server dying mid-request, a malformed reply -- is one exception type,
+`PolicyConnectionError`, whose message names the URL (and for a child server its exit code and last output) and
+what to do; `.kind` tells them apart for code ("refused", "auth", "timeout", "closed", "server_error",
+"bad_reply", "server_exited", "rig", ...).
+
+Warm-up: the first inference of a model is slow (CUDA context, kernel selection, allocator growth, the prompt's
+first tokenization). `open_policy(..., warmup=True)` (the default) sends one dummy request (zero state, black
+frames for the policy's cameras, the step 0) before returning, so the first real chunk of a trial comes at the
+steady-state latency. `RemotePolicy.warmup()` does the same on demand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from workbench.chunk_policy import ChunkReply, ChunkRequest
+
+Log = Callable[[str], None]
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class PolicyConnectionError(RuntimeError):
+    """The policy could not answer: not reachable, refused, failed, gone, or answered nonsense. `kind` says which;
+    `url` is the server's address."""
+
+    def __init__(self, message: str, *, kind: str = "connection", url: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.url = kind, url
+
+
+# --------------------------------------------------------------------------------------------- the client
+class RemotePolicy:
+    """A `ChunkPolicy` over openpi's websocket protocol (finetune.serve), with this project's optional request
+    fields: `step`, `action_prefix` + `inference_delay` (when the request has a prefix), `noise_seed` (when it
+    has a seed). One request at a time (a lock); after a lost connection the next `infer` reconnects once."""
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0, *,
+                 diagnose: Callable[[], str | None] | None = None) -> None:
+        if not (url.startswith("ws://") or url.startswith("wss://")):
+            raise PolicyConnectionError(f"policy server URL {url!r} must start with ws:// or wss://", kind="url",
+                                        url=url)
+        self.url, self.api_key, self.timeout = url, api_key, float(timeout)
+        self.metadata: dict[str, Any] = {}
+        self._diagnose = diagnose
+        self._on_close: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._ws: Any = None
+        self._closed = False
+        self._connect()
+
+    # -- connection
+    def _fail(self, message: str, kind: str) -> PolicyConnectionError:
+        extra = None
+        if self._diagnose is not None:
+            try:
+                extra = self._diagnose()
+            except Exception:  # noqa: BLE001 - a diagnosis must not hide the error itself
+                extra = None
+        return PolicyConnectionError(message + (f"\n{extra}" if extra else ""), kind=kind, url=self.url)
+
+    def _connect(self) -> None:
+        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+        from websockets.sync.client import connect
+
+        from finetune.serve import ProtocolError, unpackb
+
+        headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
+        url = self.url
+        try:
+            ws = connect(url, additional_headers=headers, compression=None, max_size=None,
+                         open_timeout=self.timeout, close_timeout=2)
+        except InvalidStatus as e:
+            status = e.response.status_code
+            body = bytes(e.response.body or b"").decode("utf-8", "replace").strip()
+            if status == 401:
+                raise self._fail(f"the policy server at {url} refused the api key ({body or '401 Unauthorized'}); "
+                                 "pass the server's key (api_key=..., --api-key or WORKBENCH_API_KEY)", "auth") from None
+            raise self._fail(f"the policy server at {url} refused the connection with HTTP {status} ({body}); "
+                             "is it a `workbench serve` (openpi protocol) server?", "handshake") from None
+        except InvalidURI as e:
+            raise self._fail(f"invalid policy server URL {url!r}: {e}", "url") from None
+        except ConnectionRefusedError:
+            raise self._fail(f"cannot connect to the policy server at {url}: connection refused. Start one there "
+                             "(`workbench serve POLICY --host HOST --port PORT`) or check the address", "refused") \
+                from None
+        except TimeoutError:
+            raise self._fail(f"the policy server at {url} did not accept a connection within {self.timeout:g} s; "
+                             "check that it is running and the address and network are right", "timeout") from None
+        except InvalidHandshake as e:
+            raise self._fail(f"the websocket handshake with {url} failed ({e}); is it a `workbench serve` "
+                             "server?", "handshake") from None
+        except OSError as e:
+            raise self._fail(f"cannot connect to the policy server at {url}: {e.strerror or e}; check the address "
+                             "and network", "unreachable") from None
+        try:
+            meta = unpackb(ws.recv(timeout=self.timeout))
+        except TimeoutError:
+            ws.close()
+            raise self._fail(f"the policy server at {url} sent no metadata within {self.timeout:g} s", "timeout") \
+                from None
+        except ProtocolError as e:
+            ws.close()
+            raise self._fail(f"the policy server at {url} sent unreadable metadata ({e})", "bad_reply") from None
+        except Exception as e:  # ConnectionClosed and friends
+            ws.close()
+            raise self._fail(f"the policy server at {url} closed the connection before sending its metadata "
+                             f"({type(e).__name__}: {e})", "closed") from None
+        if not isinstance(meta, Mapping):
+            ws.close()
+            raise self._fail(f"the policy server at {url} sent metadata that is not a map", "bad_reply")
+        self._ws, self.metadata = ws, dict(meta)
+
+    def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+    # -- requests
+    def _message(self, request: ChunkRequest) -> dict[str, Any]:
+        from finetune.serve import packb
+
+        obs: dict[str, Any] = {"state": np.asarray(request.state, dtype=np.float64),
+                               "images": {k: np.asarray(v) for k, v in request.images.items()},
+                               "prompt": request.prompt}
+        if request.step is not None:
+            obs["step"] = int(request.step)
+        if request.seed is not None:
+            obs["noise_seed"] = int(request.seed)
+        if request.prefix is not None:
+            obs["action_prefix"] = np.asarray(request.prefix, dtype=np.float64)
+            obs["inference_delay"] = int(request.delay)
+        return packb(obs)
+
+    def infer(self, request: ChunkRequest) -> ChunkReply:
+        from websockets.exceptions import ConnectionClosed
+
+        from finetune.serve import ProtocolError, unpackb
+
+        data = self._message(request)
+        with self._lock:
+            if self._closed:
+                raise PolicyConnectionError(f"the policy client for {self.url} is closed", kind="closed", url=self.url)
+            if self._ws is None:
+                self._connect()
+            t0 = time.perf_counter()
+            try:
+                self._ws.send(data)
+                raw = self._ws.recv(timeout=self.timeout)
+            except ConnectionClosed as e:
+                self._drop()
+                raise self._fail(f"the policy server at {self.url} closed the connection during a request ({e}); "
+                                 "it crashed or was stopped. Restart it; the next request reconnects", "closed") \
+                    from None
+            except TimeoutError:
+                self._drop()  # a late reply would be taken for the next request's: start afresh
+                raise self._fail(f"no reply from the policy server at {self.url} within {self.timeout:g} s; it may "
+                                 "be overloaded or stuck (raise the timeout, or check its log)", "timeout") from None
+            except OSError as e:
+                self._drop()
+                raise self._fail(f"lost the connection to the policy server at {self.url}: {e}", "closed") from None
+            try:
+                reply = unpackb(raw) if isinstance(raw, bytes) else None
+            except ProtocolError as e:
+                reply = None
+                why = str(e)
+            else:
+                why = "a text message" if reply is None else "not a map"
+            roundtrip_ms = (time.perf_counter() - t0) * 1e3
+        if not isinstance(reply, Mapping):
+            raise self._fail(f"the policy server at {self.url} sent an unreadable reply ({why})", "bad_reply")
+        if "error" in reply:
+            raise PolicyConnectionError(f"the policy server at {self.url} answered an error: {reply['error']}",
+                                        kind="server_error", url=self.url)
+        return ChunkReply(self._actions(reply, request), *self._timing(reply, roundtrip_ms))
+
+    def _actions(self, reply: Mapping[str, Any], request: ChunkRequest) -> np.ndarray:
+        a = reply.get("actions")
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "iuf":
+            raise PolicyConnectionError(f"the policy server at {self.url} sent no numeric `actions` array",
+                                        kind="bad_reply", url=self.url)
+        dim = int(np.shape(request.state)[-1])
+        horizon = self.metadata.get("action_horizon")
+        ok = a.ndim == 2 and a.shape[1] == dim and a.shape[0] >= 1 and (not isinstance(horizon, int)
+                                                                         or a.shape[0] == horizon)
+        if not ok:
+            want = f"[{horizon if isinstance(horizon, int) else 'H'}, {dim}]"
+            raise PolicyConnectionError(f"the policy server at {self.url} sent actions of shape {list(a.shape)}, "
+                                        f"expected {want} (horizon, joints): a policy for another robot?",
+                                        kind="bad_reply", url=self.url)
+        if not np.all(np.isfinite(a)):
+            raise PolicyConnectionError(f"the policy server at {self.url} sent non-finite actions", kind="bad_reply",
+                                        url=self.url)
+        return np.array(a, dtype=np.float64)
+
+    @staticmethod
+    def _timing(reply: Mapping[str, Any], roundtrip_ms: float) -> tuple[float, float, dict[str, float]]:
+        timing: dict[str, float] = {}
+        for group in ("server_timing", "policy_timing"):
+            t = reply.get(group)
+            if isinstance(t, Mapping):
+                for k, v in t.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        timing.setdefault(str(k), float(v))
+        timing["roundtrip_ms"] = roundtrip_ms
+        return timing.get("infer_ms", float("nan")), roundtrip_ms, timing
+
+    def warmup(self, step: int = 0) -> ChunkReply:
+        """One dummy request (zero state, black 224x224 frames for the policy's cameras) so that the first real
+        chunk is not the slow first call."""
+        dim = int(self.metadata.get("action_dim") or 14)
+        cams = list(self.metadata.get("cameras") or ["cam_high"])
+        prompt = str(self.metadata.get("task") or "")
+        images = {c: np.zeros((224, 224, 3), np.uint8) for c in cams}
+        return self.infer(ChunkRequest(np.zeros(dim), images, prompt, step=step))
+
+    def close(self) -> None:
+        """Closes the connection (and stops a child server that open_policy started); idempotent."""
+        with self._lock:
+            self._closed = True
+            self._drop()
+            hooks, self._on_close = self._on_close, []
+        for hook in hooks:
+            hook()
+
+    def __enter__(self) -> "RemotePolicy":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------------- child server
+def _rig_arg(rig: Any, tmp: Path) -> str | None:
+    """A preset name, a TOML path, or a RigConfig -> what `workbench serve --rig` takes."""
+    if rig is None:
+        return None
+    if isinstance(rig, (str, Path)):
+        return str(rig)
+    source = str(getattr(rig, "source", "") or "")
+    if source.startswith("preset:"):
+        return source.split(":", 1)[1]
+    if source and Path(source).is_file():
+        return source
+    text = getattr(rig, "text", None)
+    if not text:
+        raise ValueError(f"cannot pass rig {rig!r} to the policy server: give a preset name, a TOML path or a "
+                         "RigConfig read from one")
+    path = tmp / "rig.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"{code} (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            return str(code)
+    return str(code)
+
+
+class LocalPolicyServer:
+    """`workbench serve POLICY` as a child process on 127.0.0.1 at a free port.
+
+    start() waits until it listens (or raises PolicyConnectionError naming its exit code and last output when it
+    dies first, or stops it on `startup_timeout`); its output lines go to `log`; connect() -> RemotePolicy whose
+    errors mention the child's death if that was the cause; stop() ends it (SIGTERM, then SIGKILL), idempotent.
+    `rig` (preset name, TOML path or RigConfig) makes the server refuse a policy trained for another rig."""
+
+    def __init__(self, policy: str | Path, rig: Any = None, device: str = "auto", api_key: str | None = None,
+                 log: Log | None = None, *, num_steps: int | None = None, startup_timeout: float = 300.0,
+                 tail_lines: int = 40) -> None:
+        self.policy, self.rig, self.device, self.api_key = str(policy), rig, device, api_key
+        self.log, self.num_steps, self.startup_timeout = log, num_steps, float(startup_timeout)
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._tmp: Path | None = None
+        self._tail: deque[str] = deque(maxlen=tail_lines)  # stderr (logging, errors)
+        self._out_tail: deque[str] = deque(maxlen=tail_lines)  # stdout
+        self._readers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._exited = threading.Event()
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise PolicyConnectionError(f"the policy server for {self.policy} is not started", kind="not_started")
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def command(self, ready_file: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "workbench.cli", "serve", self.policy, "--host", "127.0.0.1", "--port", "0",
+               "--device", self.device, "--ready-file", str(ready_file), "--exit-with-parent"]
+        rig = _rig_arg(self.rig, ready_file.parent)
+        if rig is not None:
+            cmd += ["--rig", rig]
+        if self.num_steps is not None:
+            cmd += ["--num-steps", str(int(self.num_steps))]
+        return cmd
+
+    # -- life cycle
+    def start(self, timeout: float | None = None) -> "LocalPolicyServer":
+        """Starts the child and waits until it listens; a second call is a no-op while it runs."""
+        with self._lock:
+            if self.proc is not None:
+                if self.alive:
+                    return self
+                raise self._death("was started before and has exited")
+            self._tmp = Path(tempfile.mkdtemp(prefix="workbench_serve_"))
+            ready = self._tmp / "ready.json"
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
+            if self.api_key:
+                env["WORKBENCH_API_KEY"] = self.api_key  # not on the command line, where `ps` shows it
+            cmd = self.command(ready)
+            self._emit(f"starting the policy server: {' '.join(cmd[1:])}")
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         env=env, cwd=str(_ROOT), start_new_session=True)
+            self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self._out_tail),
+                                              name="policy-server-out", daemon=True),
+                             threading.Thread(target=self._read, args=(self.proc.stderr, self._tail),
+                                              name="policy-server-err", daemon=True)]
+            for t in self._readers:
+                t.start()
+            threading.Thread(target=self._watch, name="policy-server-watch", daemon=True).start()
+        deadline = time.monotonic() + (self.startup_timeout if timeout is None else float(timeout))
+        while True:
+            if ready.is_file():
+                try:
+                    self.port = int(json.loads(ready.read_text())["port"])
+                    break
+                except (ValueError, KeyError, OSError):
+                    pass  # written atomically; a partial read cannot happen, but be lenient
+            if self.proc.poll() is not None:
+                self._drain()
+                raise self._death("exited before it was ready")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise PolicyConnectionError(
+                    f"the policy server for {self.policy} was not ready within "
+                    f"{self.startup_timeout if timeout is None else timeout:g} s (stopped it)" + self._last_lines(),
+                    kind="timeout")
+            time.sleep(0.05)
+        self._emit(f"policy server ready on {self.url} (pid {self.proc.pid})")
+        return self
+
+    def _read(self, stream: Any, tail: deque) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line:
+                tail.append(line)
+                self._emit(line)
+        stream.close()
+
+    def _watch(self) -> None:
+        proc = self.proc
+        assert proc is not None
+        code = proc.wait()
+        self._drain()
+        self._exited.set()
+        if not self._stopping:
+            self._emit(f"the policy server exited with code {_exit_text(code)}")
+
+    def _drain(self, timeout: float = 2.0) -> None:
+        for t in self._readers:
+            if t is not threading.current_thread():
+                t.join(timeout)
+
+    def _emit(self, line: str) -> None:
+        if self.log is not None:
+            try:
+                self.log(line)
+            except Exception:  # noqa: BLE001 - a broken log sink must not break serving
+                pass
+
+    def _last_lines(self) -> str:
+        lines = list(self._tail) or list(self._out_tail)
+        return ("; its last output:\n    " + "\n    ".join(lines[-12:])) if lines else "; it printed nothing"
+
+    def _death(self, what: str) -> PolicyConnectionError:
+        code = self.returncode
+        return PolicyConnectionError(f"the policy server for {self.policy} {what} (exit code "
+                                     f"{_exit_text(code) if code is not None else '?'})" + self._last_lines(),
+                                     kind="server_exited", url=None if self.port is None else self.url)
+
+    def death_report(self, wait: float = 1.0) -> str | None:
+        """None while the child runs; else its exit code and last output (waits up to `wait` s for a dying one)."""
+        if self.proc is None:
+            return None
+        if not self._exited.wait(wait) and self.proc.poll() is None:
+            return None
+        self._drain()
+        code = self.proc.poll()
+        return (f"the local policy server (pid {self.proc.pid}, {self.policy}) exited with code "
+                f"{_exit_text(code) if code is not None else '?'}" + self._last_lines())
+
+    def check(self) -> None:
+        """Raises PolicyConnectionError if the child has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise self._death("has exited")
+
+    def connect(self, timeout: float = 30.0) -> RemotePolicy:
+        """A client of this server (starts it first if needed)."""
+        if self.proc is None:
+            self.start()
+        self.check()
+        return RemotePolicy(self.url, self.api_key, timeout,
+                            diagnose=lambda: None if self._stopping else self.death_report())
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; -> the exit code. Idempotent."""
+        with self._lock:
+            self._stopping = True
+            proc = self.proc
+            if proc is not None and proc.poll() is None:
+                try:
+                    if proc.stdin is not None:
+                        proc.stdin.close()
+                except OSError:
+                    pass
+                proc.terminate()
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout)
+            if proc is not None:
+                try:
+                    if proc.stdin is not None and not proc.stdin.closed:
+                        proc.stdin.close()
+                except OSError:
+                    pass
+                self._drain()
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+            return None if proc is None else proc.poll()
+
+    def __enter__(self) -> "LocalPolicyServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------------------------ open
+def _check_remote_rig(policy: RemotePolicy, rig: Any) -> None:
+    """For a server we did not start: its policy's cameras must be on the rig (the server checks the rest when it
+    was started with --rig)."""
+    if rig is None or isinstance(rig, (str, Path)):
+        if rig is None:
+            return
+        from workbench.config import load_rig_config
+
+        rig = load_rig_config(rig)
+    cams = [c if isinstance(c, str) else c.name for c in (getattr(rig, "cameras", None) or ())]
+    wanted = [str(c) for c in (policy.metadata.get("cameras") or ())]
+    missing = [c for c in wanted if c not in cams]
+    if missing:
+        raise PolicyConnectionError(f"the policy at {policy.url} needs cameras {wanted}; rig "
+                                    f"{getattr(rig, 'name', '')!r} lacks {missing}", kind="rig", url=policy.url)
+
+
+def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, device: str = "auto",
+                log: Log | None = None, *, warmup: bool = True, timeout: float = 30.0,
+                startup_timeout: float = 300.0) -> RemotePolicy:
+    """`ws://` / `wss://` URL -> RemotePolicy; a policy folder, replay folder or hub id -> a LocalPolicyServer child
+    and a RemotePolicy whose close() also stops it. warmup: one dummy request before returning (see the module
+    docstring). `rig` checks the policy against the rig (the child server refuses a mismatch; a remote one is
+    checked for its cameras)."""
+    spec = str(spec)
+    if spec.startswith(("ws://", "wss://")):
+        policy = RemotePolicy(spec, api_key, timeout)
+        try:
+            _check_remote_rig(policy, rig)
+            if warmup:
+                policy.warmup()
+        except BaseException:
+            policy.close()
+            raise
+        return policy
+    server = LocalPolicyServer(spec, rig=rig, device=device, api_key=api_key, log=log,
+                               startup_timeout=startup_timeout)
+    server.start()
+    try:
+        policy = server.connect(timeout)
+        policy._on_close.append(server.stop)
+        policy.server = server  # type: ignore[attr-defined]
+        if warmup:
+            policy.warmup()
+    except BaseException:
+        server.stop()
+        raise
+    return policy
+
+
+__all__ = ["LocalPolicyServer", "PolicyConnectionError", "RemotePolicy", "open_policy"]
