@@ -75,6 +75,8 @@ def write_policy_folder(folder: Path, model: Pi0, *, data: Any = None, tokenizer
         "model": model.config.name,
         "base": (train_config or {}).get("base"),
         "lora_merged": bool((train_config or {}).get("lora")),
+        # training-time real-time chunking: the runtime then passes committed actions as clean tokens (0: off)
+        "rtc_max_delay": int((train_config or {}).get("rtc_max_delay") or 0),
         "files": sorted(p.name for p in tmp.iterdir()) + [POLICY_FILE],
     }
     (tmp / POLICY_FILE).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -5,6 +5,11 @@
 
 The chain is the training one: PolicyTransforms.observation -> Pi0.sample_actions (prefix K/V cache) ->
 PolicyTransforms.actions. Inference is serialized by a lock, so one runtime may be shared by threads.
+
+Real-time chunking: `infer(..., prefix=rig_actions_kx14, delay=d)` continues the current chunk. The prefix goes
+through the same transforms (with this call's state) into model space; a policy trained with training-time RTC
+(manifest `rtc_max_delay > 0`) gets the first d prefix actions as clean tokens (Pi0.denoise_conditioned), any
+other policy is inpainted towards the whole prefix by guidance (Pi0.denoise_guided).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 
 from finetune.episodes import ALOHA_DIM_NAMES, RIG_FILE, RigSnapshot
+from finetune.model.rtc import DEFAULT_MAX_GUIDANCE
 from finetune.policy_folder import LoadedPolicy, PolicyFolderError, load_policy
 
 POLICY_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
@@ -87,6 +93,7 @@ class PolicyRuntime:
     device: torch.device
     rig_snapshot: RigSnapshot | None
     num_steps: int | None = None
+    max_guidance: float = DEFAULT_MAX_GUIDANCE  # inference-time RTC: the guidance weight clip (beta)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -130,7 +137,18 @@ class PolicyRuntime:
         return {"policy": str(self.policy.folder), "step": self.policy.manifest.get("step"),
                 "model": self.policy.manifest.get("model"), "cameras": list(self.cameras),
                 "action_horizon": self.action_shape[0], "action_dim": self.action_shape[1],
-                "rig": snap.name if snap else None, "control_hz": snap.control_hz if snap else None}
+                "rig": snap.name if snap else None, "control_hz": snap.control_hz if snap else None,
+                "rtc": self.rtc_mode, "rtc_max_delay": self.rtc_max_delay}
+
+    @property
+    def rtc_max_delay(self) -> int:
+        """The largest delay the policy was trained to take as clean prefix tokens (0: not trained for RTC)."""
+        return int(self.policy.manifest.get("rtc_max_delay") or 0)
+
+    @property
+    def rtc_mode(self) -> str:
+        """How a prefix is honoured: "trained" (clean prefix tokens) or "guided" (inference-time inpainting)."""
+        return "trained" if self.rtc_max_delay > 0 else "guided"
 
     def make_noise(self, seed: int) -> torch.Tensor:
         """The noise for a seed: [1, H, action_dim] standard normal from torch.Generator(seed)."""
@@ -138,10 +156,16 @@ class PolicyRuntime:
         return torch.randn(1, c.action_horizon, c.action_dim, generator=torch.Generator().manual_seed(int(seed)))
 
     def infer(self, state14: np.ndarray, images: Mapping[str, np.ndarray], prompt: str,
-              noise: np.ndarray | torch.Tensor | None = None, *, seed: int | None = None) -> np.ndarray:
+              noise: np.ndarray | torch.Tensor | None = None, *, seed: int | None = None,
+              prefix: np.ndarray | None = None, delay: int = 0, step: int | None = None) -> np.ndarray:
         """Rig state [14] + frames {rig camera: HxWx3 uint8} + prompt -> rig actions [H, 14] float32.
 
-        noise: [H, action_dim] or [1, H, action_dim] (model space); seed: noise from make_noise(seed)."""
+        noise: [H, action_dim] or [1, H, action_dim] (model space); seed: noise from make_noise(seed).
+        prefix: real-time chunking, rig-unit actions [k, 14] (k <= H) the new chunk continues: prefix[i] is meant
+        for the new chunk's step i, and the first `delay` (0 <= delay <= k) execute before it arrives. Trained-RTC
+        policies reproduce those `delay` actions exactly (clean tokens); others are guided towards the prefix with
+        the soft mask (frozen on the first `delay`, decaying to k). step: the observation's tick index, accepted
+        for the ChunkPolicy interface and unused by a model policy."""
         state = np.asarray(state14, dtype=np.float64)
         if state.shape != (self.action_shape[1],):
             raise ValueError(f"state must have shape ({self.action_shape[1]},), got {state.shape}")
@@ -167,11 +191,53 @@ class PolicyRuntime:
             if tuple(noise.shape) != (1, c.action_horizon, c.action_dim):
                 raise ValueError(f"noise must be [{c.action_horizon}, {c.action_dim}], got {list(noise.shape)}")
             noise = noise.to(self.device)
+        rig_prefix = self._check_prefix(prefix, delay)
         with self._lock:
             obs = self.policy.transforms.observation(state, {k: np.asarray(v) for k, v in images.items()}, prompt,
                                                      device=self.device)
-            out = self.policy.model.sample_actions(obs, noise=noise, num_steps=self.num_steps)
+            if rig_prefix is None or len(rig_prefix) == 0:
+                out = self.policy.model.sample_actions(obs, noise=noise, num_steps=self.num_steps)
+            else:
+                out = self._sample_rtc(obs, state, noise, rig_prefix, int(delay))
         return self.policy.transforms.actions(out[0], state)
+
+    def _check_prefix(self, prefix: np.ndarray | None, delay: int) -> np.ndarray | None:
+        if prefix is None:
+            if delay:
+                raise ValueError(f"delay={delay} without a prefix")
+            return None
+        h, dim = self.action_shape
+        try:
+            p = np.asarray(prefix, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"prefix must be a numeric array [k, {dim}] (rig units): {e}") from e
+        if p.ndim != 2 or p.shape[1] != dim or p.shape[0] > h:
+            raise ValueError(f"prefix must have shape [k, {dim}] with k <= {h} (rig units), got {list(p.shape)}")
+        if not np.all(np.isfinite(p)):
+            raise ValueError("prefix has non-finite values")
+        if isinstance(delay, bool) or not isinstance(delay, (int, np.integer)):
+            raise ValueError(f"delay must be an integer, got {type(delay).__name__}")
+        if not (0 <= int(delay) <= p.shape[0]):
+            raise ValueError(f"delay must be in [0, {p.shape[0]}] (the prefix length), got {delay}")
+        return p
+
+    def _sample_rtc(self, obs: Any, state: np.ndarray, noise: torch.Tensor | None, rig_prefix: np.ndarray,
+                    delay: int) -> torch.Tensor:
+        """The prefix through this call's transforms (padded to H with its last action, weight 0 there) -> the
+        guided or the conditioned sampler, depending on how the policy was trained."""
+        model = self.policy.model
+        c = model.config
+        k = len(rig_prefix)
+        padded = np.concatenate([rig_prefix, np.repeat(rig_prefix[-1:], c.action_horizon - k, axis=0)])
+        model_prefix = self.policy.transforms.state_actions(state, padded).actions
+        model_prefix = torch.as_tensor(np.asarray(model_prefix, dtype=np.float32), device=self.device)[None]
+        if noise is None:
+            noise = torch.randn(1, c.action_horizon, c.action_dim, device=self.device)
+        cache = model.prefill(obs)
+        if self.rtc_mode == "trained":
+            return model.denoise_conditioned(cache, obs.state, noise, model_prefix, delay, self.num_steps)
+        return model.denoise_guided(cache, obs.state, noise, model_prefix, delay, k, self.num_steps,
+                                    max_guidance=self.max_guidance)
 
 
 __all__ = ["PolicyRuntime", "RigDescription", "RigMismatchError", "rig_differences"]

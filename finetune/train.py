@@ -89,6 +89,9 @@ class TrainConfig:
     val_batches: int = 4
     device: str = "auto"
     tokenizer: str | None = None  # None: lerobot/pi0's tokenizer.model (tiny: trained into the run folder)
+    # training-time real-time chunking (Black et al. 2025, arXiv 2512.05964): each sample's first d ~ U{0..N}
+    # actions are given clean (flow time 0) and left out of the loss; 0 = off. For policies run with --mode rtc.
+    rtc_max_delay: int = 0
     data: dict[str, Any] = field(default_factory=dict)  # finetune.data.DataConfig fields (filters, prompt, ...)
 
     def to_json(self) -> dict[str, Any]:
@@ -179,6 +182,14 @@ def step_noise(seed: int, step: int, rank: int, local_batch: int, world: int, ho
     return noise[sl], t[sl]
 
 
+def step_delays(seed: int, step: int, rank: int, local_batch: int, world: int, max_delay: int) -> Tensor:
+    """Training-time RTC: this rank's share of the global batch's simulated inference delays [b] int64, uniform in
+    [0, max_delay], from their own generator seeded by (seed, step) (the noise and time streams are unchanged)."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step + 0x5EED_0000_0000) % (2 ** 63))
+    d = torch.randint(0, max_delay + 1, (local_batch * world,), generator=g)
+    return d[rank * local_batch:(rank + 1) * local_batch]
+
+
 class LossModule(nn.Module):
     """The module DDP / FSDP wrap: forward = pi0's flow-matching loss (the wrappers hook forward, not methods)."""
 
@@ -187,8 +198,8 @@ class LossModule(nn.Module):
         self.policy = policy
 
     def forward(self, obs: Observation, actions: Tensor, action_is_pad: Tensor | None, noise: Tensor,
-                time: Tensor) -> Tensor:
-        return self.policy.compute_loss(obs, actions, noise, time, action_is_pad=action_is_pad)
+                time: Tensor, delay: Tensor | None = None) -> Tensor:
+        return self.policy.compute_loss(obs, actions, noise, time, action_is_pad=action_is_pad, delay=delay)
 
 
 # ====================================================================================================== data
@@ -700,6 +711,9 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
         tokenizer = PromptTokenizer(tok_path, max_len=policy.config.max_token_len)
         if cfg.batch_size % d.world:
             raise TrainError("bad_config", f"--batch {cfg.batch_size} is not divisible by {d.world} processes")
+        if not (0 <= cfg.rtc_max_delay < policy.config.action_horizon):
+            raise TrainError("bad_config", f"--rtc-max-delay {cfg.rtc_max_delay} must be in [0, "
+                             f"{policy.config.action_horizon - 1}] (below the chunk horizon)")
         local_b = cfg.batch_size // d.world
         report(ev.Status(f"loading data from {cfg.dataset}"))
         data = build_data(cfg, policy.config, tokenizer, local_b, d)
@@ -740,11 +754,13 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
                 actions = batch["actions"].to(device, non_blocking=True)
                 pad = batch["action_is_pad"].to(device, non_blocking=True)
                 noise, ftime = step_noise(cfg.seed, step, d.rank, local_b, d.world, horizon, adim)
+                delays = step_delays(cfg.seed, step, d.rank, local_b, d.world, cfg.rtc_max_delay).to(device) \
+                    if cfg.rtc_max_delay > 0 else None
                 lr = cosine_lr(step, cfg.optim)
                 set_lr(opt, lr)
                 try:
                     with autocast(precision, device):
-                        loss = forward(obs, actions, pad, noise.to(device), ftime.to(device))
+                        loss = forward(obs, actions, pad, noise.to(device), ftime.to(device), delays)
                     loss.backward()
                 except torch.OutOfMemoryError as e:
                     raise TrainError("out_of_memory", _oom_message(device, cfg, precision), step) from e
@@ -862,4 +878,4 @@ def _metrics_summary(path: Path) -> dict[str, Any]:
 
 
 __all__ = ["CONFIGS", "Dist", "LossModule", "SyntheticData", "TrainConfig", "TrainError", "list_checkpoints",
-           "step_noise", "train"]
+           "step_delays", "step_noise", "train"]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from finetune.config import Pi0Config
 from finetune.model.gemma import AttentionInputs, KVCache, PaliGemmaWithExpert, text_embedding_scale
+from finetune.model.rtc import DEFAULT_MAX_GUIDANCE, check_prefix, guidance_weight, prefix_weights
 
 # Parameters kept in fp32 when the model runs in bf16 (openpi's selection): Gemma RMSNorm weights and the
 # vision patch/position embeddings.
@@ -94,10 +95,11 @@ def make_attention_mask(pad: Tensor, ar: Tensor) -> Tensor:
 
 
 def flow_time_embedding(t: Tensor, width: int, min_period: float, max_period: float) -> Tensor:
-    """Fixed sinusoid of the flow time: [B] -> [B, width] fp32; periods log-spaced from min to max."""
+    """Fixed sinusoid of the flow time: [B] -> [B, width] fp32 (or per token: [B, H] -> [B, H, width]); periods
+    log-spaced from min to max."""
     fraction = torch.linspace(0.0, 1.0, width // 2, dtype=torch.float64, device=t.device)
     period = min_period * (max_period / min_period) ** fraction
-    angle = t.to(torch.float64)[:, None] * (2.0 * math.pi / period)[None]
+    angle = t.to(torch.float64)[..., None] * (2.0 * math.pi / period)
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1).float()
 
 
@@ -185,10 +187,14 @@ class Pi0(nn.Module):
         return self.state_proj(state.to(self.state_proj.weight.dtype))
 
     def embed_suffix(self, state_emb: Tensor, x_t: Tensor, time_emb: Tensor) -> Tensor:
-        """[state token, 50 action tokens]: actions are mixed with the time embedding by the action-time MLP."""
+        """[state token, 50 action tokens]: actions are mixed with the time embedding by the action-time MLP.
+
+        time_emb: [B, W] (one flow time per sample, broadcast over the chunk) or [B, H, W] (one per action token:
+        training-time RTC gives the committed prefix tokens t = 0)."""
         dtype = self.action_in_proj.weight.dtype
         a = self.action_in_proj(x_t.to(dtype))
-        te = time_emb.to(dtype)[:, None, :].expand_as(a)
+        te = time_emb.to(dtype)
+        te = te[:, None, :].expand_as(a) if te.ndim == 2 else te.expand_as(a)
         h = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([a, te], dim=-1))))
         return torch.cat([state_emb[:, None, :].to(h.dtype), h], dim=1)
 
@@ -225,26 +231,40 @@ class Pi0(nn.Module):
 
     def compute_loss(self, obs: Observation, actions: Tensor, noise: Tensor | None = None,
                      time: Tensor | None = None, reduction: str = "mean",
-                     action_is_pad: Tensor | None = None) -> Tensor:
+                     action_is_pad: Tensor | None = None, delay: Tensor | None = None) -> Tensor:
         """Flow-matching MSE. actions [B, H, A] (normalized, zero-padded). reduction "none" -> [B, H, A].
 
         action_is_pad [B, H] bool: chunk steps past the episode end. Their error is zeroed and the mean still
         divides by B*H*A (LeRobot's convention): every sample weighs the same whatever its padding, so the mean
-        of per-rank means under DDP equals the mean over the combined batch exactly."""
-        b = actions.shape[0]
+        of per-rank means under DDP equals the mean over the combined batch exactly.
+
+        delay [B] int (training-time RTC, Black et al. 2025, arXiv 2512.05964): the first delay[b] action tokens
+        of sample b are given clean (flow time 0 per token, so x equals the actions there) and their error is
+        zeroed like padding. None: the per-sample path (one flow time per sample), bit for bit the old one."""
+        b, h = actions.shape[:2]
         actions = actions.float()
         if noise is None:
             noise = torch.randn_like(actions)
         if time is None:
             time = sample_flow_time(b, actions.device)
-        t = time.float()[:, None, None]
+        clean = None
+        if delay is None:
+            t = time.float()[:, None, None]
+            time_emb = self.time_embedding(time)
+        else:
+            clean = torch.arange(h, device=actions.device)[None] < delay.to(actions.device).long()[:, None]
+            t_tok = time.float()[:, None].expand(b, h).masked_fill(clean, 0.0)  # [B, H]
+            t = t_tok[..., None]
+            time_emb = self.time_embedding(t_tok)  # [B, H, W]
         x_t = t * noise + (1.0 - t) * actions
         u = noise - actions
         prefix_embs, prefix_pad = self.embed_prefix(obs)
-        v = self.velocity(prefix_embs, prefix_pad, self.embed_state(obs.state), x_t, self.time_embedding(time))
+        v = self.velocity(prefix_embs, prefix_pad, self.embed_state(obs.state), x_t, time_emb)
         loss = (v - u).pow(2)
         if action_is_pad is not None:
             loss = loss * (~action_is_pad.to(torch.bool))[..., None].to(loss.dtype)
+        if clean is not None:
+            loss = loss * (~clean)[..., None].to(loss.dtype)
         if reduction == "none":
             return loss
         if self.config.loss_action_dims is not None:
@@ -270,20 +290,24 @@ class Pi0(nn.Module):
             buffers.append((kb, vb))
         return PrefixCache(kv=buffers, prefix_pad=pad)
 
+    def suffix_attention(self, cache: PrefixCache, b: int, device: torch.device) -> AttentionInputs:
+        """Mask, positions and RoPE tables of the suffix attending to the cached prefix (built once per chunk)."""
+        s = self.config.suffix_len
+        pad = cache.prefix_pad
+        suffix_block = make_attention_mask(torch.ones(b, s, dtype=torch.bool, device=device), self.suffix_ar(device))
+        mask = torch.cat([pad[:, None, :].expand(b, s, pad.shape[1]), suffix_block], dim=2)
+        positions = pad.long().sum(dim=1, keepdim=True) + torch.arange(s, device=device)[None]
+        return self.paligemma_with_expert.attention_inputs(mask, positions, cache.kv[0][0].dtype)
+
     @torch.no_grad()
     def denoise(self, cache: PrefixCache, state: Tensor, noise: Tensor, num_steps: int | None = None) -> Tensor:
         """Euler integration from t = 1 to 0. Each step runs only the suffix (state + actions) against the cached
         prefix K/V; masks, positions, RoPE tables and time embeddings are built once before the loop."""
         n = num_steps or self.config.num_steps
-        b, s = noise.shape[0], self.config.suffix_len
+        b = noise.shape[0]
         device = noise.device
-        pad = cache.prefix_pad
-        dtype = cache.kv[0][0].dtype
-        suffix_block = make_attention_mask(torch.ones(b, s, dtype=torch.bool, device=device), self.suffix_ar(device))
-        mask = torch.cat([pad[:, None, :].expand(b, s, pad.shape[1]), suffix_block], dim=2)
-        positions = pad.long().sum(dim=1, keepdim=True) + torch.arange(s, device=device)[None]
         pwe = self.paligemma_with_expert
-        attn = pwe.attention_inputs(mask, positions, dtype)
+        attn = self.suffix_attention(cache, b, device)
         dt = -1.0 / n
         times = 1.0 + dt * torch.arange(n, device=device, dtype=torch.float32)
         time_embs = self.time_embedding(times)  # [n, W]
@@ -293,6 +317,85 @@ class Pi0(nn.Module):
             suffix = self.embed_suffix(state_emb, x, time_embs[i].expand(b, -1))
             _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len)
             x = x + dt * self.velocity_out(out)
+        return x
+
+    def _rtc_prefix(self, noise: Tensor, prefix: Tensor) -> Tensor:
+        prefix = prefix.to(noise.device).float()
+        if prefix.ndim == 2:
+            prefix = prefix[None]
+        if prefix.shape[1:] != noise.shape[1:] or prefix.shape[0] not in (1, noise.shape[0]):
+            raise ValueError(f"RTC prefix must be [B, {noise.shape[1]}, {noise.shape[2]}] in model space (padded to "
+                             f"the horizon), got {list(prefix.shape)}")
+        if not torch.isfinite(prefix).all():
+            raise ValueError("RTC prefix has non-finite values")
+        return prefix.expand_as(noise)
+
+    @torch.no_grad()
+    def denoise_guided(self, cache: PrefixCache, state: Tensor, noise: Tensor, prefix: Tensor, delay: int,
+                       prefix_len: int, num_steps: int | None = None, max_guidance: float = DEFAULT_MAX_GUIDANCE,
+                       weights: Tensor | None = None) -> Tensor:
+        """Inference-time real-time chunking (Black, Galliker, Levine 2025): Euler integration like `denoise`, with
+        each step's velocity corrected by PiGDM guidance towards `prefix` (model space [B or 1, H, A], the current
+        chunk's not-yet-executed actions, padded to H) under the soft mask W (finetune.model.rtc: 1 on the first
+        `delay` steps, decaying to `prefix_len`, 0 after; or `weights` [H] / [B, H] given directly).
+
+        The guidance is a vector-Jacobian product through the suffix network (the prefix K/V are read, detached,
+        and not written: the in-place cache writes of `denoise` would tie successive steps' graphs together), so
+        a step costs about 2-3 plain ones. Formulas in our t convention: finetune/model/rtc.py."""
+        n = num_steps or self.config.num_steps
+        b, h = noise.shape[:2]
+        device = noise.device
+        prefix = self._rtc_prefix(noise, prefix)
+        if weights is None:
+            weights = prefix_weights(h, delay, prefix_len, device)
+        w_mask = weights.to(device).float()
+        w_mask = (w_mask[None] if w_mask.ndim == 1 else w_mask)[..., None]  # [B or 1, H, 1]
+        pwe = self.paligemma_with_expert
+        attn = self.suffix_attention(cache, b, device)
+        p = cache.prefix_len
+        kv = [(k[:, :, :p].detach(), v[:, :, :p].detach()) for k, v in cache.kv]
+        dt = -1.0 / n
+        times = 1.0 + dt * torch.arange(n, device=device, dtype=torch.float32)
+        time_embs = self.time_embedding(times)
+        state_emb = self.embed_state(state)
+        x = noise.float()
+        for i in range(n):
+            t = float(times[i])
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                suffix = self.embed_suffix(state_emb, xg, time_embs[i].expand(b, -1))
+                _, out, _ = pwe(None, suffix, attn, kv_cache=kv)
+                v = self.velocity_out(out)
+                a1 = xg - t * v  # the predicted clean chunk
+                (g,) = torch.autograd.grad(a1, xg, grad_outputs=(prefix - a1.detach()) * w_mask)
+            x = x + dt * (v.detach() - guidance_weight(t, max_guidance) * g)
+        return x
+
+    @torch.no_grad()
+    def denoise_conditioned(self, cache: PrefixCache, state: Tensor, noise: Tensor, prefix: Tensor, delay: int,
+                            num_steps: int | None = None) -> Tensor:
+        """Training-time real-time chunking (Black et al., Dec 2025): the first `delay` action tokens are the
+        committed prefix (model space [B or 1, H, A]), given clean (flow time 0 per token) at every step and in the
+        output; the rest is denoised as in `denoise`. For policies trained with `rtc_max_delay > 0`; no guidance,
+        so it costs what a plain chunk does."""
+        n = num_steps or self.config.num_steps
+        b, h = noise.shape[:2]
+        device = noise.device
+        prefix = self._rtc_prefix(noise, prefix)
+        check_prefix(h, delay, h)
+        clean = (torch.arange(h, device=device) < delay)[None, :, None]  # [1, H, 1]
+        pwe = self.paligemma_with_expert
+        attn = self.suffix_attention(cache, b, device)
+        dt = -1.0 / n
+        times = 1.0 + dt * torch.arange(n, device=device, dtype=torch.float32)
+        t_tok = times[:, None].expand(n, h).masked_fill(clean[0, :, 0][None], 0.0)  # [n, H]
+        time_embs = self.time_embedding(t_tok)  # [n, H, W]
+        state_emb = self.embed_state(state)
+        x = torch.where(clean, prefix, noise.float())
+        for i in range(n):
+            suffix = self.embed_suffix(state_emb, x, time_embs[i][None].expand(b, -1, -1))
+            _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len)
+            x = torch.where(clean, prefix, x + dt * self.velocity_out(out))
         return x
 
     @torch.no_grad()
