@@ -63,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prompt per frame: the task, the segment's text, or a mix")
     p.add_argument("--no-augment", action="store_true", help="no image augmentation")
     p.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
+    p.add_argument("--rtc-max-delay", type=int, default=0, metavar="N",
+                   help="training-time real-time chunking: simulated inference delay in control ticks, for "
+                        "policies that will run with --mode rtc (each sample's first 0..N actions are given "
+                        "clean and left out of the loss) [default: 0 = off]")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (alone: with the run's own settings)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines (for programs)")
@@ -129,6 +133,7 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
         device=args.device,
         tokenizer=args.tokenizer,
         data=data,
+        rtc_max_delay=args.rtc_max_delay,
     )
 
 
