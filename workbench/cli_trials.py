@@ -178,7 +178,7 @@ def session_needs_labels(runner) -> bool:
 
 
 def _summary(runner, store, ask: bool) -> None:
-    from workbench.trial_stats import load_trials, summarize
+    from workbench.trial_stats import format_table, load_trials, summarize
 
     if ask:
         for r in runner.results:
@@ -191,8 +191,7 @@ def _summary(runner, store, ask: bool) -> None:
                 runner.label(r.index, outcome)
     names = {r.name for r in runner.results}
     records = [t for t in load_trials(store.root) if t.name in names]
-    for g in summarize(records, by=("policy_id",)):
-        print(g.format() if hasattr(g, "format") else g, flush=True)
+    print(format_table(summarize(records, by=("policy_id",))), flush=True)
 
 
 __all__ = ["parse_seeds", "register"]

@@ -158,6 +158,7 @@ class PolicySource:
         self._last_action: np.ndarray | None = None
         self._latency_ticks: list[int] = []
         self._requested = 0
+        self._last_request_slot = 0
         self.starved_ticks = 0  # async: ticks the current chunk had run out and the followers held
 
     # -- ActionSource ----------------------------------------------------------------------------------------
@@ -225,13 +226,13 @@ class PolicySource:
     def _due(self) -> bool:
         if not self._chunks:
             return True
-        start, actions, _ = self._chunks[-1]
-        used = self.slot - start
         if self.config.ensemble:
             return True
-        if self.config.mode is ExecMode.SYNC:
-            return used >= min(self.config.execute_steps, len(actions))
-        return used >= self.config.execute_steps or used >= len(actions)
+        start, actions, rec = self._chunks[-1]
+        if self.config.mode is ExecMode.SYNC:  # k actions of this chunk executed (or it ran out)
+            return self.slot - (start + rec.entry) >= min(self.config.execute_steps, len(actions) - rec.entry)
+        # async / rtc: a query every execute_steps slots of policy time, or when the chunk runs out
+        return self.slot - self._last_request_slot >= self.config.execute_steps or self.slot - start >= len(actions)
 
     def _request(self, tick: Tick, step: int) -> None:
         prompt, source = self.prompts.prompt(step)
@@ -250,6 +251,7 @@ class PolicySource:
         req = ChunkRequest(state=tick.qpos.copy(), images=images, prompt=prompt, step=step, prefix=prefix,
                            delay=delay, seed=seed)
         self._pending = _Pending(self._gen, step, self.tick, prompt, time.perf_counter())
+        self._last_request_slot = self.slot
         self._requests.put((self._pending, req))
 
     def _expected_delay(self) -> int:
@@ -306,7 +308,9 @@ class PolicySource:
             w = np.exp(-self.config.ensemble_decay * np.arange(len(covering)))  # oldest first, as ACT
             action = np.tensordot(w / w.sum(), np.stack([a[slot - s] for s, a, _ in covering]), axes=1)
         else:
-            start, a, _ = covering[-1]
+            start, a, rec = covering[-1]
+            if self.config.mode is ExecMode.SYNC and slot >= start + rec.entry + self.config.execute_steps:
+                return None  # sync: k actions per chunk, then hold until the next one
             action = a[slot - start]
         rec = covering[-1][2]
         if rec.start < 0:

@@ -15,18 +15,15 @@ from typing import Callable
 
 import numpy as np
 
-from drivers import arm as arm_layout
-from drivers.arm import SIDES, arm_slice
+from drivers.arm import SIDES, SQUEEZE_DEPARTURE, arm_slice
 from workbench.control import Tick
 from workbench.policy_source import PolicySource
 from workbench.rig import Observation, Rig
 
 log = logging.getLogger(__name__)
 
-# A squeeze: the leader gripper's reading departs from where it was commanded by more than this (ALOHA
-# normalized gripper units), for SQUEEZE_TICKS ticks in a row (a following leader lags a moving follower by a
-# tick or two; a hand holds it away).
-SQUEEZE_DEPARTURE = float(getattr(arm_layout, "SQUEEZE_DEPARTURE", 0.25))
+# A squeeze: a leader gripper's reading departs from its last command by more than drivers.arm.SQUEEZE_DEPARTURE
+# for SQUEEZE_TICKS ticks in a row (a following leader lags a moving follower by a tick; a hand holds it away).
 SQUEEZE_TICKS = 3
 
 
@@ -78,6 +75,7 @@ class TrialSource:
         self._leaders: list = []
         self._rig: Rig | None = None
         self._squeeze = 0
+        self._sent: dict[str, np.ndarray] = {}
 
     @property
     def name(self) -> str:
@@ -160,6 +158,8 @@ class TrialSource:
 
     def _follow(self, on: bool) -> None:
         assert self._rig is not None
+        self._sent.clear()
+        self._squeeze = 0
         safety = self._rig.safety
         for arm in self._leaders:
             if on:
@@ -173,17 +173,17 @@ class TrialSource:
             safety.sync([arm.name for arm in self._leaders])
 
     def _leaders_follow(self, follower_qpos: np.ndarray) -> None:
+        """Each leader's gripper is read against its previous command (squeeze), then commanded anew."""
         assert self._rig is not None
-        for i, arm in enumerate(self._leaders):
-            self._rig.safety.command(arm.name, follower_qpos[arm_slice(i)])
-
-    def _squeezed(self, follower_qpos: np.ndarray) -> bool:
         departed = False
         for i, arm in enumerate(self._leaders):
-            grip = arm.read().position[6]
-            if abs(grip - follower_qpos[arm_slice(i)][6]) > SQUEEZE_DEPARTURE:
+            last = self._sent.get(arm.name)
+            if last is not None and abs(arm.read().position[6] - last[6]) > SQUEEZE_DEPARTURE:
                 departed = True
+            self._sent[arm.name] = self._rig.safety.command(arm.name, follower_qpos[arm_slice(i)])
         self._squeeze = self._squeeze + 1 if departed else 0
+
+    def _squeezed(self, follower_qpos: np.ndarray) -> bool:
         return self._squeeze >= SQUEEZE_TICKS
 
 

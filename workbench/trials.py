@@ -95,11 +95,13 @@ class TrialResult:
 
 
 def policy_identity(metadata: dict[str, Any], given: str) -> tuple[str, str | int | None]:
-    """("name@step", step) from the server's metadata, falling back to what the operator typed."""
+    """("name@step", step) from the server's metadata, falling back to what the operator typed. A training run's
+    policy folder is `<run>/policy`: then the run's name is the policy's."""
     step = metadata.get("step")
-    base = str(metadata.get("policy") or given or "policy").rstrip("/").split("/")[-1]
-    if base in ("policy", "") and metadata.get("policy"):
-        base = str(metadata["policy"]).rstrip("/").split("/")[-2] if "/" in str(metadata["policy"]) else base
+    parts = [p for p in str(metadata.get("policy") or given or "policy").replace("\\", "/").split("/") if p]
+    base = parts[-1] if parts else "policy"
+    if base == "policy" and len(parts) > 1:
+        base = parts[-2]
     return (f"{base}@{step}" if step is not None else base), step
 
 
@@ -156,9 +158,10 @@ class TrialRunner:
     def label(self, index: int, outcome: str, notes: str | None = None) -> None:
         """The operator's outcome for trial `index` (overrides the simulator's)."""
         r = self.results[index]
-        self.store.label(r.name, outcome, notes)
+        if notes is None and r.outcome != "unlabeled" and outcome != r.outcome:
+            notes = f"outcome set by the operator (the simulator said {r.outcome})"
+        self.store.label(r.name, outcome, notes)  # the label file wins over the recorded outcome everywhere
         r.info.outcome_source = "operator"
-        self._rewrite_info(r.name, r.info)
         self.results[index] = TrialResult(r.index, r.name, outcome, r.info, r.saved)
 
     # -- control thread ---------------------------------------------------------------------------------------
@@ -305,7 +308,7 @@ class TrialRunner:
             writer.discard()
             return None
         writer.set_outcome(outcome)
-        _set_extra(writer, {TRIAL_ATTR: info.to_json()})
+        writer.set_extra_attrs({TRIAL_ATTR: info.to_json()})
         saved = writer.stop()
         segments = list(saved.segments) + trial_segments(info, steps)
         if segments != list(saved.segments):
@@ -313,11 +316,6 @@ class TrialRunner:
         self.emit(ev.TrialEnded(k, saved.name, outcome, info.outcome_source, ended_by, info.duration_s,
                                 info.time_to_success_s, len(info.interventions), info))
         return TrialResult(k, saved.name, outcome, info, saved)
-
-    def _rewrite_info(self, name: str, info: TrialInfo) -> None:
-        setter = getattr(self.store, "set_extra_attrs", None)
-        if setter is not None:
-            setter(name, {TRIAL_ATTR: info.to_json()})
 
 
 def trial_segments(info: TrialInfo, steps: int) -> list[Segment]:
@@ -334,13 +332,6 @@ def trial_segments(info: TrialInfo, steps: int) -> list[Segment]:
         if e > s:
             out.append(Segment(s, e, "correction", "correction"))
     return out
-
-
-def _set_extra(writer: EpisodeWriter, attrs: dict[str, Any]) -> None:
-    setter = getattr(writer, "set_extra_attrs", None)
-    if setter is None:
-        raise RuntimeError("this recorder cannot store trial attributes (EpisodeWriter.set_extra_attrs missing)")
-    setter(attrs)
 
 
 class _Either:
