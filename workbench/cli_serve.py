@@ -49,8 +49,9 @@ def _write_ready(path: str, host: str, port: int, policy: str) -> None:
 
 def _watch_stdin() -> None:
     def run() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
+        try:  # os.read, not sys.stdin: a daemon thread blocked in a buffered read aborts interpreter shutdown
+            fd = sys.stdin.fileno()
+            while os.read(fd, 4096):
                 pass
         except (OSError, ValueError):
             pass

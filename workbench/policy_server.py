@@ -92,7 +92,7 @@ class RemotePolicy:
         url = self.url
         try:
             ws = connect(url, additional_headers=headers, compression=None, max_size=None,
-                         open_timeout=self.timeout, close_timeout=2)
+                         open_timeout=self.timeout, close_timeout=2).__enter__()  # opened, as `with` would
         except InvalidStatus as e:
             status = e.response.status_code
             body = bytes(e.response.body or b"").decode("utf-8", "replace").strip()

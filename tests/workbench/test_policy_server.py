@@ -1,0 +1,215 @@
+"""The serving path the trial runner uses: `workbench serve` as a real child process on loopback (a tiny trained pi0
+and a replay policy), RemotePolicy round trips with step / prefix / delay, openpi's unmodified client against the
+same server, and failures -- a killed child, a folder that cannot load, a wrong key, nothing listening, malformed
+fields, a wrong reply shape -- as PolicyConnectionError without hangs."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
+
+from finetune.replay_policy import ReplayPolicy, make_replay_policy  # noqa: E402
+from finetune.runtime import PolicyRuntime  # noqa: E402
+from finetune.serve import PolicyServer, ServeConfig, packb  # noqa: E402
+from finetune.serve_client import ServeClient  # noqa: E402
+from serve_helpers import tiny_policy  # noqa: E402
+from train_helpers import sim_dataset  # noqa: E402
+from workbench.chunk_policy import ChunkPolicy, ChunkRequest  # noqa: E402
+from workbench.config import parse_rig_config, preset_text  # noqa: E402
+from workbench.policy_server import (LocalPolicyServer, PolicyConnectionError, RemotePolicy,  # noqa: E402
+                                     open_policy)
+
+CAMS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
+
+
+@pytest.fixture(scope="module")
+def replay_folder(tmp_path_factory) -> Path:
+    ep = sorted(Path(sim_dataset()).glob("episode_*.hdf5"))[1]
+    return make_replay_policy(ep, tmp_path_factory.mktemp("replay") / "policy")
+
+
+@pytest.fixture(scope="module")
+def replay(replay_folder) -> ReplayPolicy:
+    return ReplayPolicy.load(replay_folder)
+
+
+def _images(seed: int = 0, hw=(48, 64)) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {c: rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for c in CAMS}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_child_server_serves_a_trained_policy_to_remote_policy_and_openpi_client():
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    lines: list[str] = []
+    with LocalPolicyServer(tiny_policy(), rig="sim-transfer-cube", device="cpu", log=lines.append) as srv:
+        assert srv.alive and srv.port and srv.url == f"ws://127.0.0.1:{srv.port}"
+        policy = srv.connect()
+        assert isinstance(policy, ChunkPolicy)
+        assert policy.metadata["rig"] == "sim-transfer-cube" and policy.metadata["action_horizon"] == 50
+        state = np.random.default_rng(1).normal(0, 0.3, 14)
+        images = _images()
+        reply = policy.infer(ChunkRequest(state, images, "transfer the cube", step=3, seed=7))
+        assert reply.actions.shape == (50, 14) and np.isfinite(reply.actions).all()
+        assert 0 < reply.infer_ms <= reply.roundtrip_ms and reply.timing["roundtrip_ms"] == reply.roundtrip_ms
+        ref = PolicyRuntime.load(tiny_policy(), device="cpu").infer(state, images, "transfer the cube", seed=7)
+        np.testing.assert_allclose(reply.actions, ref, rtol=1e-5, atol=1e-5)
+        # openpi's own client, none of the new fields: works as before
+        client = WebsocketClientPolicy(host="127.0.0.1", port=srv.port)
+        out = client.infer({"state": state.astype(np.float32), "prompt": "transfer the cube", "noise_seed": 7,
+                            "images": {k: v.transpose(2, 0, 1) for k, v in images.items()}})
+        np.testing.assert_allclose(out["actions"], ref, rtol=1e-5, atol=1e-5)
+        policy.close()
+        assert srv.alive  # closing a client of a server we hold does not stop it
+    assert not srv.alive and srv.stop() is not None  # stop is idempotent
+    assert any("serving" in line for line in lines)  # the child's log reached us
+
+
+def test_open_policy_replay_round_trip_with_step_prefix_delay(replay_folder, replay):
+    lines: list[str] = []
+    policy = open_policy(str(replay_folder), rig="sim-transfer-cube", device="cpu", log=lines.append)
+    try:
+        assert policy.metadata["replay"] is True and policy.metadata["task"] == "transfer the cube"
+        for step in (0, 25, 60, 99, 140):
+            state, want = replay.recorded(step)
+            prefix = want[:6]
+            reply = policy.infer(ChunkRequest(state, _images(step), "transfer the cube", step=step,
+                                              prefix=prefix, delay=3, seed=step))
+            np.testing.assert_allclose(reply.actions, want, atol=1e-5, rtol=0, err_msg=f"step {step}")
+        server = policy.server
+        assert server.alive
+    finally:
+        policy.close()
+    assert not server.alive  # open_policy's close() also stops the child
+    policy.close()
+
+
+def test_killed_child_is_a_connection_error_and_reported(replay_folder, replay):
+    lines: list[str] = []
+    srv = LocalPolicyServer(str(replay_folder), device="cpu", log=lines.append).start()
+    try:
+        policy = srv.connect(timeout=20)
+        state, _ = replay.recorded(5)
+        req = ChunkRequest(state, _images(), "x", step=5)
+        assert policy.infer(req).actions.shape == (50, 14)
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(PolicyConnectionError) as info:
+            policy.infer(req)
+        assert time.monotonic() - t0 < 5
+        assert srv.url in str(info.value) and "SIGKILL" in str(info.value)
+        with pytest.raises(PolicyConnectionError, match="refused|closed"):  # and stays an error, fast
+            policy.infer(req)
+        assert time.monotonic() - t0 < 8
+        assert not srv.alive and srv.returncode == -signal.SIGKILL
+        assert "SIGKILL" in (srv.death_report() or "")
+        with pytest.raises(PolicyConnectionError, match="has exited"):
+            srv.check()
+        assert any("exited with code" in line for line in lines)
+        policy.close()
+    finally:
+        srv.stop()
+        srv.stop()
+
+
+def test_a_folder_that_fails_to_load_names_the_folder_and_the_message(tmp_path):
+    empty = tmp_path / "no_policy_here"
+    empty.mkdir()
+    t0 = time.monotonic()
+    with pytest.raises(PolicyConnectionError) as info:
+        open_policy(str(empty), device="cpu", log=None)
+    assert time.monotonic() - t0 < 60
+    msg = str(info.value)
+    assert info.value.kind == "server_exited" and str(empty) in msg and "not a policy folder" in msg
+    assert "exit code 2" in msg
+
+
+def test_rig_is_passed_through_and_a_mismatch_refused(replay_folder):
+    other = parse_rig_config(preset_text("sim-transfer-cube").replace("[cameras.cam_right_wrist]",
+                                                                      "[cameras.cam_low]"), "<test>")
+    with pytest.raises(PolicyConnectionError, match="cam_right_wrist") as info:
+        LocalPolicyServer(str(replay_folder), rig=other, device="cpu").start()
+    assert "recorded on rig" in str(info.value)
+
+
+def test_malformed_extension_fields_get_error_replies_and_the_child_keeps_serving(replay_folder, replay):
+    with LocalPolicyServer(str(replay_folder), device="cpu") as srv:
+        state, want = replay.recorded(10)
+        good = {"state": state, "images": _images(), "prompt": "x", "step": 10}
+        with ServeClient("127.0.0.1", srv.port) as c:
+            for bad in ({"step": -1}, {"step": "ten"}, {"step": None}, {"action_prefix": np.zeros((3, 5))},
+                        {"action_prefix": np.zeros((51, 14))}, {"action_prefix": np.full((2, 14), np.nan)},
+                        {"action_prefix": np.zeros((2, 14)), "inference_delay": 5}, {"inference_delay": 1},
+                        {"inference_delay": -3}, {"action_prefix": "prefix"}):
+                msg = {**good, **bad}
+                if bad.get("step", 0) is None:
+                    msg.pop("step")  # no step: a replay policy cannot look its chunk up
+                reply = c.send_raw(packb(msg))
+                assert set(reply) == {"error"} and reply["error"], bad
+            np.testing.assert_allclose(c.infer(good)["actions"], want, atol=1e-5)
+        policy = srv.connect()
+        with pytest.raises(PolicyConnectionError, match="answered an error.*inference_delay") as info:
+            policy.infer(ChunkRequest(state, _images(), "x", step=10, prefix=want[:2], delay=4))
+        assert info.value.kind == "server_error"
+        assert policy.infer(ChunkRequest(state, _images(), "x", step=10)).actions.shape == (50, 14)
+        policy.close()
+        srv.proc.stdin.close()  # what the child sees when its parent dies: it exits by itself (--exit-with-parent)
+        assert srv.proc.wait(10) == 0
+
+
+class _WrongShape:
+    action_shape = (50, 14)
+
+    def metadata(self) -> dict:
+        return {"policy": "wrong", "action_horizon": 50, "action_dim": 14, "cameras": list(CAMS)}
+
+    def infer(self, state, images, prompt, noise=None, *, seed=None, step=None, prefix=None, delay=0):
+        return np.zeros((50, 7), np.float32)
+
+
+def test_remote_policy_errors_name_the_url_and_the_fix(replay):
+    port = _free_port()
+    with pytest.raises(PolicyConnectionError, match=f"ws://127.0.0.1:{port}.*connection refused") as info:
+        RemotePolicy(f"ws://127.0.0.1:{port}", timeout=5)
+    assert info.value.kind == "refused"
+    with pytest.raises(PolicyConnectionError, match="ws://"):
+        RemotePolicy("http://127.0.0.1:1")
+
+    srv = PolicyServer(replay, ServeConfig(host="0.0.0.0", port=0, api_key="s3cret"))
+    port = srv.start_in_thread()
+    try:
+        for key in (None, "wrong"):
+            with pytest.raises(PolicyConnectionError, match="api key") as info:
+                RemotePolicy(f"ws://127.0.0.1:{port}", api_key=key, timeout=5)
+            assert info.value.kind == "auth" and f"127.0.0.1:{port}" in str(info.value)
+        with RemotePolicy(f"ws://127.0.0.1:{port}", api_key="s3cret") as policy:
+            state, want = replay.recorded(3)
+            np.testing.assert_allclose(policy.infer(ChunkRequest(state, _images(), "", step=3)).actions, want,
+                                       atol=1e-5)
+            assert policy.warmup().actions.shape == (50, 14)
+    finally:
+        srv.stop()
+
+    srv = PolicyServer(_WrongShape(), ServeConfig(port=0))
+    port = srv.start_in_thread()
+    try:
+        with RemotePolicy(f"ws://127.0.0.1:{port}") as policy:
+            with pytest.raises(PolicyConnectionError, match=r"shape \[50, 7\]") as info:
+                policy.infer(ChunkRequest(np.zeros(14), _images(), "", step=0))
+            assert info.value.kind == "bad_reply"
+    finally:
+        srv.stop()
