@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from finetune.augment import Augmenter, sample_rng
 from finetune.config import Pi0Config
-from finetune.episodes import (RIG_FILE, ALOHA_DIM_NAMES, EpisodeDataError, EpisodeSet, EpisodeSplit, RigSnapshot,
-                               fingerprint, load_episodes, rig_snapshot, split_episodes)
+from finetune.episodes import (RIG_FILE, ALOHA_DIM_NAMES, TRIAL_MODES, EpisodeDataError, EpisodeSet, EpisodeSplit,
+                               RigSnapshot, TrialsMode, fingerprint, load_episodes, rig_snapshot, split_episodes)
 from finetune.model.pi0 import Observation
 from finetune.normalize import NormStats
 from finetune.stats import compute_norm_stats
@@ -55,6 +55,14 @@ class DataConfig:
     excluded; empty = no filter. prompt: "task" (the episode's prompt), "segment" (the covering segment's text,
     else the task) or "mix" (segment text with probability prompt_mix_p). low_std: what to do with near-constant
     state/action dims ("error": refuse naming the joints; "fix": z-score them with std 1, i.e. centre only, and warn).
+
+    trials: what trial episodes (policy rollouts, recorder.format.TRIAL_ATTR) contribute. "exclude" (default): none,
+    a rollout is the policy's behaviour, not a demonstration. "corrections": only the steps inside their
+    "correction" lane segments, where the operator drove the arms (HG-DAgger): a chunk starting there takes its
+    action targets up to the span end, later targets are padding (no loss), so the loss sees operator actions
+    only; trials without a correction span are left out. "all": every trial step (for imitating successful
+    rollouts: combine with outcomes=("success",)). Demonstrations are used as usual in every mode. Norm stats are
+    computed over every step of the training episodes, trials included.
     """
 
     source: str
@@ -73,6 +81,7 @@ class DataConfig:
     val_max_samples: int = 256
     default_prompt: str = ""  # for episodes without a task prompt (imported ALOHA files); "" = refuse them
     revision: str | None = None
+    trials: TrialsMode = "exclude"
 
     def __post_init__(self) -> None:
         if self.prompt not in ("task", "segment", "mix"):
@@ -81,13 +90,16 @@ class DataConfig:
             raise ValueError(f"prompt_mix_p is a probability, not {self.prompt_mix_p}")
         if self.low_std not in ("error", "fix"):
             raise ValueError(f"low_std must be 'error' or 'fix', not {self.low_std!r}")
+        if self.trials not in TRIAL_MODES:
+            raise ValueError(f"trials must be one of {', '.join(TRIAL_MODES)}, not {self.trials!r}")
         for k in ("outcomes", "quality", "episodes"):
             object.__setattr__(self, k, tuple(getattr(self, k)))
         if self.val_episodes is not None:
             object.__setattr__(self, "val_episodes", tuple(self.val_episodes))
 
     def selection(self) -> dict[str, Any]:
-        return {"outcomes": list(self.outcomes), "quality": list(self.quality), "episodes": list(self.episodes)}
+        return {"outcomes": list(self.outcomes), "quality": list(self.quality), "episodes": list(self.episodes),
+                "trials": self.trials}
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,9 +167,10 @@ class FrameDataset(Dataset):
 
     def __init__(self, es: EpisodeSet, ep_of: np.ndarray, t_of: np.ndarray, transforms: PolicyTransforms,
                  tokens: Mapping[str, tuple[np.ndarray, np.ndarray]], prompts: Prompts, augment: bool,
-                 seed: int) -> None:
+                 seed: int, end_of: np.ndarray | None = None) -> None:
         self.episodes, self.frames = es.episodes, es.frames
         self.ep_of, self.t_of = ep_of, t_of
+        self.end_of = end_of  # per sample: action targets end here (a correction span's end); None: episode ends
         self.pt, self.tokens, self.prompts = transforms, dict(tokens), prompts
         self.augment, self.seed = augment, seed
 
@@ -170,7 +183,7 @@ class FrameDataset(Dataset):
         ep = self.episodes[e]
         rng = sample_rng(self.seed, epoch, i)
         horizon = self.pt.config.action_horizon
-        idx, pad = chunk_indices(t, ep.length, horizon)
+        idx, pad = chunk_indices(t, ep.length if self.end_of is None else int(self.end_of[i]), horizon)
         state_rig, actions_rig = ep.state[t], ep.actions[idx]
         v = self.pt.state_actions(state_rig, actions_rig)
         prompt = self.prompts.for_step(ep, t, rng)
@@ -291,6 +304,7 @@ class TrainingData:
     near_constant_fixed: tuple[str, ...] = ()  # dims only centred (low_std="fix")
     skipped: tuple[str, ...] = ()  # damaged episodes left out, with the reason
     source_kind: str = "hdf5"
+    trial_episodes: tuple[str, ...] = ()  # the selected episodes that are trials (see DataConfig.trials)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -311,7 +325,8 @@ class TrainingData:
                 "source": self.config.source, "source_kind": self.source_kind, "data_config": self.config.to_json(),
                 "split": self.split.to_json(), "episodes": list(self.episodes), "train_samples": self.train_samples,
                 "val_samples": self.val_samples, "near_constant_fixed": list(self.near_constant_fixed),
-                "skipped": list(self.skipped)}
+                "skipped": list(self.skipped), "trials": self.config.trials,
+                "trial_episodes": list(self.trial_episodes)}
 
     def save(self, folder: str | Path) -> None:
         """norm_stats.json (openpi layout) + transforms.json + dataset.json + rig.json into a policy/run folder."""
@@ -333,7 +348,7 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     es = load_episodes(cfg.source, outcomes=cfg.outcomes, quality=cfg.quality, names=cfg.episodes,
-                       revision=cfg.revision)
+                       revision=cfg.revision, trials=cfg.trials)
     _check_prompts(es, cfg)
     dim = es.episodes[0].state.shape[1]
     if cfg.adapt_to_pi and dim != len(ALOHA_DIM_NAMES):
@@ -362,19 +377,22 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
                 tp = tokenizer.tokenize(p)
                 tokens[p] = (tp.tokens, tp.mask)
 
-    def frames_of(ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        ep = [np.full(es.episodes[pos[i]].length, pos[i]) for i in ids]
-        t = [np.arange(es.episodes[pos[i]].length) for i in ids]
-        return (np.concatenate(ep), np.concatenate(t)) if ids else (np.zeros(0, int), np.zeros(0, int))
+    def frames_of(ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(episode, step, end of the action targets) of every training sample of these episodes."""
+        if not ids:
+            return np.zeros(0, int), np.zeros(0, int), np.zeros(0, int)
+        steps = [es.episodes[pos[i]].training_steps(cfg.trials) for i in ids]
+        ep = [np.full(len(t), pos[i]) for i, (t, _) in zip(ids, steps)]
+        return (np.concatenate(ep), np.concatenate([t for t, _ in steps]), np.concatenate([e for _, e in steps]))
 
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-    ep_of, t_of = frames_of(split.train)
-    train_ds = FrameDataset(es, ep_of, t_of, pt, tokens, prompts, cfg.augment, seed)
+    ep_of, t_of, end_of = frames_of(split.train)
+    train_ds = FrameDataset(es, ep_of, t_of, pt, tokens, prompts, cfg.augment, seed, end_of)
     sampler = StepBatchSampler(len(train_ds), batch_size, seed, rank, world_size)
     train = BatchLoader(_loader(train_ds, sampler, num_workers, pin), sampler)
 
     val, n_val = None, 0
-    vep, vt = frames_of(split.val)
+    vep, vt, vend = frames_of(split.val)
     if len(vep) and cfg.val_max_samples > 0:
         n = min(len(vep), cfg.val_max_samples)
         n -= n % world_size
@@ -382,7 +400,7 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
             chosen = np.unique(np.linspace(0, len(vep) - 1, n).round().astype(int))
             chosen = chosen[: len(chosen) - len(chosen) % world_size]
             n_val = len(chosen)
-            val_ds = FrameDataset(es, vep[chosen], vt[chosen], pt, tokens, prompts, False, seed)
+            val_ds = FrameDataset(es, vep[chosen], vt[chosen], pt, tokens, prompts, False, seed, vend[chosen])
             vs = FixedBatchSampler(list(range(rank, n_val, world_size)), batch_size)
             val = BatchLoader(_loader(val_ds, vs, num_workers, pin), vs)
 
@@ -390,7 +408,8 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
         train_loader=train, val_loader=val, norm_stats=res.stats, transform_config=tc, split=split,
         fingerprint=fingerprint(es.episodes, {**cfg.selection(), "source_kind": es.kind}), rig=rig_snapshot(es),
         config=cfg, episodes=tuple(es.ids()), train_samples=len(train_ds), val_samples=n_val, batch_size=batch_size,
-        world_size=world_size, near_constant_fixed=res.fixed, skipped=es.skipped, source_kind=es.kind)
+        world_size=world_size, near_constant_fixed=res.fixed, skipped=es.skipped, source_kind=es.kind,
+        trial_episodes=tuple(e.id for e in es.episodes if e.trial))
 
 
 def _plain_config(model_config: Pi0Config, dim: int, cfg: DataConfig) -> TransformConfig:

@@ -2,6 +2,11 @@
 ones included, with export's selection: outcome, quality, names; trash and damaged files excluded) or a LeRobot
 v3.0 dataset (a local folder, or a hub dataset id fetched with huggingface-hub).
 
+Trial episodes (policy rollouts recorded by the trial runner: the `recorder.format.TRIAL_ATTR` attribute) are
+selected by `trials` (see TRIAL_MODES): left out (default), only their operator-correction spans (HG-DAgger), or
+whole. A trial's prompt per step is its "prompt" lane (the command in force), else its task / initial prompt.
+LeRobot datasets carry no trial records: every episode there counts as a demonstration.
+
 Only the small per-step arrays are loaded here (joints, actions, prompts); camera frames are read on demand by a
 `FrameReader`, which opens its files lazily in whichever process uses it (DataLoader workers never share an h5py
 handle or a video decoder across a fork).
@@ -14,13 +19,15 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Literal, Protocol, Sequence
 
 import numpy as np
 
 from drivers.arm import JOINT_NAMES, SIDES
 
 RIG_FILE = "rig.json"
+TrialsMode = Literal["exclude", "corrections", "all"]
+TRIAL_MODES: tuple[str, ...] = ("exclude", "corrections", "all")
 ALOHA_DIM_NAMES: tuple[str, ...] = tuple(f"{side}_{j}" for side in SIDES for j in JOINT_NAMES)
 
 
@@ -49,10 +56,29 @@ class Episode:
     rig_config: str = ""  # the rig TOML text the episode was recorded with ("" for imports / LeRobot)
     outcome: str = "unlabeled"
     quality: str = "n/a"
+    trial: bool = False  # a policy rollout (trial episode), not a demonstration
+    corrections: tuple[tuple[int, int], ...] = ()  # trial: operator takeover spans [start, end) ("correction" lane)
 
     @property
     def length(self) -> int:
         return int(self.state.shape[0])
+
+    def training_steps(self, trials: str = "exclude") -> tuple[np.ndarray, np.ndarray]:
+        """(steps, ends): the steps that become training samples and, per sample, the exclusive end of its action
+        targets. A demonstration, or a trial under trials="all": every step, targets up to the episode end. A trial
+        under "corrections": only the steps inside its correction spans, and each chunk's targets end with its span
+        (later targets are the policy's own actions after the hand-back: they are padding, no loss). A trial under
+        "exclude": nothing."""
+        if not self.trial or trials == "all":
+            return np.arange(self.length), np.full(self.length, self.length)
+        if trials != "corrections":
+            return np.zeros(0, int), np.zeros(0, int)
+        spans = [(max(0, s), min(e, self.length)) for s, e in self.corrections]
+        spans = [(s, e) for s, e in spans if e > s]
+        if not spans:
+            return np.zeros(0, int), np.zeros(0, int)
+        return (np.concatenate([np.arange(s, e) for s, e in spans]),
+                np.concatenate([np.full(e - s, e) for s, e in spans]))
 
     def identity(self) -> str:
         """Content hash: the same episode copied elsewhere (rsync to a GPU host) keeps its identity."""
@@ -61,6 +87,8 @@ class Episode:
         h.update(np.ascontiguousarray(self.state, np.float32).tobytes())
         h.update(np.ascontiguousarray(self.actions, np.float32).tobytes())
         h.update(json.dumps([self.task, self.subtasks, self.frame_tasks, self.cameras]).encode())
+        if self.trial:  # demonstrations keep the identity they had before trials existed
+            h.update(json.dumps(["trial", self.corrections]).encode())
         return h.hexdigest()
 
 
@@ -114,15 +142,18 @@ class RigSnapshot:
 # -- selection and loading ------------------------------------------------------------------------------------
 
 def load_episodes(source: str, *, outcomes: Sequence[str] = (), quality: Sequence[str] = (),
-                  names: Sequence[str] = (), revision: str | None = None) -> EpisodeSet:
-    """Our dataset folder, a LeRobot v3.0 folder, or a hub dataset id ("owner/name")."""
+                  names: Sequence[str] = (), revision: str | None = None, trials: str = "exclude") -> EpisodeSet:
+    """Our dataset folder, a LeRobot v3.0 folder, or a hub dataset id ("owner/name"). trials: which trial
+    episodes come in (TRIAL_MODES; "corrections" keeps only trials with a correction span)."""
+    if trials not in TRIAL_MODES:
+        raise ValueError(f"trials must be one of {', '.join(TRIAL_MODES)}, not {trials!r}")
     root = _resolve(source, revision)
     if (root / "meta" / "info.json").is_file():
         from finetune.lerobot_source import load_lerobot
 
         es = load_lerobot(root, outcomes=outcomes, quality=quality, names=names)
     else:
-        es = _load_hdf5(root, outcomes, quality, names)
+        es = _load_hdf5(root, outcomes, quality, names, trials)
     check_consistent(es)
     return es
 
@@ -145,7 +176,9 @@ def _resolve(source: str, revision: str | None) -> Path:
         raise EpisodeDataError(f"dataset {source}: {e}") from None
 
 
-def _load_hdf5(root: Path, outcomes: Sequence[str], quality: Sequence[str], names: Sequence[str]) -> EpisodeSet:
+def _load_hdf5(root: Path, outcomes: Sequence[str], quality: Sequence[str], names: Sequence[str],
+               trials: str = "exclude") -> EpisodeSet:
+    from recorder import format as fmt
     from recorder.reader import EpisodeReader
     from recorder.segments import subtask_per_step
     from recorder.store import DatasetStore, StoreError, select
@@ -163,22 +196,57 @@ def _load_hdf5(root: Path, outcomes: Sequence[str], quality: Sequence[str], name
     if not chosen:
         raise EpisodeDataError(_none_usable(root, listed, outcomes, quality, names, skipped))
     eps = []
+    left_out: list[str] = []  # trial episodes this `trials` mode does not use
     for s in chosen:
         path = store.path(s.name)
         try:
             with EpisodeReader(path) as r:
                 info = r.info
+                trial = fmt.TRIAL_ATTR in info.extra
+                corrections = tuple((c.start, c.end) for c in info.segments if c.lane == "correction")
+                if trial and (trials == "exclude" or (trials == "corrections" and not corrections)):
+                    left_out.append(info.name)
+                    continue
                 state, actions = r.qpos, r.action
         except (OSError, KeyError, ValueError) as e:
             raise EpisodeDataError(f"{path}: unreadable episode ({e}); move it out of the dataset or restore it") from None
         subtasks = subtask_per_step(info.segments, info.steps) if info.segments else None
         eps.append(Episode(
             id=info.name, state=np.asarray(state, np.float64), actions=np.asarray(actions, np.float64),
-            task=info.task, subtasks=None if subtasks is None else tuple(subtasks), frame_tasks=None,
+            task=info.task, subtasks=None if subtasks is None else tuple(subtasks),
+            frame_tasks=_trial_prompts(info) if trial else None,
             cameras=tuple(info.cameras), control_hz=info.control_hz, rig_config=info.rig_config,
-            outcome=info.outcome, quality=s.quality))
+            outcome=info.outcome, quality=s.quality, trial=trial, corrections=corrections if trial else ()))
+    if not eps:
+        why = ("trials='exclude' (the default) leaves policy rollouts out; use trials='corrections' (operator "
+               "takeovers) or 'all'" if trials == "exclude" else
+               "trials='corrections' uses only trials with correction segments; none of them has one")
+        raise EpisodeDataError(f"{root}: the {len(left_out)} selected episodes are all trial episodes and {why}, or "
+                               f"record demonstrations")
     frames = HDF5Frames(tuple(str(store.path(e.id)) for e in eps))
     return EpisodeSet(str(root), "hdf5", tuple(eps), frames, skipped)
+
+
+def _trial_prompts(info) -> tuple[str, ...] | None:
+    """Per step of a trial, the prompt in force: its "prompt" lane segment, else the trial record's prompt list
+    (each prompt from its step on), else the episode's task. None when the trial has neither (the task is used)."""
+    try:
+        record = info.trial or {}
+    except ValueError:
+        record = {}
+    changes = sorted((int(p.get("step") or 0), str(p["text"])) for p in record.get("prompts") or []
+                     if isinstance(p, dict) and p.get("text"))
+    lane = [c for c in info.segments if c.lane == "prompt"]
+    if not lane and not changes:
+        return None
+    n = info.steps
+    out = [info.task] * n
+    spans = [(step, nxt, text) for (step, text), nxt in zip(changes, [c[0] for c in changes[1:]] + [n])]
+    spans += [(c.start, c.end, c.text) for c in lane]  # the lane (editable in the review) wins
+    for start, end, text in spans:
+        start, end = min(max(start, 0), n), min(max(end, 0), n)
+        out[start:end] = [text] * max(0, end - start)
+    return tuple(out)
 
 
 def _none_usable(root: Path, listed: list, outcomes, quality, names, skipped) -> str:

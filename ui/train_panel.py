@@ -43,6 +43,11 @@ PRESETS: tuple[Preset, ...] = (
 )
 FILTER_OUTCOMES = ("All labels", "success", "failure", "partial", "unlabeled")  # the export filters
 FILTER_QUALITY = ("All quality", "pass", "warn", "fail")
+TRIAL_CHOICES = (  # DataConfig.trials: (value, label)
+    ("exclude", "Leave out trial episodes"),
+    ("corrections", "Operator corrections only (HG-DAgger)"),
+    ("all", "All trial steps"),
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class TrainRequest:
     batch: int
     outcome: str = ""
     quality: str = ""
+    trials: str = "exclude"
 
     def argv(self) -> list[str]:
         a = ["--dataset", self.dataset, "--out", self.out, "--config", self.preset.config, "--steps",
@@ -67,6 +73,8 @@ class TrainRequest:
             a += ["--outcome", self.outcome]
         if self.quality:
             a += ["--quality", self.quality]
+        if self.trials != "exclude":
+            a += ["--trials", self.trials]
         return a
 
 
@@ -113,6 +121,14 @@ class TrainPanel(QWidget):
         frow.addWidget(self.outcome_f)
         frow.addWidget(self.quality_f)
         form.addRow("Episodes", frow)
+        self.trials = QComboBox()
+        for value, label in TRIAL_CHOICES:
+            self.trials.addItem(label, value)
+        self.trials.setToolTip("policy rollouts recorded as trials: left out (a rollout is not a demonstration), "
+                               "only the spans where the operator took over (HG-DAgger), or every step (with "
+                               "the success filter: imitate successful rollouts)")
+        self.trials.setCurrentIndex(max(0, self.trials.findData(self.settings.value("train/trials", "exclude"))))
+        form.addRow("Trial episodes", self.trials)
         self.base = QComboBox()
         self.base.setEditable(True)
         self.base.addItems(["lerobot/pi0_base"])
@@ -223,7 +239,8 @@ class TrainPanel(QWidget):
             dataset=self.dataset.text().strip(), base="" if p.config == "tiny" else self.base.currentText().strip(),
             out=str(self.runs_root / name), preset=p, steps=self.steps.value(), batch=self.batch.value(),
             outcome="" if self.outcome_f.currentIndex() == 0 else self.outcome_f.currentText(),
-            quality="" if self.quality_f.currentIndex() == 0 else self.quality_f.currentText())
+            quality="" if self.quality_f.currentIndex() == 0 else self.quality_f.currentText(),
+            trials=self.trials.currentData())
 
     def start(self, request: TrainRequest | None = None) -> None:
         req = request or self.request()
@@ -232,6 +249,7 @@ class TrainPanel(QWidget):
             return
         self.settings.setValue("train/dataset", req.dataset)
         self.settings.setValue("train/preset", self.preset.currentIndex())
+        self.settings.setValue("train/trials", req.trials)
         self._launch(Path(req.out), req.argv())
 
     def resume(self, run: Path | None = None) -> None:

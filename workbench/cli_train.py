@@ -63,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prompt per frame: the task, the segment's text, or a mix")
     p.add_argument("--no-augment", action="store_true", help="no image augmentation")
     p.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
+    p.add_argument("--trials", choices=("exclude", "corrections", "all"), default="exclude",
+                   help="trial episodes (policy rollouts): leave out, only the operator's correction spans "
+                        "(HG-DAgger), or every step (with --outcome success: imitate successful rollouts)")
     p.add_argument("--rtc-max-delay", type=int, default=0, metavar="N",
                    help="training-time real-time chunking: simulated inference delay in control ticks, for "
                         "policies that will run with --mode rtc (each sample's first 0..N actions are given "
@@ -97,6 +100,8 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
     for key, val in (("outcomes", args.outcome), ("quality", args.quality), ("episodes", args.episode)):
         if val:
             data[key] = list(val)
+    if args.trials != "exclude":  # the default stays out of train_config.json: earlier runs still resume
+        data["trials"] = args.trials
     if not args.dataset:
         if args.resume and (Path(args.out) / "train_config.json").is_file():  # resume with the run's settings
             import dataclasses
