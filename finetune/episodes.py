@@ -229,13 +229,13 @@ def _load_hdf5(root: Path, outcomes: Sequence[str], quality: Sequence[str], name
 
 def _trial_prompts(info) -> tuple[str, ...] | None:
     """Per step of a trial, the prompt in force: its "prompt" lane segment, else the trial record's prompt list
-    (each prompt from its step on), else the episode's task. None when the trial has neither (the task is used)."""
+    (each prompt from its tick, else its step, on), else the episode's task. None when the trial has neither (the task is used)."""
     try:
         record = info.trial or {}
     except ValueError:
         record = {}
-    changes = sorted((int(p.get("step") or 0), str(p["text"])) for p in record.get("prompts") or []
-                     if isinstance(p, dict) and p.get("text"))
+    changes = sorted((int(p.get("tick", p.get("step")) or 0), str(p["text"])) for p in record.get("prompts") or []
+                     if isinstance(p, dict) and p.get("text"))  # "tick": the control step it took effect
     lane = [c for c in info.segments if c.lane == "prompt"]
     if not lane and not changes:
         return None

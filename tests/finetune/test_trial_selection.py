@@ -147,3 +147,18 @@ def test_cli_flag_and_train_tab_combo(qtbot, tmp_path):
     qtbot.addWidget(again)
     assert again.trials.currentData() == "corrections"  # remembered with the tab's other choices
     assert [again.trials.itemData(i) for i in range(again.trials.count())] == ["exclude", "corrections", "all"]
+
+
+def test_trial_prompt_per_step_without_a_prompt_lane():
+    from types import SimpleNamespace
+
+    from finetune.episodes import _trial_prompts
+    from recorder.format import Segment
+
+    record = {"prompts": [{"step": 0, "tick": 0, "text": "a", "source": "initial"},
+                          {"step": 25, "tick": 6, "text": "b", "source": "operator"}]}
+    info = SimpleNamespace(trial=record, segments=[], steps=10, task="task")
+    assert _trial_prompts(info) == ("a",) * 6 + ("b",) * 4  # from the tick it took effect
+    info.segments = [Segment(2, 4, "lane text", "prompt"), Segment(0, 3, "x", "correction")]
+    assert _trial_prompts(info) == ("a", "a", "lane text", "lane text", "a", "a", "b", "b", "b", "b")
+    assert _trial_prompts(SimpleNamespace(trial={}, segments=[], steps=3, task="t")) is None
