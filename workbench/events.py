@@ -116,6 +116,7 @@ class ChunkArrived:
     """A policy chunk entered execution: `actions[i]` is meant for trial tick `start_tick + i - entry`."""
 
     tick: int  # trial tick of its observation
+    step: int  # policy slot of its observation: actions[i] is meant for slot step + i
     start_tick: int  # trial tick that executes its first used action
     entry: int  # index of that action in `actions`
     actions: Any  # np.ndarray [H, 14], rig units

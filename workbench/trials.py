@@ -233,7 +233,7 @@ class TrialRunner:
         trial_tick0 = loop.tick_index
 
         def on_chunk(rec: ChunkRecord, actions: np.ndarray) -> None:
-            self.emit(ev.ChunkArrived(rec.tick, policy_src.tick, rec.entry, actions, rec.infer_ms, rec.roundtrip_ms,
+            self.emit(ev.ChunkArrived(rec.tick, rec.step, policy_src.tick, rec.entry, actions, rec.infer_ms, rec.roundtrip_ms,
                                       rec.prompt))
 
         policy_src = PolicySource(self.policy, self.prompts, self.s.execution, on_chunk=on_chunk)
