@@ -8,6 +8,15 @@
    trajectory a leader replays; a follower commanded with it each tick reproduces the manipulation.
 
 Every tick of a trajectory carries a phase label (for segment annotations); the phase names are in PHASES.
+
+Takeover (`plan_takeover`): the same scripts, resumed from a mid-episode world state (an operator taking over
+from a policy). The end-effector model starts from the world's current joint and object positions; the task's
+progress is read from the contacts of that state (which gripper touches the object, whether it is off the table,
+whether that gripper is commanded closed) and picks the script tick to resume at (`resume_tick`: e.g. the cube
+already held and lifted by the right gripper -> resume at "lift toward the meeting point"); the grippers move
+from where they are to the script's pose at that tick over a transition sized by the distance, then the rest of
+the script follows (object-relative waypoints use the objects' *current* poses). The joint trajectory starts
+exactly at the given commanded pose and blends into the rollout over TAKEOVER_BLEND_TICKS (no jump).
 """
 from __future__ import annotations
 
@@ -17,10 +26,10 @@ from functools import lru_cache
 import mujoco
 import numpy as np
 
-from drivers.arm import ARM_JOINTS, SIDES, START_POSE
+from drivers.arm import ARM_JOINTS, GRIPPER_RANGE, SIDES, START_POSE
 from drivers.errors import DriverError
 from drivers.gripper import GRIPPER_PRESETS, GripperConstants
-from drivers.sim.aloha_sim import (ARM_START_QPOS, TaskSpec, arm_index, make_reward_fn, step_tick,
+from drivers.sim.aloha_sim import (ARM_START_QPOS, TaskSpec, arm_index, contact_pairs, make_reward_fn, step_tick,
                                    substeps_per_tick, task_spec)
 from drivers.sim.assets import asset_path
 
@@ -251,6 +260,25 @@ class EndEffectorSim:
         for joint, pose in objects.items():
             adr = m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, joint)]
             d.qpos[adr:adr + 7] = pose
+        return self._hold_grippers()
+
+    def reset_to(self, qpos: np.ndarray, grippers: dict[str, float]) -> dict[str, np.ndarray]:
+        """Start from a world state (`qpos` of the joint-controlled model: same joints, same order) at rest,
+        grippers commanded to `grippers` (normalized) per side; returns the gripper poses as reset() does."""
+        m, d = self.model, self.data
+        qpos = np.asarray(qpos, dtype=np.float64)
+        if qpos.shape != (m.nq,):
+            raise DriverError(f"takeover: world state has {qpos.shape} positions, the planning model {m.nq}")
+        mujoco.mj_resetData(m, d)
+        d.qpos[:] = qpos
+        for s in SIDES:
+            finger = self.gripper.normalized_to_follower_finger(grippers[s])
+            d.ctrl[self.arms[s].finger_actuators] = [finger, -finger]
+        return self._hold_grippers()
+
+    def _hold_grippers(self) -> dict[str, np.ndarray]:
+        """Put each mocap body where its weld holds the gripper still; returns those poses per side."""
+        m, d = self.model, self.data
         mujoco.mj_kinematics(m, d)
         poses = {}
         for s in SIDES:
@@ -318,3 +346,147 @@ def plan_demo(task: str | TaskSpec, objects: dict[str, np.ndarray], ticks: int |
     targets[0, 7:13] = START_POSE
     return JointTrajectory(spec.name, targets, tuple(labels[:ticks]),
                            {k: np.asarray(v, float).copy() for k, v in objects.items()}, best)
+
+
+# --- takeover: resume a script from a mid-episode state ------------------------------------------------------------
+TAKEOVER_BLEND_TICKS = 10  # the plan's head blends from the commanded pose into the rollout over these ticks
+TAKEOVER_SPEED = 0.004  # m per tick (0.2 m/s) of the transition from the current gripper poses into the script
+TAKEOVER_TURN = 0.03  # rad per tick (1.5 rad/s) of that transition
+TAKEOVER_TRANSITION = (15, 100)  # ticks: bounds of the transition
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """What a world state shows of a task's progress, read from its contacts."""
+
+    resume: int  # script tick to resume at
+    reason: str
+
+
+def _touching(model, data, a: str, bs: tuple[str, ...]) -> bool:
+    pairs = contact_pairs(model, data)
+    ga = model.geom(a).id
+    return any(frozenset((ga, model.geom(b).id)) in pairs for b in bs)
+
+
+def _fingers(side: str) -> tuple[str, ...]:
+    return (f"vx300s_{side}/10_left_gripper_finger", f"vx300s_{side}/10_right_gripper_finger")
+
+
+def resume_tick(task: TaskSpec, model: mujoco.MjModel, data: mujoco.MjData,
+                grippers: dict[str, float]) -> TaskProgress:
+    """Where to resume the task's script from the state in `data` (contacts must be current: after mj_forward),
+    given the commanded normalized grippers. A gripper "holds" an object when a finger touches it, the object is
+    off the table and the gripper is commanded closed (< 0.5). Anything not recognised restarts the script (with
+    the current object poses), which is right whenever nothing has been grasped yet."""
+    closed = {s: grippers[s] < 0.5 for s in SIDES}
+    if task.name == "transfer_cube":
+        on_table = _touching(model, data, "red_box", ("table",))
+        left = _touching(model, data, "red_box", _fingers("left"))
+        right = _touching(model, data, "red_box", _fingers("right"))
+        if left and not on_table and closed["left"]:
+            return TaskProgress(310, "left gripper holds the cube: release and retreat")
+        if left and not on_table:
+            return TaskProgress(260, "cube at the meeting point, left gripper open on it: close the handover")
+        if right and not on_table and closed["right"]:
+            return TaskProgress(200, "right gripper holds the cube: carry it to the meeting point")
+        if right and closed["right"]:
+            return TaskProgress(170, "right gripper closed on the cube on the table: grasp and lift")
+        if right:
+            return TaskProgress(130, "right gripper open at the cube: go around it and grasp")
+        return TaskProgress(0, "nothing grasped: from the start, with the cube where it is now")
+    if task.name == "insertion":
+        socket = tuple(f"socket-{i}" for i in range(1, 5))
+        peg_table = _touching(model, data, "red_peg", ("table",))
+        socket_table = any(_touching(model, data, g, ("table",)) for g in socket)
+        right = _touching(model, data, "red_peg", _fingers("right"))
+        left = any(_touching(model, data, g, _fingers("left")) for g in socket)
+        if left and right and closed["left"] and closed["right"] and not peg_table and not socket_table:
+            return TaskProgress(285, "peg and socket held and lifted: meet and insert")
+        if left and right and closed["left"] and closed["right"]:
+            return TaskProgress(220, "grippers closed on peg and socket: lift, meet and insert")
+        return TaskProgress(0, "not both grasped: from the start, with the objects where they are now")
+    return TaskProgress(0, "unknown task: from the start")
+
+
+def _aligned(q: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """q or -q, whichever is on ref's side (the normalized lerp of `interpolate` takes the short way)."""
+    return q if float(np.dot(q, ref)) >= 0.0 else -q
+
+
+def resume_script(script: EEScript, resume: int, current: dict[str, np.ndarray],
+                  grippers: dict[str, float]) -> EEScript:
+    """`script` from tick `resume` on, preceded by a transition from the `current` gripper poses (xyz + quat) and
+    commanded `grippers`; returns a script whose tick 0 is the current state."""
+    if resume == 0:
+        transition = 0
+    else:
+        need = 0.0
+        for s, wps in (("left", script.left), ("right", script.right)):
+            xyz, quat, _ = interpolate(wps, resume)
+            cur = current[s]
+            turn = 2.0 * np.arccos(min(1.0, abs(float(np.dot(quat, cur[3:])))))
+            need = max(need, np.linalg.norm(xyz - cur[:3]) / TAKEOVER_SPEED, turn / TAKEOVER_TURN)
+        transition = int(np.clip(np.ceil(need), *TAKEOVER_TRANSITION))
+    shift = transition - resume
+    sides = {}
+    for s, wps in (("left", script.left), ("right", script.right)):
+        cur = current[s]
+        out = [_wp(0, cur[:3], cur[3:], grippers[s])]
+        if resume > 0:
+            xyz, quat, g = interpolate(wps, resume)
+            out.append(_wp(transition, xyz, _aligned(quat, out[-1].quat), g))
+        for w in wps:
+            if w.t > resume:
+                out.append(_wp(w.t + shift, w.xyz, _aligned(w.quat, out[-1].quat), w.gripper))
+        sides[s] = tuple(out)
+    phases = []
+    for name, start in script.phases:
+        if start <= resume:
+            phases = [(name, 0)]
+        else:
+            phases.append((name, start + shift))
+    return EEScript(sides["left"], sides["right"], tuple(phases), script.ticks + shift)
+
+
+def plan_takeover(task: str | TaskSpec, qpos: np.ndarray, start: np.ndarray,
+                  gripper: GripperConstants = GRIPPER_PRESETS["aloha1"],
+                  gripper_goals: dict[str, float] | None = None) -> tuple[JointTrajectory, TaskProgress]:
+    """A demonstration that finishes the task from a mid-episode world state.
+
+    `qpos`: the joint-controlled world's positions now (arms, fingers, objects); `start`: (14,) the pose the
+    leaders were last commanded with (the followers' positions, ALOHA space); the trajectory's tick 0 is exactly
+    `start`. `gripper_goals`: the followers' gripper goals (normalized) when known: a gripper closed on an object
+    *reads* open by the object's width (commanding its reading would let the object slip), so whether it holds
+    (resume_tick) and the plan's gripper columns start from its goal instead. Returns the trajectory and the
+    progress read from the state (see resume_tick)."""
+    spec = task if isinstance(task, TaskSpec) else task_spec(task)
+    start = np.asarray(start, dtype=np.float64)
+    grippers = {s: float(np.clip(start[7 * k + 6] if gripper_goals is None else gripper_goals[s], *GRIPPER_RANGE))
+                for k, s in enumerate(SIDES)}
+    start = start.copy()
+    start[[6, 13]] = grippers["left"], grippers["right"]
+    ee = EndEffectorSim(spec, gripper)
+    current = ee.reset_to(qpos, grippers)
+    mujoco.mj_forward(ee.model, ee.data)  # contacts of the state as it is
+    progress = resume_tick(spec, ee.model, ee.data, grippers)
+    objects = {o.joint: ee.data.qpos[ee.model.joint(o.joint).qposadr[0]:][:7].copy() for o in spec.objects}
+    base = SCRIPTS[spec.name](objects, current["left"], current["right"], spec.episode_ticks)
+    script = resume_script(base, progress.resume, current, grippers)
+    ticks = script.ticks
+    targets = np.empty((ticks, 14))
+    targets[0] = ee.joints()
+    best = 0
+    for t in range(ticks - 1):
+        for s, wps in (("left", script.left), ("right", script.right)):
+            xyz, quat, g = interpolate(wps, t)
+            ee.act(s, xyz, quat, g)
+        best = max(best, ee.step())
+        targets[t + 1] = ee.joints()
+    n = min(TAKEOVER_BLEND_TICKS, ticks)
+    targets[:n] += np.outer(1.0 - np.arange(n) / n, start - targets[0])  # tick 0 = start exactly
+    labels = []
+    starts = [s0 for _, s0 in script.phases] + [ticks]
+    for (name, s0), end in zip(script.phases, starts[1:]):
+        labels += [name] * (end - s0)
+    return (JointTrajectory(spec.name, targets, tuple(labels[:ticks]), objects, best), progress)

@@ -188,3 +188,111 @@ def test_follow_settings_are_validated():
         validate_arm_settings({"follow_current": 5000})
     with pytest.raises(ValueError, match="follow_pwm must be 1..885"):
         validate_arm_settings({"follow_pwm": 0})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Simulated rig: scripted leaders follow; take_over() = the demonstrator finishes the task from mid-episode
+# --------------------------------------------------------------------------------------------------------------
+SIDES = ("left", "right")
+
+
+@pytest.fixture(scope="module")
+def cube_rig():
+    from drivers.sim import build_sim_rig
+
+    rig = build_sim_rig("transfer_cube", seed=0, camera_names=())
+    yield rig
+    rig.close()
+
+
+def policy_then_takeover(rig, seed: int, takeover_tick: int, max_ticks: int = 500) -> dict:
+    """A trial as the workbench runs it: the "policy" (a replay of the planned demonstration) drives the followers
+    for `takeover_tick` ticks while the leaders follow them; then the operator (take_over()) squeezes, the
+    workbench sees the departure, switches the leaders to teleop and the followers track the leaders through a
+    step clamp (the safety layer's default per-tick steps) until the scripted hand lets go."""
+    from workbench.safety import SafetyConfig
+
+    step = SafetyConfig().step_array(50.0)
+    rig.reset(seed)
+    plan = rig.demo.trajectory
+    leaders, followers, sim = rig.leaders, rig.followers, rig.sim
+    for leader in leaders.values():
+        leader.set_follow(True)
+    for k in range(takeover_tick):
+        for s in SIDES:
+            followers[s].command(plan.target(s, k))
+        sim.step()
+        for s in SIDES:
+            leaders[s].command(followers[s].read().position)
+            assert abs(leaders[s].read().position[6] - leaders[s].last_command[6]) <= SQUEEZE_DEPARTURE
+    before = sim.max_reward
+    progress = leaders["left"].take_over()
+    sim.step()
+    for s in SIDES:
+        leaders[s].command(followers[s].read().position)
+    departure = {s: abs(leaders[s].read().position[6] - leaders[s].last_command[6]) for s in SIDES}
+    commanded = {s: leaders[s].last_command.copy() for s in SIDES}  # the followers' pose now
+    goal = {s: np.r_[commanded[s][:6], plan.target(s, takeover_tick - 1)[6]] for s in SIDES}  # safety's last
+    for leader in leaders.values():
+        leader.set_follow(False)
+    statuses = {s: leaders[s].status() for s in SIDES}
+    first = {s: leaders[s].read().position.copy() for s in SIDES}
+    last = {s: goal[s].copy() for s in SIDES}
+    reading_steps, reward, ticks = [], 0, 0
+    while rig.demo.takeover_active and ticks < max_ticks:
+        for s in SIDES:
+            q = leaders[s].read().position
+            if ticks < 20:
+                reading_steps.append(np.abs(q - last[s]))
+            last[s] = np.clip(q, last[s] - step, last[s] + step)
+            followers[s].command(last[s])
+        sim.step()
+        ticks += 1
+        reward = max(reward, sim.reward())
+    return dict(progress=progress, before=before, after=reward, departure=departure, commanded=commanded,
+                first=first, reading_steps=np.array(reading_steps), step=step, statuses=statuses, ticks=ticks)
+
+
+def test_scripted_leader_follows_commands(cube_rig):
+    cube_rig.reset(3)
+    leader = cube_rig.leaders["left"]
+    leader.set_follow(True)
+    try:
+        np.testing.assert_allclose(leader.read().position, np.r_[cube_rig.demo.target("left")])  # no command yet
+        for k in range(5):
+            q = np.r_[0.05 * k, -0.9, 1.1, 0.0, -0.3, 0.0, 0.4]
+            leader.command(q)
+            cube_rig.sim.step()
+            np.testing.assert_allclose(leader.read().position, q)
+        assert all(j.torque for j in leader.status().joints)
+        leader.set_follow(False)  # without take_over(): the pedal case, the scripted hand takes over anyway
+        assert cube_rig.demo.takeover_active and not any(j.torque for j in leader.status().joints)
+        np.testing.assert_allclose(leader.read().position[:6], q[:6])
+    finally:
+        leader.set_follow(True)
+        leader.set_follow(False)
+        cube_rig.demo.hand_back()
+    with pytest.raises(DriverError, match="follower_left is a follower"):
+        cube_rig.followers["left"].set_follow(True)
+
+
+# takeover ticks: before the grasp (the script restarts with the cube where it is), right gripper around the
+# cube, cube held and lifted, left gripper at the cube in the meeting point
+TAKEOVERS = [(100, {0}), (175, {130, 170, 200}), (200, {170, 200}), (250, {200, 260, 310})]
+
+
+@pytest.mark.parametrize("tick,resume", TAKEOVERS)
+def test_take_over_finishes_the_task_from_mid_episode(cube_rig, tick, resume):
+    results = [policy_then_takeover(cube_rig, seed, tick) for seed in (0, 1, 2)]
+    for r in results:
+        assert r["progress"].resume in resume, r["progress"]
+        # the workbench sees the squeeze on both leaders' grippers
+        assert min(r["departure"].values()) > SQUEEZE_DEPARTURE
+        # teleop: torque off; the first readings start at the followers' pose, within one safety step
+        assert not any(j.torque for st in r["statuses"].values() for j in st.joints)
+        for s in SIDES:
+            np.testing.assert_allclose(r["first"][s][:6], r["commanded"][s][:6], atol=1e-9)
+        assert (r["reading_steps"] <= r["step"] + 1e-9).all(), r["reading_steps"].max(axis=0)
+        assert r["before"] < 4 or tick >= 250
+    successes = sum(r["after"] == 4 for r in results)
+    assert successes == len(results), [(r["after"], r["progress"].reason) for r in results]
