@@ -65,6 +65,7 @@ class RemotePolicy:
                                         url=url)
         self.url, self.api_key, self.timeout = url, api_key, float(timeout)
         self.metadata: dict[str, Any] = {}
+        self.server: LocalPolicyServer | None = None  # the child server open_policy started for it (close() stops it)
         self._diagnose = diagnose
         self._on_close: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -520,7 +521,7 @@ def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, d
     try:
         policy = server.connect(timeout)
         policy._on_close.append(server.stop)
-        policy.server = server  # type: ignore[attr-defined]
+        policy.server = server
         if warmup:
             policy.warmup()
     except BaseException:
