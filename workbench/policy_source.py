@@ -116,6 +116,8 @@ class ChunkRecord:
     obs_t_wall: float = 0.0  # perf_counter at the observation tick (end-to-end latency)
     entered_t_wall: float = 0.0  # perf_counter when its first action was handed to the safety layer
     jump: float = 0.0  # largest joint change between the previous action and its first executed one (rad)
+    mismatch: float = float("nan")  # largest joint difference, at its entry slot, from the plan it replaced (rad)
+    _replaced: np.ndarray | None = None  # the previous chunk's action for the entry slot (None: it had none)
 
 
 @dataclass
@@ -292,6 +294,7 @@ class PolicySource:
                           obs_t_wall=p.t_wall)
         self._latency_ticks.append(age)
         self.records.append(rec)
+        rec._replaced = self._slot_action_plain(self.slot)
         if self.config.ensemble:
             self._chunks.append((p.step, actions, rec))
             self._chunks = [c for c in self._chunks if c[0] + len(c[1]) > self.slot]
@@ -299,6 +302,13 @@ class PolicySource:
             self._chunks = [(p.step, actions, rec)]
         if self.on_chunk is not None:
             self.on_chunk(rec, actions)
+
+    def _slot_action_plain(self, slot: int) -> np.ndarray | None:
+        """What the chunks held so far plan for `slot` (before a new one is added)."""
+        for start, a, _ in reversed(self._chunks):
+            if start <= slot < start + len(a):
+                return a[slot - start].copy()
+        return None
 
     def _slot_action(self, slot: int) -> np.ndarray | None:
         covering = [(start, a, rec) for start, a, rec in self._chunks if start <= slot < start + len(a)]
@@ -318,6 +328,8 @@ class PolicySource:
             rec.entered_t_wall = time.perf_counter()
             if self._last_action is not None:
                 rec.jump = float(np.max(np.abs(action - self._last_action)))
+            if rec._replaced is not None:
+                rec.mismatch = float(np.max(np.abs(action - rec._replaced)))
         return action
 
     def _serve(self) -> None:

@@ -298,7 +298,9 @@ class TrialRunner:
                         "roundtrip_ms": round(r.roundtrip_ms, 3), "delay_ticks": r.delay_ticks,
                         # observation -> its first action handed to the safety layer (wall clock)
                         "e2e_ms": round((r.entered_t_wall - r.obs_t_wall) * 1e3, 3) if r.start >= 0 else None,
-                        "jump": round(r.jump, 5)} for r in policy_src.records]
+                        "jump": round(r.jump, 5),
+                        "mismatch": None if r.mismatch != r.mismatch else round(r.mismatch, 5)}
+                       for r in policy_src.records]
         info.interventions = [{"start": iv.start, "end": iv.end if iv.end >= 0 else steps, "reason": iv.reason}
                               for iv in source.interventions]
         outcome = "unlabeled"

@@ -121,3 +121,37 @@ def test_pedal_takeover_both_ways_without_a_jump(session, tmp_path):
     assert [s for _, s, _ in jumps] == ["takeover", "policy"]
     assert all(excess <= 1.0 for _, _, excess in jumps), jumps
     assert runner.results[0].info.interventions[0]["reason"] == "pedal"
+
+
+def test_on_the_simulator_the_scripted_demonstrator_takes_over_and_completes_the_task(tmp_path):
+    """The sim's stand-in for the operator's hand: the demonstrator squeezes the following leader, is detected
+    exactly as a hand would be, and finishes the task from the current state; the span is a correction."""
+    rig = build_rig(load_rig_config("sim-transfer-cube"))
+    rig.connect()
+    session = RigSession(rig)
+    ticks = ticks_of(session)
+
+    def during(runner, seen):
+        wait_event(seen, ev.ChunkArrived, where=lambda e: e.tick >= 60)
+        rig.leaders["right"].take_over()
+        wait_event(seen, ev.TakeoverChanged, where=lambda e: e.operator)
+
+    try:
+        store = DatasetStore(tmp_path)
+        runner, seen = run_trials(session, store, RampPolicy(rate=0.0), prompt="transfer the cube",
+                                  time_limit_s=14.0, seeds=(3,), during=during,
+                                  execution=ExecConfig(mode="async", delay_ticks=3))
+    finally:
+        session.remove_tick_listener(ticks.append)
+        session.close(torque_off_here=True)
+    (r,) = runner.results
+    assert r.outcome == "success" and r.info.ended_by == "success"
+    (iv,) = r.info.interventions
+    assert iv["reason"] == "squeeze" and iv["end"] == len(ticks)  # still the operator's when the task succeeded
+    jumps = switch_jumps(ticks, step_limits(rig))
+    assert [s for _, s, _ in jumps] == ["takeover"]
+    arm_only = [np.abs(t.action - p.command)[np.r_[0:6, 7:13]].max() for p, t in zip(ticks, ticks[1:])
+                if t.source != p.source]
+    assert max(arm_only) <= rig.config.safety.step_array(rig.config.control_hz)[0], arm_only
+    segs = [s for s in store.show(r.name).segments if s.lane == "correction"]
+    assert [(s.start, s.end) for s in segs] == [(iv["start"], iv["end"])]
