@@ -150,6 +150,11 @@ class MainWindow(QMainWindow):
 
         self.train_panel = TrainPanel(self.settings)
         self._add_page(self.train_panel, "Train")
+        from ui.trials_panel import TrialsPanel
+
+        self.trials_panel = TrialsPanel(self.ctl, self.jobs, self.settings,
+                                        record_dataset=self.record_panel.dataset_dir)
+        self._add_page(self.trials_panel, "Trials")
         self.live = LivePanel()
         self.split.addWidget(self.tabs)
         self.split.addWidget(self.live)
@@ -187,6 +192,9 @@ class MainWindow(QMainWindow):
         self.banner.dismissed.connect(lambda: self.status_label.setText(""))  # no stale banner title below
         self.ctl.teleopFinished.connect(self._on_mode_finished)
         self.ctl.sessionEvent.connect(self._on_session_event)
+        self.train_panel.policy_chosen.connect(self._use_policy)
+        self.trials_panel.predictionChanged.connect(self.live.plots.set_prediction)
+        self.trials_panel.openEpisode.connect(self.open_episode)
 
         self._timer = QTimer(self)
         self._timer.setInterval(int(1000 / poll_hz))
@@ -221,7 +229,9 @@ class MainWindow(QMainWindow):
 
         rows = "".join(f"<tr><td style='padding:2px 14px 2px 0'><b>{k}</b></td><td>{t}</td></tr>" for k, t in key_help())
         rows += "<tr><td style='padding:2px 14px 2px 0'><b>Ctrl+Z / Ctrl+Shift+Z</b></td><td>undo / redo label, " \
-                "note and segment edits (Episodes tab)</td></tr><tr><td><b>F1</b></td><td>this list</td></tr>"
+                "note and segment edits (Episodes tab)</td></tr>" \
+                "<tr><td style='padding:2px 14px 2px 0'><b>N / T / C</b></td><td>Trials tab: next trial / take " \
+                "over or hand back / type a language command</td></tr><tr><td><b>F1</b></td><td>this list</td></tr>"
         box = QMessageBox(QMessageBox.Icon.NoIcon, "Keys", f"<p>Single keys never fire while a text field has "
                           f"focus.</p><table>{rows}</table>", QMessageBox.StandardButton.Close, self)
         box.setModal(False)
@@ -234,6 +244,16 @@ class MainWindow(QMainWindow):
 
     def select_rig(self, ref: str) -> None:
         self.rig_panel.select(ref)
+
+    def open_episode(self, folder: str, name: str) -> None:
+        """An episode in the Episodes player (a trial from the Trials tab)."""
+        if self.episodes_panel.open_episode(folder, name):
+            self.show_tab(self.episodes_panel)
+
+    def _use_policy(self, folder: str) -> None:
+        """Train → "Use in trials": the Trials tab with that policy."""
+        self.trials_panel.set_policy(folder)
+        self.show_tab(self.trials_panel)
 
     # -- signal handlers ------------------------------------------------------------------------------------------
     def _on_connection(self, up: bool) -> None:
@@ -294,6 +314,10 @@ class MainWindow(QMainWindow):
             self.set_status(f"Recording {e.name} ({e.number}/{e.total})")
         elif isinstance(e, ev.EpisodeSaved):
             self.set_status(f"Saved {e.episode.name}: {e.episode.steps} steps, quality {e.episode.quality.status}")
+        elif isinstance(e, ev.TrialStarted):
+            self.set_status(f"Trial {e.index + 1}/{e.total}: {e.name}")
+        elif isinstance(e, ev.TrialEnded):
+            self.set_status(f"Trial {e.index + 1} ({e.name}): {e.outcome}, {e.ended_by}")
 
     def _on_mode_finished(self, _summary) -> None:
         if self.ctl.config is not None and self.ctl.config.backend == "sim":
@@ -350,6 +374,7 @@ class MainWindow(QMainWindow):
                 and self.live.isVisible():
             self.live.cameras.feed(self._idle_frames())
         self.record_panel.poll()
+        self.trials_panel.poll()
         now = time.monotonic()
         live_frames = ctl.teleop_running or (ctl.config is not None and ctl.config.backend != "sim")
         if ctl.connected and live_frames and now - self._last_stats > 0.5:
@@ -398,6 +423,7 @@ class MainWindow(QMainWindow):
             self.ctl.shutdown(torque_off_here=torque_off)
         except Exception as exc:  # noqa: BLE001 - the window closes whatever happens; the session held the arms
             log.error("closing the rig: %s", exc)
+        self.trials_panel.shutdown()  # the trials ended with the session: close the policy and its server process
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self._esc)

@@ -216,6 +216,10 @@ class RigController(QObject):
                                                                               wait_for_squeeze=wait_for_squeeze)))
         return started[0] if ok else None
 
+    def start_trials(self, runner) -> bool:
+        """Policy trials (a workbench.trials.TrialRunner) through the session; its events follow."""
+        return self._begin("Trials", lambda s: s.start_trials(runner))
+
     def stop_teleop(self) -> None:
         """Stop whatever mode runs, once (a recording keeps its current episode and records no more)."""
         if self.session is not None:

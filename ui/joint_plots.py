@@ -38,6 +38,9 @@ class SideHeader(QWidget):
         head.addSpacing(12)
         head.addWidget(QLabel(f'<span style="color:{theme.ACCENT}">━━ leader</span>&nbsp;&nbsp;&nbsp;'
                               f'<span style="color:{theme.WARN}">━━ follower</span>'))
+        self.extra = QLabel("")  # an extra legend entry (the live charts' predicted chunk), hidden when empty
+        self.extra.hide()
+        head.addWidget(self.extra)
         head.addStretch(1)
         self.buttons = QButtonGroup(self)
         for side in ("left", "right"):
@@ -48,6 +51,10 @@ class SideHeader(QWidget):
             b.clicked.connect(lambda _=False, s=side: self.sideChanged.emit(s))
             self.buttons.addButton(b)
             head.addWidget(b)
+
+    def set_extra_legend(self, html: str) -> None:
+        self.extra.setText(html)
+        self.extra.setVisible(bool(html))
 
     def set_side(self, side: str) -> None:
         for b in self.buttons.buttons():

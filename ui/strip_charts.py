@@ -22,6 +22,7 @@ from ui import theme
 from ui.joint_plots import SideHeader
 
 TITLE_H, AXIS_W, GAP = 16, 40, 6
+PREDICTED = "#bc8cff"  # the policy's predicted chunk, dashed, ahead of the present
 
 
 def _bgr(hex_colour: str) -> tuple[int, int, int, int]:
@@ -96,6 +97,13 @@ class LiveJointCharts(QWidget):
         self.cells: list[Cell] = []
         self._bg: np.ndarray | None = None  # background (frames, grid, labels) as B, G, R, A bytes
         self._canvas_np: np.ndarray | None = None
+        # the predicted chunk (trials): rig-clock times and actions [H, 14]; drawn dashed in `future_s` seconds
+        # to the right of the present while set
+        self.future_s = 2.0
+        self._pred_t: np.ndarray | None = None
+        self._pred: np.ndarray | None = None
+        self.pred_px: list[np.ndarray] = []  # per joint of the shown arm: the drawn (x, y) points (tests)
+        self.now_x: float | None = None  # x of the present while a prediction is shown
 
         lay = SideHeader.on_top_of(self)
         self.canvas = _Canvas(self)
@@ -117,6 +125,23 @@ class LiveJointCharts(QWidget):
         self._lead[:] = np.nan
         self._fol[:] = np.nan
         self._last_index = -1
+        self._pred_t = self._pred = None
+        self.header.set_extra_legend("")
+        self._redraw(force=True)
+
+    def set_prediction(self, prediction) -> None:
+        """`(times, actions)`: a policy chunk, actions[i] [14] meant for rig-clock time times[i]; its remaining
+        part (times after the newest sample) is drawn dashed ahead of the present. None removes it."""
+        if prediction is None:
+            if self._pred is None:
+                return
+            self._pred_t = self._pred = None
+            self.header.set_extra_legend("")
+        else:
+            times, actions = prediction
+            self._pred_t = np.asarray(times, dtype=np.float64)
+            self._pred = np.asarray(actions, dtype=np.float64)
+            self.header.set_extra_legend(f'&nbsp;&nbsp;&nbsp;<span style="color:{PREDICTED}">╍╍ predicted</span>')
         self._redraw(force=True)
 
     def set_side(self, side: str) -> None:
@@ -197,10 +222,13 @@ class LiveJointCharts(QWidget):
         if self._bg is None:
             self._bg = self._render_background()
         canvas = self._bg.copy()
+        pred = self._pred is not None and ok.any()
+        span = self.window_s + (self.future_s if pred else 0.0)  # seconds across a chart
+        self.pred_px, self.now_x = [], None
         if ok.sum() >= 2:
             t = self._t[ok] - self._t[ok][-1]  # seconds before now (<= 0)
             for j, cell in enumerate(self.cells):
-                xs = cell.x + (1.0 + t / self.window_s) * (cell.w - 1)
+                xs = cell.x + (t + self.window_s) / span * (cell.w - 1)
                 # follower wide underneath, leader thin on top: when tracking is good both stay visible
                 for data, colour, width in ((self._fol, theme.WARN, 4), (self._lead, theme.ACCENT, 2)):
                     ys = np.clip(cell.rows(data[ok, off + j]), cell.y, cell.y + cell.h - 1)
@@ -209,8 +237,49 @@ class LiveJointCharts(QWidget):
                     # 4 fractional bits: sub-pixel positions, so slow motions stay smooth
                     cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, _bgr(colour), width,
                                   cv2.LINE_AA, shift=4)
+            if pred:
+                self._draw_prediction(canvas, self._t[ok][-1], off, span)
         self._canvas_np = canvas
         h, w = canvas.shape[:2]
         self.canvas.image = QImage(canvas.data, w, h, 4 * w, QImage.Format.Format_RGB32)
         self.canvas.update()
         self.redraws += 1
+
+    def _draw_prediction(self, canvas: np.ndarray, now: float, off: int, span: float) -> None:
+        """The chunk's actions still to come (times after `now`), dashed, and a dotted line at the present."""
+        rel = self._pred_t - now
+        keep = (rel >= 0) & (rel <= self.future_s)
+        for j, cell in enumerate(self.cells):
+            x_now = cell.x + self.window_s / span * (cell.w - 1)
+            if j == 0:
+                self.now_x = x_now
+            cv2.line(canvas, (int(round(x_now)), cell.y), (int(round(x_now)), cell.y + cell.h - 1),
+                     _bgr(theme.BORDER), 1)
+            if keep.sum() < 2:
+                self.pred_px.append(np.zeros((0, 2)))
+                continue
+            xs = cell.x + (rel[keep] + self.window_s) / span * (cell.w - 1)
+            ys = np.clip(cell.rows(self._pred[keep, off + j]), cell.y, cell.y + cell.h - 1)
+            pts = np.stack([xs, ys], axis=1)
+            pts = pts[np.isfinite(pts).all(axis=1)]
+            self.pred_px.append(pts)
+            dashes = [np.round(d * 16).astype(np.int32) for d in dashed(pts)]
+            if dashes:
+                cv2.polylines(canvas, dashes, False, _bgr(PREDICTED), 2, cv2.LINE_AA, shift=4)
+
+
+def dashed(pts: np.ndarray, on: float = 5.0, off: float = 3.0) -> list[np.ndarray]:
+    """A polyline cut into dashes of `on` pixels with `off`-pixel gaps (OpenCV draws no dashed lines)."""
+    if len(pts) < 2:
+        return []
+    s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])
+    total = s[-1]
+    if total <= 0:
+        return []
+    out = []
+    for a in np.arange(0.0, total, on + off):
+        b = min(a + on, total)
+        inner = pts[(s > a) & (s < b)]
+        ends = [np.array([[np.interp(x, s, pts[:, 0]), np.interp(x, s, pts[:, 1])]]) for x in (a, b)]
+        out.append(np.vstack([ends[0], inner, ends[1]]))
+    return out

@@ -265,6 +265,20 @@ class EpisodesPanel(QWidget):
         self._export_default = proposed
         self.refresh()
 
+    def open_episode(self, folder: str, name: str) -> bool:
+        """Show episode `name` of dataset `folder` in the player (filters that would hide it are cleared)."""
+        self.set_dataset(folder)
+        if self.store is None:
+            return False
+        self.refresh()
+        if self.model.row_of(name) >= 0 and not self.proxy.mapFromSource(self.model.index(self.model.row_of(name),
+                                                                                          0)).isValid():
+            self.search.clear()
+            self.outcome_f.setCurrentIndex(0)
+            self.quality_f.setCurrentIndex(0)
+        self.select_names([name])
+        return self.current == name
+
     def _open_dataset(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Open a dataset folder", str(self.store.root if self.store else Path.home()))
         if d:

@@ -1,0 +1,197 @@
+"""Trials tab on the real simulated rig, through the real app: a scripted demonstration recorded in the Record tab
+becomes a replay policy (finetune.replay_policy), served by a real child server process; two trials run from the
+GUI (the first reproduces the demonstration and succeeds, Next ends the second), with a language command, a
+takeover and hand back, the predicted chunk on the live charts, the outcome override, the results table with its
+Wilson interval, a trial opened in the Episodes player, and the server process gone afterwards."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from PyQt6.QtCore import Qt
+from PyQt6.QtTest import QTest
+
+from tests.ui.conftest import connect
+
+_DEMO: dict[str, object] = {}
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _record_demo(qtbot, win, tmp_path) -> tuple[Path, int]:
+    """One 8-second scripted demonstration recorded from the Record tab (the sim's scripted leaders are the
+    operator), made into a replay policy folder; -> (folder, the episode's sim seed)."""
+    from finetune.replay_policy import make_replay_policy
+    from recorder.reader import read_info
+
+    rp = win.record_panel
+    win.show_tab(rp)
+    rp.task.setEditText("transfer the cube")
+    rp.episodes.setValue(1)
+    rp.length.setValue(8.0)
+    assert rp.start()
+    session = rp.session
+    qtbot.waitUntil(lambda: rp.session is None, timeout=120_000)
+    saved = session.saved[0]
+    seed = read_info(saved.path).sim_seed
+    folder = make_replay_policy(saved.path, tmp_path / "replay" / "policy", horizon=50)
+    return folder, seed
+
+
+def _wait_state(qtbot, tp, state: str, timeout: int = 120_000) -> None:
+    qtbot.waitUntil(lambda: tp.state == state, timeout=timeout)
+
+
+def test_two_trials_from_the_gui(qtbot, window, tmp_path):
+    from recorder.reader import read_info
+    from workbench.trial_stats import wilson_interval
+
+    win = window
+    connect(qtbot, win)
+    folder, seed = _record_demo(qtbot, win, tmp_path)
+    tp = win.trials_panel
+
+    # Train → "Use in trials" fills the policy and shows the tab
+    win.train_panel.policy_chosen.emit(str(folder))
+    assert tp.policy_edit.text() == str(folder) and tp.source_kind() == "folder"
+    assert win.tabs.currentWidget() is win._pages[tp]
+    tp.prompt.clear()  # default: the policy's training task
+    tp.dataset.clear()  # default: trials/<policy> next to the recording dataset
+    tp.trials.setValue(2)
+    tp.time_limit.setValue(12.0)
+    tp.seeds.setText(f"{seed},{seed + 1}")  # trial 1: the demonstration's scene; trial 2: another
+    tp.device.setCurrentText("cpu")
+    qtbot.mouseClick(tp.start_btn, Qt.MouseButton.LeftButton)
+    assert tp.state == "opening" and not tp.start_btn.isEnabled() and tp.stop_btn.isEnabled()
+    _wait_state(qtbot, tp, "running", 60_000)
+    pid = tp.server_pid
+    assert pid is not None and _alive(pid)
+    assert tp.prompt.text() == "transfer the cube"
+    pid_name = tp.runner.policy_id
+    assert Path(tp.dataset_dir()) == Path(win.record_panel.dataset_dir()).parent / "trials" / pid_name
+
+    # trial 1: a chunk arrives -> latency and the predicted chunk ahead of the present on the joint charts
+    qtbot.waitUntil(lambda: tp.trials_model.rowCount() == 1, timeout=60_000)
+    assert tp.trials_model.rows[0].seed == seed
+    qtbot.waitUntil(lambda: bool(tp.latencies and win.live.plots.pred_px), timeout=60_000)
+    assert "round trip" in tp.latency_label.text()
+    plots = win.live.plots
+    drawn = [p for p in plots.pred_px if len(p)]
+    assert drawn and all(p[:, 0].min() >= plots.now_x - 1e-6 for p in drawn)
+    assert plots.header.extra.isVisible()
+
+    # trial 1 ends by itself: the replay of the demonstration transfers the cube
+    qtbot.waitUntil(lambda: tp.trials_model.rowCount() == 2 or tp.trials_model.rows[0].outcome != "running",
+                    timeout=120_000)
+    first = tp.trials_model.rows[0]
+    assert (first.outcome, first.source, first.ended_by) == ("success", "auto", "success"), first
+    assert tp.outcome_btns["success"].isChecked() and not tp.needs_label
+
+    # trial 2: a language command (typed keys -- n, t, c among them -- only type; Enter sends), then take over
+    # and hand back following TakeoverChanged, then Next ends it
+    qtbot.waitUntil(lambda: tp.trials_model.rowCount() == 2 and bool(tp.latencies), timeout=60_000)
+    tp.command.setFocus()
+    QTest.keyClicks(tp.command, "tnc carefully")
+    assert tp.command.text() == "tnc carefully" and not tp.operator and tp.runner.results[-1].index == 0
+    QTest.keyClick(tp.command, Qt.Key.Key_Return)
+    assert tp.commands == ["tnc carefully"] and tp.command.text() == ""
+    n_chunks = len(tp.latencies)
+    qtbot.waitUntil(lambda: len(tp.latencies) > n_chunks, timeout=30_000)  # the next chunk carries it
+    qtbot.mouseClick(tp.takeover_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tp.takeover_btn.text() == "Hand back", timeout=30_000)
+    assert tp.operator and "Operator in control" in tp.takeover_label.text()
+    QTest.qWait(300)
+    qtbot.mouseClick(tp.takeover_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tp.takeover_btn.text() == "Take over", timeout=30_000)
+    assert not tp.operator
+    qtbot.mouseClick(tp.next_btn, Qt.MouseButton.LeftButton)
+    _wait_state(qtbot, tp, "finished", 60_000)
+    second = tp.trials_model.rows[1]
+    assert second.ended_by == "operator" and second.interventions == 1, second
+    assert second.outcome in ("failure", "partial")
+
+    # the policy server child process is gone once the trials ended
+    qtbot.waitUntil(lambda: not _alive(pid), timeout=20_000)
+    assert tp.policy is None
+
+    # results: n, successes and the Wilson interval of trial_stats
+    store_dir = Path(tp.dataset_dir())
+    assert tp.results_model.rowCount() == 1
+    g = tp.results_model.groups[0]
+    assert (g.n, g.successes, g.labeled) == (2, 1, 2)
+    lo, hi = wilson_interval(1, 2)
+    m = tp.results_model
+    assert m.data(m.index(0, 2)) == "2" and m.data(m.index(0, 3)) == "1/2" and m.data(m.index(0, 4)) == "50%"
+    assert m.data(m.index(0, 5)) == f"{100 * lo:.0f}–{100 * hi:.0f}%"
+
+    # the outcome override: trial 2 labelled a success by the operator -> stored, and the table follows
+    tp.trials_table.selectRow(1)
+    assert tp.selected_trial == 1
+    tp.notes.setText("the cube was in reach")
+    qtbot.mouseClick(tp.outcome_btns["success"], Qt.MouseButton.LeftButton)
+    info = read_info(store_dir / f"{second.name}.hdf5")
+    assert info.outcome == "success" and info.notes == "the cube was in reach"
+    assert tp.trials_model.rows[1].outcome == "success" and tp.trials_model.rows[1].source == "operator"
+    g = tp.results_model.groups[0]
+    lo, hi = wilson_interval(2, 2)
+    assert (g.n, g.successes, round(g.ci_lo, 9), g.ci_hi) == (2, 2, round(lo, 9), hi)
+    assert m.data(m.index(0, 5)) == f"{100 * lo:.0f}–{100 * hi:.0f}%"
+
+    # the language command is a prompt segment of trial 2's episode, after the initial prompt
+    prompts = [s.text for s in info.segments if s.lane == "prompt"]
+    assert prompts == ["transfer the cube", "tnc carefully"], info.segments
+
+    # Export CSV
+    out = tp.export_csv(str(tmp_path / "results.csv"))
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 1 and rows[0]["n"] == "2" and rows[0]["successes"] == "2"
+
+    # double-click a trial: the Episodes player shows its episode
+    view = tp.trials_table
+    win._pages[tp].ensureWidgetVisible(view)
+    rect = view.visualRect(tp.trials_model.index(0, 1))
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())  # a double click's first press
+    qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    ep = win.episodes_panel
+    qtbot.waitUntil(lambda: ep.player.info is not None and ep.player.info.name == first.name, timeout=10_000)
+    assert win.tabs.currentWidget() is win._pages[ep]
+    assert Path(ep.store.root) == store_dir
+    _DEMO["folder"], _DEMO["seed"] = folder, seed
+
+
+def test_closing_the_window_during_trials_stops_the_policy_server(qtbot, window, tmp_path, monkeypatch):
+    win = window
+    connect(qtbot, win)
+    folder = _DEMO.get("folder")
+    if folder is None or not Path(folder).is_dir():
+        folder, _ = _record_demo(qtbot, win, tmp_path)
+    tp = win.trials_panel
+    tp.set_policy(str(folder))
+    tp.dataset.setText(str(tmp_path / "trials"))
+    tp.trials.setValue(3)
+    tp.time_limit.setValue(30.0)
+    tp.device.setCurrentText("cpu")
+    win.show_tab(tp)
+    assert tp.start()
+    qtbot.waitUntil(lambda: tp.state == "running" and bool(tp.latencies), timeout=60_000)
+    pid = tp.server_pid
+    assert _alive(pid)
+    asked = []
+    monkeypatch.setattr("ui.dialogs.ask", lambda parent, title, text, choices, default:
+                        asked.append(title) or "park")
+    win.close()  # the usual close flow: asks, stops the trials, parks, then closes the policy
+    assert asked == ["Quit during trial"]
+    assert not _alive(pid)
+    assert not win.ctl.connected
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(pytest.main([__file__, "-q"]))
