@@ -42,6 +42,9 @@ _GEMMA_VARIANTS: dict[str, GemmaConfig] = {
     # our unit-test models: two layers, and an expert narrower than the VLM like the real pair (2048 vs 1024)
     "tiny": GemmaConfig(width=64, depth=2, mlp_dim=128, num_heads=4, num_kv_heads=1, head_dim=16),
     "tiny_expert": GemmaConfig(width=32, depth=2, mlp_dim=64, num_heads=4, num_kv_heads=1, head_dim=16),
+    # a CPU closed-loop model: big enough to memorize a few demonstrations in minutes (workbench closed-loop)
+    "small": GemmaConfig(width=128, depth=4, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=32),
+    "small_expert": GemmaConfig(width=96, depth=4, mlp_dim=384, num_heads=4, num_kv_heads=1, head_dim=32),
 }
 
 
@@ -79,6 +82,7 @@ _SIGLIP_VARIANTS: dict[str, SiglipConfig] = {
     "tiny_224": SiglipConfig(width=32, depth=2, mlp_dim=64, num_heads=2),
     # 56 px images -> 16 tokens per camera: fast unit tests
     "tiny_56": SiglipConfig(width=32, depth=2, mlp_dim=64, num_heads=2, image_size=56),
+    "small_56": SiglipConfig(width=64, depth=3, mlp_dim=256, num_heads=4, image_size=56, patch_size=7),
 }
 
 
@@ -239,6 +243,15 @@ _PI0_VARIANTS = {
         paligemma=GemmaConfig.variant("tiny"),
         expert=GemmaConfig.variant("tiny_expert"),
         vision=SiglipConfig.variant("tiny_56"),
+        vocab_size=512,
+        dtype="float32",
+    ),
+    # CPU closed loop on the simulator: ~2 M parameters, 56 px cameras in 7 px patches (64 tokens each)
+    "pi0_small": lambda: Pi0Config(
+        name="pi0_small",
+        paligemma=GemmaConfig.variant("small"),
+        expert=GemmaConfig.variant("small_expert"),
+        vision=SiglipConfig.variant("small_56"),
         vocab_size=512,
         dtype="float32",
     ),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
@@ -40,6 +41,7 @@ from finetune.stats import compute_norm_stats
 from finetune.tokenizer import PromptTokenizer
 from finetune.transforms import PolicyTransforms, TransformConfig
 from finetune.transforms.chunks import chunk_indices
+from finetune.transforms.images import resize_with_pad
 
 DATASET_FILE = "dataset.json"
 PromptMode = Literal["task", "segment", "mix"]
@@ -82,6 +84,10 @@ class DataConfig:
     default_prompt: str = ""  # for episodes without a task prompt (imported ALOHA files); "" = refuse them
     revision: str | None = None
     trials: TrialsMode = "exclude"
+    # Decode and resize every used frame once, up front, and keep them in RAM at the model's image size: for small
+    # models on a CPU, where JPEG decode + resize cost more than the training step. Speed only (no effect on the
+    # samples, which are augmented after resizing either way); refused when it would not fit in memory.
+    cache_images: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt not in ("task", "segment", "mix"):
@@ -200,6 +206,28 @@ class FrameDataset(Dataset):
             "actions_rig": torch.from_numpy(actions_rig.astype(np.float32)),
             "episode_index": torch.tensor(e), "frame_index": torch.tensor(t),
         }
+
+
+class ResizedFrameCache:
+    """Frames decoded and resized (resize_with_pad) to the model's image size once, held in RAM; forked loader
+    workers share them copy-on-write. Same `frames(episode, step)` as the on-disk sources."""
+
+    def __init__(self, images: dict[tuple[int, int], dict[str, np.ndarray]]) -> None:
+        self.images = images
+
+    @classmethod
+    def build(cls, source, ep_of: np.ndarray, t_of: np.ndarray, cameras: list[tuple[str, ...]], size: int,
+              max_fraction: float = 0.5) -> "ResizedFrameCache":
+        keys = sorted({(int(e), int(t)) for e, t in zip(ep_of, t_of)})
+        need = sum(len(cameras[e]) for e, _ in keys) * size * size * 3
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if need > max_fraction * avail:
+            raise EpisodeDataError(f"cache_images needs {need / 2**30:.1f} GiB for {len(keys)} frames at {size} px, "
+                                   f"more than half of the {avail / 2**30:.1f} GiB free: train without it")
+        return cls({k: {cam: resize_with_pad(img, size) for cam, img in source.frames(*k).items()} for k in keys})
+
+    def frames(self, episode: int, step: int) -> dict[str, np.ndarray]:
+        return self.images[(episode, step)]
 
 
 class StepBatchSampler(Sampler):
@@ -387,6 +415,11 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
 
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     ep_of, t_of, end_of = frames_of(split.train)
+    if cfg.cache_images:
+        vep0, vt0, _ = frames_of(split.val)
+        es = dataclasses.replace(es, frames=ResizedFrameCache.build(
+            es.frames, np.concatenate([ep_of, vep0]), np.concatenate([t_of, vt0]),
+            [es.episodes[e].cameras for e in range(len(es.episodes))], tc.image_size))
     train_ds = FrameDataset(es, ep_of, t_of, pt, tokens, prompts, cfg.augment, seed, end_of)
     sampler = StepBatchSampler(len(train_ds), batch_size, seed, rank, world_size)
     train = BatchLoader(_loader(train_ds, sampler, num_workers, pin), sampler)

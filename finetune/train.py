@@ -58,6 +58,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "pi0": dict(model="pi0"),
     # CPU runs and tests: two-layer Gemma pair, 56 px cameras, random weights, a tokenizer trained on the fly
     "tiny": dict(model="pi0_tiny", base=RANDOM_BASE, precision="fp32", gradient_checkpointing=False),
+    # the CPU closed loop (workbench closed-loop): a few M parameters, random weights
+    "small": dict(model="pi0_small", base=RANDOM_BASE, precision="fp32", gradient_checkpointing=False),
 }
 
 

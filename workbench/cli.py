@@ -15,7 +15,7 @@ COMMAND_MODULES = [
     "workbench.cli_record", "workbench.cli_episodes",
     "workbench.cli_train",
     "workbench.cli_serve",
-    "workbench.cli_trials", "workbench.cli_trial_stats",
+    "workbench.cli_trials", "workbench.cli_trial_stats", "workbench.cli_closed_loop",
 ]
 
 

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "[default: lerobot/pi0_base; random with --config tiny]")
     p.add_argument("--revision", help="hub revision of --base")
     p.add_argument("--out", required=True, help="run folder (runs/NAME)")
-    p.add_argument("--config", choices=("pi0", "tiny"), default="pi0",
+    p.add_argument("--config", choices=("pi0", "small", "tiny"), default="pi0",
                    help="model size: pi0 (needs a GPU), or tiny (a two-layer model that trains on a CPU in seconds)")
     p.add_argument("--lora", action="store_true",
                    help="LoRA (rank 16 on Gemma 2B, 32 on the action expert; fits a 24 GB card) instead of full "
@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", choices=("task", "segment", "mix"), default="task",
                    help="prompt per frame: the task, the segment's text, or a mix")
     p.add_argument("--no-augment", action="store_true", help="no image augmentation")
+    p.add_argument("--cache-images", action="store_true",
+                   help="decode and resize every frame once and keep them in RAM (small models on a CPU, where "
+                        "decoding costs more than the step); refused when it would not fit")
     p.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
     p.add_argument("--trials", choices=("exclude", "corrections", "all"), default="exclude",
                    help="trial episodes (policy rollouts): leave out, only the operator's correction spans "
@@ -89,7 +92,7 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
     from finetune.precision import OptimConfig
     from finetune.train import CONFIGS, TrainConfig
 
-    tiny = args.config == "tiny"
+    tiny = args.config in ("tiny", "small")
     preset = CONFIGS[args.config]
     steps = args.steps or (200 if tiny else 20_000)
     warmup = args.warmup if args.warmup is not None else min(1000, steps // 10)
@@ -97,6 +100,8 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
     optim = OptimConfig(peak_lr=lr, end_lr=lr / 10, warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
                         ema_decay=args.ema)
     data = {"prompt": args.prompt, "augment": not args.no_augment, "val_fraction": args.val_fraction}
+    if args.cache_images:
+        data["cache_images"] = True
     for key, val in (("outcomes", args.outcome), ("quality", args.quality), ("episodes", args.episode)):
         if val:
             data[key] = list(val)

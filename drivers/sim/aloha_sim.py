@@ -44,6 +44,7 @@ class TaskSpec:
     episode_ticks: int = 400  # ACT / gym-aloha episode length
     max_reward: int = 4
     prompt: str = ""
+    stages: tuple[str, ...] = ()  # what reward 1..max_reward means (how far a failed rollout got)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -51,12 +52,15 @@ TASKS: dict[str, TaskSpec] = {
         "transfer_cube", "bimanual_viperx_transfer_cube.xml", "bimanual_viperx_end_effector_transfer_cube.xml",
         (ObjectRange("red_box_joint", (0.0, 0.4, 0.05), (0.2, 0.6, 0.05)),),
         prompt="Pick up the cube with the right arm and transfer it to the left arm.",
+        stages=("reached (right fingers on the cube)", "lifted", "handed over (left fingers on the cube)",
+                "transferred"),
     ),
     "insertion": TaskSpec(
         "insertion", "bimanual_viperx_insertion.xml", "bimanual_viperx_end_effector_insertion.xml",
         (ObjectRange("red_peg_joint", (0.1, 0.4, 0.05), (0.2, 0.6, 0.05)),
          ObjectRange("blue_socket_joint", (-0.2, 0.4, 0.05), (-0.1, 0.6, 0.05))),
         prompt="Insert the peg into the socket.",
+        stages=("grasped both", "lifted both", "peg at the socket", "inserted"),
     ),
 }
 
