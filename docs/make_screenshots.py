@@ -4,7 +4,7 @@
     DISPLAY=:99 QT_QPA_PLATFORM=xcb python docs/make_screenshots.py      # writes docs/screenshots/*.png
 
 It drives the app as an operator would, on the simulated rig: connect, teleoperate, record two episodes with a
-segment marked, then review one in the Episodes tab.
+segment marked, then review one in the Episodes tab, then run trials of a replay policy of that episode.
 """
 from __future__ import annotations
 
@@ -103,8 +103,41 @@ def main() -> int:
     if hasattr(win, "train_panel"):
         win.show_tab(win.train_panel)
         shot("train")
+    if hasattr(win, "trials_panel"):
+        trials(win, tmp, wait, pause, shot)
     win.close()
     return 0
+
+
+def trials(win, tmp: Path, wait, pause, shot) -> None:
+    """Trials: a replay policy of the first recorded episode (served by a local child server) runs two trials;
+    the shot shows the second running, with the first one's result, the latency and the predicted chunk."""
+    from finetune.replay_policy import make_replay_policy
+    from recorder.reader import read_info
+
+    ep_path = win.episodes_panel.store.path("episode_0")
+    seed = read_info(ep_path).sim_seed
+    folder = make_replay_policy(ep_path, tmp / "runs" / "cube_replay" / "policy")
+    tp = win.trials_panel
+    win.train_panel.policy_chosen.emit(str(folder))  # as "Use in trials" does
+    tp.trials.setValue(2)
+    tp.time_limit.setValue(12.0)
+    tp.seeds.setText(f"{seed},{seed + 1}")
+    tp.device.setCurrentText("cpu")
+    if not tp.start():
+        raise RuntimeError(f"trials did not start: {win.banner.current}")
+    wait(lambda: tp.state == "running", 180, "policy server")
+    wait(lambda: tp.trials_model.rowCount() == 2 and len(tp.latencies) >= 3, 240, "second trial")
+    tp.command.setText("hand the cube over slowly")
+    tp.send_command()
+    pause(1.5)
+    win.live.plots.set_side("right")  # the arm that moves first in the hand-over
+    page = win._pages[tp]  # the controls, the first trial's outcome and the results (the settings are above)
+    page.verticalScrollBar().setValue(tp.run_box.y() - 6)
+    pause(1.0)
+    shot("trials")
+    tp.stop()
+    wait(lambda: tp.state == "finished", 120, "trials stop")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.tabBar().setDrawBase(False)
+        self.tabs.setStyleSheet("QTabBar::tab { padding: 9px 13px; }")  # six tabs fit the left column
         self.rig_panel = RigPanel(self.ctl, self.settings)
         self.teleop_panel = TeleopPanel(self.ctl)
         self._pages: dict[QWidget, QWidget] = {}

@@ -212,7 +212,8 @@ class LiveJointCharts(QWidget):
         if (force or now - self._last_fit > self.refit_s) and ok.any():
             self._last_fit = now
             for j, cell in enumerate(self.cells):
-                both = np.concatenate([self._lead[ok, off + j], self._fol[ok, off + j]])
+                both = np.concatenate([self._lead[ok, off + j], self._fol[ok, off + j]]
+                                      + ([self._pred[:, off + j]] if self._pred is not None else []))
                 both = both[np.isfinite(both)]
                 if both.size:
                     new = fit_range(float(both.min()), float(both.max()), (cell.lo, cell.hi))

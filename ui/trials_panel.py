@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 SOURCES = (("folder", "Policy folder"), ("hub", "Hub id"), ("url", "Policy server (ws://)"))
 DEVICES = ("auto", "cuda", "cpu")
-MODES = (("sync", "sync: execute k, then ask"), ("async", "async: ask while executing"),
-         ("rtc", "rtc: async + real-time chunking"))
+MODES = (("sync", "execute k actions, then ask for the next chunk (the followers hold while it comes)"),
+         ("async", "ask every k actions while the current chunk runs (latency compensated)"),
+         ("rtc", "async + real-time chunking: the new chunk continues the old one"))
 OUTCOME_BUTTONS = (("success", "✔ Success"), ("failure", "✖ Failure"), ("partial", "◐ Partial"))
 OUTCOME_COLOURS = {"success": "#238636", "failure": "#da3633", "partial": "#9e6a03", "unlabeled": "#6e7681"}
 KEYS = {"next": "N", "takeover": "T", "command": "C"}
@@ -54,7 +55,10 @@ def _num(v: float | None, spec: str = ".1f", unit: str = "") -> str:
 class ResultsModel(QAbstractTableModel):
     """One row per group of `trial_stats.summarize` (policy and prompt)."""
 
-    HEADERS = ("Policy", "Prompt", "n", "Success", "Rate", "95% CI", "t success", "Interv./trial")
+    HEADERS = ("Policy", "n", "Succ.", "Rate", "95% CI", "t succ.", "Interv.")
+    TIPS = ("policy id (name@step) and the trials' initial prompt", "trials", "successes / labelled trials",
+            "success rate of the labelled trials", "Wilson 95% interval of the rate",
+            "mean time to success", "operator takeovers per trial")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -72,8 +76,10 @@ class ResultsModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.HEADERS)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return self.HEADERS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return self.TIPS[section]
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
@@ -83,14 +89,15 @@ class ResultsModel(QAbstractTableModel):
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             labeled = f"{g.successes}/{g.labeled}" + (f" (+{g.unlabeled} unlab.)" if g.unlabeled else "")
-            return (str(g.key[0]), str(g.key[1]) if len(g.key) > 1 else "", str(g.n), labeled, _pct(g.rate),
+            name = str(g.key[0]) + (f" · {g.key[1]}" if len(g.key) > 1 and g.key[1] else "")
+            return (name, str(g.n), labeled, _pct(g.rate),
                     f"{100 * g.ci_lo:.0f}–{100 * g.ci_hi:.0f}%", _num(g.mean_time_to_success_s, ".1f", " s"),
-                    f"{g.interventions_per_trial:.2f}")[c]
+                    f"{g.interventions_per_trial:.1f}")[c]
         if role == Qt.ItemDataRole.ToolTipRole:
             return (f"{g.label}\n{g.n} trials: {g.successes} success, {g.partial} partial, {g.failures} failure, "
                     f"{g.unlabeled} unlabeled\nrate {_pct(g.rate)}, Wilson 95% interval {100 * g.ci_lo:.1f}–"
                     f"{100 * g.ci_hi:.1f}%\nmean duration {_num(g.mean_duration_s, '.1f', ' s')}")
-        if role == Qt.ItemDataRole.TextAlignmentRole and c >= 2:
+        if role == Qt.ItemDataRole.TextAlignmentRole and c >= 1:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -165,7 +172,7 @@ class SessionTrialsModel(QAbstractTableModel):
         return None
 
 
-def _table(model, stretch: int) -> QTableView:
+def _table(model, *stretch: int) -> QTableView:
     t = QTableView()
     t.setModel(model)
     t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -176,7 +183,8 @@ def _table(model, stretch: int) -> QTableView:
     t.setAlternatingRowColors(True)
     hdr = t.horizontalHeader()
     hdr.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    hdr.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    for c in stretch:  # these share what is left and elide; the numbers stay whole
+        hdr.setSectionResizeMode(c, QHeaderView.ResizeMode.Stretch)
     t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     t.setTextElideMode(Qt.TextElideMode.ElideRight)
     return t
@@ -275,21 +283,26 @@ class TrialsPanel(QWidget):
         self.trials = QSpinBox()
         self.trials.setRange(1, 10000)
         self.trials.setValue(int(s.value("trials/count", 10)))
+        self.trials.setSuffix(" trials")
         self.time_limit = QDoubleSpinBox()
         self.time_limit.setRange(0.5, 3600)
         self.time_limit.setDecimals(1)
         self.time_limit.setSuffix(" s")
+        self.time_limit.setToolTip("a trial ends at this time at the latest (its outcome: the simulator's, or "
+                                   "yours to label)")
         self.time_limit.setValue(float(s.value("trials/time_limit_s", 20.0)))
         nums.addWidget(self.trials)
-        nums.addWidget(QLabel("trials, at most"))
+        nums.addSpacing(12)
+        nums.addWidget(QLabel("time limit"))
         nums.addWidget(self.time_limit)
-        nums.addWidget(QLabel("each"))
         nums.addStretch(1)
         form.addRow("Run", nums)
         mrow = QHBoxLayout()
         self.mode = QComboBox()
-        for key, text in MODES:
-            self.mode.addItem(text, key)
+        for i, (key, text) in enumerate(MODES):
+            self.mode.addItem(key, key)
+            self.mode.setItemData(i, text, Qt.ItemDataRole.ToolTipRole)
+        self.mode.setToolTip("chunk execution: " + "; ".join(f"{k}: {t}" for k, t in MODES))
         self.mode.setCurrentIndex(max(0, self.mode.findData(s.value("trials/mode", "sync"))))
         self.execute_steps = QSpinBox()
         self.execute_steps.setRange(1, 1000)
@@ -299,10 +312,11 @@ class TrialsPanel(QWidget):
         self.ensemble.setToolTip("ACT temporal ensembling (async / rtc): every slot's action is a weighted mean "
                                  "of all chunks that cover it")
         self.ensemble.setChecked(s.value("trials/ensemble", False) in (True, "true"))
-        mrow.addWidget(self.mode, 1)
+        mrow.addWidget(self.mode)
         mrow.addWidget(QLabel("k"))
         mrow.addWidget(self.execute_steps)
         mrow.addWidget(self.ensemble)
+        mrow.addStretch(1)
         form.addRow("Execution", mrow)
         self.seeds = QLineEdit(str(s.value("trials/seeds", "") or ""))
         self.seeds.setPlaceholderText("simulator: e.g. 100-119 or 3,5,8 (default: continue the dataset's)")
@@ -314,13 +328,15 @@ class TrialsPanel(QWidget):
         drow.addWidget(self.dataset, 1)
         drow.addWidget(self.dataset_btn)
         form.addRow("Dataset", drow)
-        self.takeover = QCheckBox("leaders follow the followers; squeeze or pedal to take over")
+        self.takeover = QCheckBox("leaders follow; squeeze or pedal takes over")
+        self.takeover.setToolTip("The leader arms follow the followers during a trial; squeezing a leader gripper "
+                                 "(or the pedal, or T) hands control to the operator, recorded as a correction")
         self.takeover.setChecked(s.value("trials/takeover", True) not in (False, "false"))
         form.addRow("Takeover", self.takeover)
         lay.addWidget(box)
 
     def _build_run(self, lay: QVBoxLayout) -> None:
-        box = QGroupBox("Run")
+        box = self.run_box = QGroupBox("Run")
         g = QGridLayout(box)
         g.setVerticalSpacing(6)
         self.state_label = QLabel("Ready")
@@ -405,7 +421,7 @@ class TrialsPanel(QWidget):
         box = QGroupBox("Results")
         v = QVBoxLayout(box)
         self.results_model = ResultsModel(self)
-        self.results = _table(self.results_model, 1)
+        self.results = _table(self.results_model, 0)
         self.results.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         self.results.setMinimumHeight(96)
         self.results.setToolTip("per policy and prompt, from the trial episodes of the dataset; select two to "

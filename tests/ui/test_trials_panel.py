@@ -129,8 +129,9 @@ def test_two_trials_from_the_gui(qtbot, window, tmp_path):
     assert (g.n, g.successes, g.labeled) == (2, 1, 2)
     lo, hi = wilson_interval(1, 2)
     m = tp.results_model
-    assert m.data(m.index(0, 2)) == "2" and m.data(m.index(0, 3)) == "1/2" and m.data(m.index(0, 4)) == "50%"
-    assert m.data(m.index(0, 5)) == f"{100 * lo:.0f}–{100 * hi:.0f}%"
+    assert m.data(m.index(0, 0)) == f"{pid_name} · transfer the cube"
+    assert m.data(m.index(0, 1)) == "2" and m.data(m.index(0, 2)) == "1/2" and m.data(m.index(0, 3)) == "50%"
+    assert m.data(m.index(0, 4)) == f"{100 * lo:.0f}–{100 * hi:.0f}%"
 
     # the outcome override: trial 2 labelled a success by the operator -> stored, and the table follows
     tp.trials_table.selectRow(1)
@@ -143,7 +144,7 @@ def test_two_trials_from_the_gui(qtbot, window, tmp_path):
     g = tp.results_model.groups[0]
     lo, hi = wilson_interval(2, 2)
     assert (g.n, g.successes, round(g.ci_lo, 9), g.ci_hi) == (2, 2, round(lo, 9), hi)
-    assert m.data(m.index(0, 5)) == f"{100 * lo:.0f}–{100 * hi:.0f}%"
+    assert m.data(m.index(0, 4)) == f"{100 * lo:.0f}–{100 * hi:.0f}%"
 
     # the language command is a prompt segment of trial 2's episode, after the initial prompt
     prompts = [s.text for s in info.segments if s.lane == "prompt"]
@@ -165,6 +166,81 @@ def test_two_trials_from_the_gui(qtbot, window, tmp_path):
     assert win.tabs.currentWidget() is win._pages[ep]
     assert Path(ep.store.root) == store_dir
     _DEMO["folder"], _DEMO["seed"] = folder, seed
+
+
+def test_predicted_chunk_is_drawn_dashed_ahead_of_the_present_only(qtbot):
+    """The remaining actions of a chunk, at their future times, right of the present line; actions already
+    past are not drawn; None removes the overlay and the charts span the past again."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PyQt6.QtGui import QColor
+
+    from ui.strip_charts import PREDICTED, LiveJointCharts
+
+    w = LiveJointCharts(redraw_hz=1000, refit_s=0.0)
+    qtbot.addWidget(w)
+    w.resize(1000, 360)
+    w.show()
+    qtbot.waitExposed(w)
+    for i in range(60):  # 3 s of samples at 20 Hz, joints at 0
+        w.push(SimpleNamespace(index=i, t=i * 0.05, action=np.zeros(14), qpos=np.zeros(14)))
+    now = 59 * 0.05
+    times = now - 0.5 + np.arange(50) / 50.0  # a 1 s chunk that started half a second ago
+    actions = np.zeros((50, 14))
+    actions[:, 0] = np.linspace(-0.5, 0.5, 50)  # left waist ramps up
+    w.set_prediction((times, actions))
+    cell = w.cells[0]
+    x_now = w.now_x
+    assert cell.x + 0.7 * cell.w < x_now < cell.x + cell.w  # the present moved left: 2 s of future on the right
+    pts = w.pred_px[0]
+    assert len(pts) == 25 and pts[:, 0].min() >= x_now  # only the half still to come
+    assert pts[-1, 0] == pytest.approx(x_now + 0.5 / (w.window_s + w.future_s) * (cell.w - 1), abs=0.5)
+    assert pts[-1, 1] < pts[0, 1]  # rising: up on the screen
+    img = w._canvas_np
+    c = QColor(PREDICTED)
+    arr = img[cell.y:cell.y + cell.h, cell.x:cell.x + cell.w, :3].astype(int)
+    near = np.abs(arr - np.array([c.blue(), c.green(), c.red()])).sum(axis=2) < 60
+    rows, cols = np.nonzero(near)
+    rows, cols = rows + cell.y, cols + cell.x
+    assert len(cols) > 10 and cols.min() >= x_now - 2 and cols.max() <= pts[-1, 0] + 3
+    # dashed: rows along its (steep) span that carry no purple
+    span = np.arange(int(pts[-1, 1]) + 2, int(pts[0, 1]) - 2)
+    assert len(span) > 20 and len(set(span) - set(rows)) > 3
+    w.set_prediction(None)
+    assert w.now_x is None and not w.pred_px and not w.header.extra.isVisible()
+
+
+def test_compare_two_selected_policies_shows_the_verdict(qtbot, settings):
+    """Compare: Fisher's exact test of trial_stats on the two selected rows, its verdict shown as is."""
+    from PyQt6.QtCore import QItemSelectionModel
+
+    from ui.controller import RigController
+    from ui.tasks import JobRunner
+    from ui.trials_panel import TrialsPanel
+    from workbench.trial_stats import TrialRecord, compare, summarize
+
+    def rec(i, pid, outcome):
+        return TrialRecord(f"episode_{i}", Path(f"episode_{i}.hdf5"), pid, None, "transfer the cube", "sync",
+                           outcome, "success", 5.0, 4.0 if outcome == "success" else None, 0, 0.0, i)
+
+    records = [rec(i, "cube@2000", "success") for i in range(9)] + [rec(9, "cube@2000", "failure")]
+    records += [rec(10 + i, "cube@500", "success" if i < 2 else "failure") for i in range(10)]
+    jobs = JobRunner()
+    tp = TrialsPanel(RigController(jobs), jobs, settings)
+    qtbot.addWidget(tp)
+    groups = summarize(records, by=("policy_id", "prompt"))
+    tp.results_model.set_groups(groups)
+    tp._update()
+    assert not tp.compare_btn.isEnabled()
+    sm = tp.results.selectionModel()
+    flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+    for r in (0, 1):
+        sm.select(tp.results_model.index(r, 0), flags)
+    assert tp.compare_btn.isEnabled()
+    qtbot.mouseClick(tp.compare_btn, Qt.MouseButton.LeftButton)
+    want = compare(groups[0], groups[1]).verdict
+    assert tp.compare_label.text() == want and "significant at 5%" in want
 
 
 def test_closing_the_window_during_trials_stops_the_policy_server(qtbot, window, tmp_path, monkeypatch):
