@@ -309,21 +309,20 @@ class ClosedLoop:
         store = DatasetStore(self.out / f"round{rnd}" / "trials")
         store.root.mkdir(parents=True, exist_ok=True)
         seeds = tuple(self.report.trial_seeds)
-        records = {r.seed: r for r in load_trials(store.root)}
-        todo = tuple(s for s in seeds if s not in records)
+        todo = tuple(s for s, rec in zip(seeds, _match(seeds, load_trials(store.root))) if rec is None)
         if todo:
             self.say(f"round {rnd}: {len(todo)} trials (seeds {_span(todo)}), mode {self.c.mode}")
             self._timed(f"trials round {rnd}", lambda: self._trials(
                 policy, store, todo, time_limit_s=self.c.time_limit_s or self.c.episode_s))
         else:
             self.say(f"round {rnd}: {len(seeds)} trials already in {store.root} (skipped)")
-        records = {r.seed: r for r in load_trials(store.root)}
+        matched = _match(seeds, load_trials(store.root))
         stages = task_spec(TASK_RIGS[self.c.task]).stages
         res = RoundResult(rnd, str(policy))
         infer: list[float] = []
         tts: list[float] = []
-        for seed in seeds:
-            rec = records[seed]
+        for seed, rec in zip(seeds, matched):
+            assert rec is not None, f"trial with seed {seed} missing in {store.root}"
             info = _trial_info(store, rec.name)
             max_reward = int(info.get("max_reward") or 0)
             res.trials.append({"seed": seed, "outcome": rec.outcome, "max_reward": max_reward, "episode": rec.name,
@@ -401,6 +400,17 @@ class ClosedLoop:
             recs = [replace(r, policy_id=f"round {rnd}") for r in recs]
             groups.append(summarize(recs, by=("policy_id",))[0])
         return compare(groups[1], groups[0]).verdict
+
+
+def _match(seeds, records) -> list:
+    """The trial episode of each seed in order; a seed repeated k times takes its first k episodes (repeats of a
+    seed differ by the policy's sampling noise)."""
+    from recorder.format import episode_index
+
+    by_seed: dict[int | None, list] = {}
+    for r in sorted(records, key=lambda r: episode_index(r.name) or 0):
+        by_seed.setdefault(r.seed, []).append(r)
+    return [by_seed[s].pop(0) if by_seed.get(s) else None for s in seeds]
 
 
 def read_seed(store: DatasetStore, name: str) -> int | None:

@@ -137,11 +137,13 @@ class PolicySource:
     WAIT_S = 120.0  # simulated clocks: the longest the world waits for a late reply
 
     def __init__(self, policy: ChunkPolicy, prompts: PromptSource | str, config: ExecConfig = ExecConfig(),
-                 on_chunk: Callable[[ChunkRecord, np.ndarray], None] | None = None):
+                 on_chunk: Callable[[ChunkRecord, np.ndarray], None] | None = None,
+                 on_prompt: Callable[[str, str, int], None] | None = None):
         self.policy = policy
         self.prompts: PromptSource = OperatorPrompts(prompts) if isinstance(prompts, str) else prompts
         self.config = config
         self.on_chunk = on_chunk  # control thread, cheap: a GUI event with the chunk (plots it ahead of the present)
+        self.on_prompt = on_prompt  # control thread: (text, source, tick) when a request first uses a new prompt
         self.records: list[ChunkRecord] = []
         self.prompt_log: list[tuple[int, int, str, str]] = []  # (slot, tick, text, source) when a prompt changed
         self._requests: queue.Queue = queue.Queue()
@@ -240,6 +242,8 @@ class PolicySource:
         prompt, source = self.prompts.prompt(step)
         if not self.prompt_log or self.prompt_log[-1][2] != prompt:
             self.prompt_log.append((step, self.tick, prompt, source))
+            if self.on_prompt is not None:
+                self.on_prompt(prompt, source, self.tick)
         prefix, delay = None, 0
         if self.config.mode is ExecMode.RTC and self._chunks:
             start, actions, _ = self._chunks[-1]

@@ -236,7 +236,9 @@ class TrialRunner:
             self.emit(ev.ChunkArrived(rec.tick, rec.step, policy_src.tick, rec.entry, actions, rec.infer_ms, rec.roundtrip_ms,
                                       rec.prompt))
 
-        policy_src = PolicySource(self.policy, self.prompts, self.s.execution, on_chunk=on_chunk)
+        self.prompts = OperatorPrompts(self.s.prompt)  # every trial starts from the task's prompt
+        policy_src = PolicySource(self.policy, self.prompts, self.s.execution, on_chunk=on_chunk,
+                                  on_prompt=lambda text, src, tick: self.emit(ev.PromptChanged(text, src, tick)))
         self.source = source = TrialSource(
             policy_src, self.control, takeover=self.s.takeover,
             on_change=lambda op, tick, why: self.emit(ev.TakeoverChanged(op, tick, why)))

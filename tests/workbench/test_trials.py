@@ -110,11 +110,16 @@ def test_language_command_changes_the_prompt_at_the_next_chunk_and_is_a_segment(
         wait_event(seen, ev.ChunkArrived, where=lambda e: e.tick >= 30)
         runner.command("now wave faster")
 
-    runner, seen = run_trials(sim_session, store, policy, time_limit_s=3.0, during=during,
+    runner, seen = run_trials(sim_session, store, policy, time_limit_s=3.0, during=during, trials=2,
                               execution=ExecConfig(mode="sync", delay_ticks=2), takeover=False)
-    prompts = [r["prompt"] for r in policy.requests]
+    first = len(runner.results[0].info.chunks)
+    prompts = [r["prompt"] for r in policy.requests][:first]
     k = prompts.index("now wave faster")
     assert set(prompts[:k]) == {"wave"} and set(prompts[k:]) == {"now wave faster"}
+    # the next trial starts from the task's prompt again
+    assert [p["text"] for p in runner.results[1].info.prompts] == ["wave"]
+    changes = [(e.text, e.source) for e in seen if isinstance(e, ev.PromptChanged)]
+    assert changes == [("wave", "initial"), ("now wave faster", "operator"), ("wave", "initial")]
     info = runner.results[0].info
     assert [(p["text"], p["source"]) for p in info.prompts] == [("wave", "initial"), ("now wave faster", "operator")]
     change_tick = info.prompts[1]["tick"]
