@@ -20,6 +20,7 @@ over ranks equals one process at batch B*W, and `iterator(s)` continues exactly 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -333,6 +334,7 @@ class TrainingData:
     skipped: tuple[str, ...] = ()  # damaged episodes left out, with the reason
     source_kind: str = "hdf5"
     trial_episodes: tuple[str, ...] = ()  # the selected episodes that are trials (see DataConfig.trials)
+    tasks: tuple[str, ...] = ()  # task prompts of the training episodes, most frequent first (a trial's default)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -354,7 +356,7 @@ class TrainingData:
                 "split": self.split.to_json(), "episodes": list(self.episodes), "train_samples": self.train_samples,
                 "val_samples": self.val_samples, "near_constant_fixed": list(self.near_constant_fixed),
                 "skipped": list(self.skipped), "trials": self.config.trials,
-                "trial_episodes": list(self.trial_episodes)}
+                "trial_episodes": list(self.trial_episodes), "tasks": list(self.tasks)}
 
     def save(self, folder: str | Path) -> None:
         """norm_stats.json (openpi layout) + transforms.json + dataset.json + rig.json into a policy/run folder."""
@@ -442,7 +444,8 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
         fingerprint=fingerprint(es.episodes, {**cfg.selection(), "source_kind": es.kind}), rig=rig_snapshot(es),
         config=cfg, episodes=tuple(es.ids()), train_samples=len(train_ds), val_samples=n_val, batch_size=batch_size,
         world_size=world_size, near_constant_fixed=res.fixed, skipped=es.skipped, source_kind=es.kind,
-        trial_episodes=tuple(e.id for e in es.episodes if e.trial))
+        trial_episodes=tuple(e.id for e in es.episodes if e.trial),
+        tasks=tuple(t for t, _ in collections.Counter(e.task for e in train_eps if e.task).most_common()))
 
 
 def _plain_config(model_config: Pi0Config, dim: int, cfg: DataConfig) -> TransformConfig:

@@ -138,7 +138,16 @@ class PolicyRuntime:
                 "model": self.policy.manifest.get("model"), "cameras": list(self.cameras),
                 "action_horizon": self.action_shape[0], "action_dim": self.action_shape[1],
                 "rig": snap.name if snap else None, "control_hz": snap.control_hz if snap else None,
-                "rtc": self.rtc_mode, "rtc_max_delay": self.rtc_max_delay}
+                "rtc": self.rtc_mode, "rtc_max_delay": self.rtc_max_delay, "task": self.training_task}
+
+    @property
+    def training_task(self) -> str | None:
+        """The most frequent task prompt of the training episodes (dataset.json), the trials' default prompt."""
+        try:
+            tasks = json.loads((Path(self.policy.folder) / "dataset.json").read_text()).get("tasks") or []
+        except (OSError, ValueError):
+            return None
+        return str(tasks[0]) if tasks else None
 
     @property
     def rtc_max_delay(self) -> int:

@@ -94,6 +94,7 @@ def tiny_server(session):
                                        ExecConfig(mode="async", delay_ticks=3, ensemble=True)],
                          ids=["sync", "async", "rtc", "ensemble"])
 def test_tiny_trained_pi0_runs_in_every_mode(session, tiny_server, tmp_path, execution):
+    assert tiny_server.metadata["task"] == "transfer the cube"  # the trials' default prompt: the training task
     store = DatasetStore(tmp_path)
     runner, seen = run_trials(session, store, tiny_server, prompt="transfer the cube", time_limit_s=1.2,
                               seeds=(SEED,), execution=execution, takeover=False)
