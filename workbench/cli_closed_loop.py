@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--execute-steps", type=int, default=25)
     p.add_argument("--delay-ticks", type=int, default=None,
                    help="enter each chunk exactly N ticks after its observation (deterministic latency)")
+    p.add_argument("--ensemble", action="store_true", help="ACT temporal ensembling (with --mode async or rtc)")
     p.add_argument("--episode-s", type=float, default=8.0)
     p.add_argument("--rounds", type=int, choices=(1, 2), default=1)
     p.add_argument("--corrections", type=int, default=None, help="round 2 rollouts (default: round 1's failures)")
@@ -53,7 +54,7 @@ def _closed_loop(args) -> int:
         lora=args.lora, steps=args.steps, batch=args.batch, lr=args.lr, device=args.device,
         demo_seeds=parse_seeds(args.demo_seeds), trial_seeds=parse_seeds(args.trial_seeds),
         allow_overlap=args.allow_overlap, mode=args.mode, execute_steps=args.execute_steps,
-        delay_ticks=args.delay_ticks, episode_s=args.episode_s, rounds=args.rounds, corrections=args.corrections,
+        delay_ticks=args.delay_ticks, ensemble=args.ensemble, episode_s=args.episode_s, rounds=args.rounds, corrections=args.corrections,
         correction_steps=args.correction_steps, stall_s=args.stall_s, train_args=tuple(args.train_arg))
     report = ClosedLoop(cfg, say=lambda s: print(s, flush=True)).run()
     print(report.format(), flush=True)

@@ -64,6 +64,7 @@ class ClosedLoopConfig:
     mode: str = "sync"
     execute_steps: int = 25
     delay_ticks: int | None = None
+    ensemble: bool = False  # ACT temporal ensembling (async / rtc)
     episode_s: float = 8.0
     time_limit_s: float | None = None  # trials (default: episode_s)
     rounds: int = 1
@@ -86,7 +87,7 @@ class ClosedLoopConfig:
         if set(ds) & set(ts) and not self.allow_overlap:
             raise ValueError(f"demonstration and trial seeds overlap ({sorted(set(ds) & set(ts))[:5]}...): trials "
                              "would not be held out; pass --allow-overlap to measure memorization on purpose")
-        ExecConfig(mode=self.mode, execute_steps=self.execute_steps, delay_ticks=self.delay_ticks)
+        self.execution  # validates the execution options
 
     def seeds(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         demo = self.demo_seeds if self.demo_seeds is not None else tuple(range(self.demos))
@@ -100,7 +101,8 @@ class ClosedLoopConfig:
 
     @property
     def execution(self) -> ExecConfig:
-        return ExecConfig(mode=self.mode, execute_steps=self.execute_steps, delay_ticks=self.delay_ticks)
+        return ExecConfig(mode=self.mode, execute_steps=self.execute_steps, delay_ticks=self.delay_ticks,
+                          ensemble=self.ensemble)
 
 
 @dataclass
