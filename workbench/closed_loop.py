@@ -65,6 +65,7 @@ class ClosedLoopConfig:
     execute_steps: int = 25
     delay_ticks: int | None = None
     ensemble: bool = False  # ACT temporal ensembling (async / rtc)
+    noise_seed: int | None = 0  # the policy's sampling noise, seeded per trial and chunk: reproducible rollouts
     episode_s: float = 8.0
     time_limit_s: float | None = None  # trials (default: episode_s)
     rounds: int = 1
@@ -102,7 +103,7 @@ class ClosedLoopConfig:
     @property
     def execution(self) -> ExecConfig:
         return ExecConfig(mode=self.mode, execute_steps=self.execute_steps, delay_ticks=self.delay_ticks,
-                          ensemble=self.ensemble)
+                          ensemble=self.ensemble, seed=self.noise_seed)
 
 
 @dataclass
@@ -251,29 +252,44 @@ class ClosedLoop:
 
         def go() -> None:
             self.say(f"round {rnd}: training {self.c.model} from {base} for {steps} steps ({' '.join(extra)})")
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
-            last = 0.0
-            tail: list[str] = []
-            assert proc.stdout is not None
-            for line in proc.stdout:
+            run.mkdir(parents=True, exist_ok=True)
+            errlog = run.parent / "train.stderr.log"  # a file, not a pipe: a chatty child never blocks on it
+            with open(errlog, "w") as err:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+            try:
+                self._follow_training(proc, steps, policy, errlog)
+            except BaseException:  # interrupted (Ctrl-C, a timeout): the child stops too, checkpointing first
+                proc.terminate()
                 try:
-                    e = json.loads(line)
-                except ValueError:
-                    continue
-                if e.get("event") == "step" and (time.monotonic() - last > 15 or e["step"] == steps):
-                    last = time.monotonic()
-                    self.say(f"  step {e['step']}/{steps}: loss {e['loss']:.4f}, {e['samples_per_s']:.0f} samples/s,"
-                             f" ETA {e['eta_s']:.0f} s")
-                elif e.get("event") in ("error", "stopped"):
-                    tail.append(json.dumps(e))
-            err = proc.stderr.read() if proc.stderr else ""
-            if proc.wait() != 0 or not (policy / "policy.json").is_file():
-                raise RuntimeError(f"training failed (exit {proc.returncode}): {' '.join(tail)[-800:]}\n"
-                                   f"{err[-1500:]}")
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise
 
         self._timed(f"training round {rnd}", go)
         return policy
+
+    def _follow_training(self, proc: subprocess.Popen, steps: int, policy: Path, errlog: Path) -> None:
+        """Relays the child's JSON progress (a line every 15 s) until it ends; its failure names the reason."""
+        last = 0.0
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("event") == "step" and (time.monotonic() - last > 15 or e["step"] == steps):
+                last = time.monotonic()
+                self.say(f"  step {e['step']}/{steps}: loss {e['loss']:.4f}, {e['samples_per_s']:.0f} samples/s, "
+                         f"ETA {e['eta_s']:.0f} s")
+            elif e.get("event") in ("error", "stopped"):
+                tail.append(json.dumps(e))
+        if proc.wait() != 0 or not (policy / "policy.json").is_file():
+            err = errlog.read_text(errors="replace")[-1500:] if errlog.is_file() else ""
+            raise RuntimeError(f"training failed (exit {proc.returncode}): {' '.join(tail)[-800:]}\n{err}\n"
+                               f"(full log: {errlog})")
 
     def _trials(self, policy_folder: Path, store: DatasetStore, seeds: tuple[int, ...], *, time_limit_s: float,
                 on_session=None) -> list:

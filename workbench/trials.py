@@ -13,6 +13,7 @@ thread-safe methods (`next`, `take_over`, `hand_back`, `command`, `label`) and t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -237,7 +238,10 @@ class TrialRunner:
                                       rec.prompt))
 
         self.prompts = OperatorPrompts(self.s.prompt)  # every trial starts from the task's prompt
-        policy_src = PolicySource(self.policy, self.prompts, self.s.execution, on_chunk=on_chunk,
+        execution = self.s.execution
+        if execution.seed is not None:  # reproducible noise, different in every trial
+            execution = dataclasses.replace(execution, seed=execution.seed + 100_003 * k)
+        policy_src = PolicySource(self.policy, self.prompts, execution, on_chunk=on_chunk,
                                   on_prompt=lambda text, src, tick: self.emit(ev.PromptChanged(text, src, tick)))
         self.source = source = TrialSource(
             policy_src, self.control, takeover=self.s.takeover,

@@ -51,9 +51,13 @@ def demo(session, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def replay_server(demo, session, tmp_path_factory):
-    folder = make_replay_policy(demo, tmp_path_factory.mktemp("policy") / "replay")
-    policy = open_policy(folder, rig=session.rig.config, device="cpu")
+def replay_folder(demo, tmp_path_factory):
+    return make_replay_policy(demo, tmp_path_factory.mktemp("policy") / "replay")
+
+
+@pytest.fixture(scope="module")
+def replay_server(replay_folder, session):
+    policy = open_policy(replay_folder, rig=session.rig.config, device="cpu")
     yield policy
     policy.close()
     assert not policy.server.alive, "the policy server child outlived its client"
@@ -124,3 +128,21 @@ def test_rtc_reproduces_the_committed_prefix(session, tiny_server, tmp_path):
     # measured: rtc <= ~0.02 rad, plain async ~0.3-1 rad on the tiny policy
     assert max(rtc) < 0.05, rtc
     assert min(plain) > 4 * max(rtc), (plain, rtc)
+
+
+def test_trials_cli_runs_the_served_policy_and_prints_the_rate(replay_folder, tmp_path):
+    """`workbench trials` end to end in its own process: local server child, sim rig, recorded trial episodes,
+    the statistics table."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "workbench", "trials", "--rig", "sim-transfer-cube", "--policy",
+                          str(replay_folder), "--trials", "2", "--seeds", f"{SEED},{SEED + 1000}", "--dataset",
+                          str(tmp_path / "trials"), "--mode", "async", "--device", "cpu", "--time-limit-s", "10"],
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "trial 1/2" in out.stdout and "-> success" in out.stdout
+    assert "replay@" in out.stdout or "replay" in out.stdout
+    store = DatasetStore(tmp_path / "trials")
+    outcomes = sorted(e.outcome for e in store.list())
+    assert outcomes[-1] == "success" and len(outcomes) == 2
+    assert "50%" in out.stdout  # 1 of 2: the table's rate
