@@ -381,6 +381,7 @@ class ClosedLoop:
             self.say(f"corrections: {n} rollouts already in {store.root} (skipped)")
             return
         stall_ticks = int(self.c.stall_s * 50)
+        top = task_spec(TASK_RIGS[self.c.task]).max_reward  # the task's success level (sim.max_reward: this episode's)
 
         def operator(session, runner) -> None:
             state = {"best": -1, "since": 0, "taken": False, "n": 0}
@@ -397,7 +398,7 @@ class ClosedLoop:
                     state["best"], state["since"] = r, state["n"]
                 src = runner.source
                 if not state["taken"] and src is not None and not src.operator \
-                        and state["n"] - state["since"] > stall_ticks and r < sim.max_reward:
+                        and state["n"] - state["since"] > stall_ticks and r < top:
                     state["taken"] = True
                     session.rig.leaders["right"].take_over()  # the scripted hand grabs the following leaders
 
