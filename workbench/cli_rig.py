@@ -1,8 +1,6 @@
 """`workbench rig ...`: presets, validation, a starter file, servo status and reboot."""
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 from pathlib import Path
 

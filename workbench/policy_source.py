@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -348,14 +347,5 @@ class PolicySource:
                 pending.done.set()
 
 
-def chunk_jumps(records: list[ChunkRecord]) -> list[float]:
-    """Joint jumps at chunk boundaries (the first chunk's entry from the start pose excluded)."""
-    return [r.jump for r in records[1:] if r.start >= 0]
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else math.nan
-
-
 __all__ = ["ChunkRecord", "ExecConfig", "ExecMode", "OperatorPrompts", "PolicyError", "PolicySource",
-           "PromptSource", "chunk_jumps"]
+           "PromptSource"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from drivers.arm import BIMANUAL_DOF, SIDES, Arm, ArmStatus, arm_slice
 from drivers.cameras.base import Camera, CameraStats, Frame
-from drivers.clock import Clock, RealClock
+from drivers.clock import Clock
 from drivers.errors import DriverError, SafetyError
 from workbench.config import RigConfig
 from workbench.safety import SafetyLayer
