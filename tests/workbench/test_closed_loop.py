@@ -2,8 +2,8 @@
 trials through the policy server, the trial runner and the MuJoCo rig. A small policy trained to memorize the
 demonstrations of two fixed seeds must succeed on those seeds in most trials: a pipeline check (an action /
 observation off by one, a transform's sign, a unit mistake or a late chunk makes it fail), not a generalization
-claim. Measured here (ACT ensembling on): 3/4 with 2500 steps at batch 32, 3/6 with 3000 x 32, 4/4 with 12000
-steps at batch 16; without ensembling the tiny model's sampling spread (~0.1 rad) drops it to 0/4.
+claim. Measured here (ACT ensembling on): 3/4 with 2500 steps at batch 32, 3/6 with 3000 x 32, 4/4 and 6/6 with
+12000 steps at batch 16 (this configuration); without ensembling the tiny model's sampling spread (~0.1 rad) drops it to 0/4.
 
 It trains for ~12 minutes on 2 cores, so it is marked `closed_loop`: the default suite leaves it out and CI runs it
 as its own step (`pytest -m closed_loop tests/workbench/test_closed_loop.py`)."""
