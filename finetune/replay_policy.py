@@ -132,8 +132,7 @@ class ReplayPolicy:
     @classmethod
     def load(cls, folder: str | Path, *, rig: Any = None) -> "ReplayPolicy":
         """With `rig`, refuses a replay recorded on a different rig (as PolicyRuntime.load does)."""
-        from finetune.episodes import RIG_FILE, RigSnapshot
-        from finetune.runtime import RigDescription, RigMismatchError, rig_differences
+        from finetune.runtime import check_rig
         from finetune.transforms import PolicyTransforms
         from finetune.transforms.chunks import chunk_indices
 
@@ -145,17 +144,7 @@ class ReplayPolicy:
         if record.get("format") != REPLAY_FORMAT or int(record.get("version", 0)) > REPLAY_VERSION:
             raise ReplayPolicyError(f"{folder}: unsupported replay format {record.get('format')!r} "
                                     f"v{record.get('version')}")
-        snapshot = None
-        if (folder / RIG_FILE).is_file():
-            snapshot = RigSnapshot.from_json(json.loads((folder / RIG_FILE).read_text()))
-        if rig is not None:
-            if snapshot is None:
-                raise RigMismatchError(f"{folder} has no {RIG_FILE}; cannot check it against rig "
-                                       f"{getattr(rig, 'name', '')!r}")
-            diffs = rig_differences(RigDescription.of(snapshot), RigDescription.of(rig))
-            if diffs:
-                raise RigMismatchError(f"replay policy {folder} was recorded on rig {snapshot.name!r}, which differs "
-                                       f"from this rig:\n  " + "\n  ".join(diffs))
+        snapshot = check_rig(folder, rig, "replay policy {folder} was recorded on")
         try:
             pt = PolicyTransforms.from_folder(folder)
         except (OSError, ValueError, KeyError) as e:

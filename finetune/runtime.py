@@ -79,6 +79,23 @@ def rig_differences(trained: RigDescription, rig: RigDescription) -> list[str]:
     return out
 
 
+def check_rig(folder: Path, rig: Any, made_for: str) -> RigSnapshot | None:
+    """The folder's rig snapshot (rig.json, None if absent); with `rig`, refuses a folder made for another rig,
+    naming the differences. `made_for` words the refusal ("policy {folder} was trained for")."""
+    snapshot = None
+    if (folder / RIG_FILE).is_file():
+        snapshot = RigSnapshot.from_json(json.loads((folder / RIG_FILE).read_text()))
+    if rig is not None:
+        if snapshot is None:
+            raise RigMismatchError(f"{folder} has no {RIG_FILE}; cannot check it against rig "
+                                   f"{getattr(rig, 'name', '')!r}")
+        diffs = rig_differences(RigDescription.of(snapshot), RigDescription.of(rig))
+        if diffs:
+            raise RigMismatchError(f"{made_for.format(folder=folder)} rig {snapshot.name!r}, which differs from this "
+                                   f"rig:\n  " + "\n  ".join(diffs))
+    return snapshot
+
+
 def _resolve(folder_or_hub_id: str | Path, revision: str | None, token: str | bool | None) -> Path:
     from finetune.hub import resolve_folder
 
@@ -104,17 +121,7 @@ class PolicyRuntime:
              token: str | bool | None = None) -> "PolicyRuntime":
         """Loads the folder (or downloads the hub repo); with `rig`, refuses a policy trained for another rig."""
         folder = _resolve(folder_or_hub_id, revision, token)
-        snapshot = None
-        if (folder / RIG_FILE).is_file():
-            snapshot = RigSnapshot.from_json(json.loads((folder / RIG_FILE).read_text()))
-        if rig is not None:
-            if snapshot is None:
-                raise RigMismatchError(f"{folder} has no {RIG_FILE}; cannot check it against rig "
-                                       f"{getattr(rig, 'name', '')!r}")
-            diffs = rig_differences(RigDescription.of(snapshot), RigDescription.of(rig))
-            if diffs:
-                raise RigMismatchError(f"policy {folder} was trained for rig {snapshot.name!r}, which differs from "
-                                       f"this rig:\n  " + "\n  ".join(diffs))
+        snapshot = check_rig(folder, rig, "policy {folder} was trained for")
         device = torch.device(device)
         policy = load_policy(folder, device=device, dtype=dtype)
         if policy.transforms is None or policy.tokenizer is None:
@@ -249,4 +256,4 @@ class PolicyRuntime:
                                     max_guidance=self.max_guidance)
 
 
-__all__ = ["PolicyRuntime", "RigDescription", "RigMismatchError", "rig_differences"]
+__all__ = ["PolicyRuntime", "RigDescription", "RigMismatchError", "check_rig", "rig_differences"]
