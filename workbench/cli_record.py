@@ -1,11 +1,10 @@
 """`workbench record`: a recording session from the terminal; keys feed the session's event stream."""
 from __future__ import annotations
 
-import os
-import select
 import sys
-import threading
 from pathlib import Path
+
+from workbench.cli_keys import RawKeys
 
 PRESET_LABELS = {str(i): f"segment {i}" for i in range(1, 10)}
 
@@ -29,54 +28,33 @@ def register(sub) -> None:
     p.set_defaults(func=_record)
 
 
-class KeyboardEvents(threading.Thread):
-    """Raw-mode stdin reader: turns key presses into session events."""
+class KeyboardEvents(RawKeys):
+    """n next, r re-record, q stop, 1-9 preset segment labels, s + text + Enter a typed segment label."""
 
     def __init__(self, events, labels: dict[str, str]):
-        super().__init__(daemon=True, name="keyboard")
+        super().__init__()
         self.events, self.labels = events, labels
-        self._stop = threading.Event()
 
-    def run(self) -> None:
-        import termios
-        import tty
-
+    def key(self, ch: str) -> None:
         from workbench.recording import SessionEvent
 
-        fd = sys.stdin.fileno()
-        old = termios.tcgetattr(fd)
-        try:
-            tty.setcbreak(fd)
-            text: list[str] | None = None
-            while not self._stop.is_set():
-                if not select.select([fd], [], [], 0.1)[0]:
-                    continue
-                ch = os.read(fd, 1).decode(errors="ignore")
-                if text is not None:  # typing a free-text segment label
-                    if ch in "\r\n":
-                        self.events.put(SessionEvent.MARK, "".join(text).strip())
-                        print(f"\nsegment: {''.join(text).strip()!r}", flush=True)
-                        text = None
-                    else:
-                        text.append(ch)
-                        print(ch, end="", flush=True)
-                elif ch == "n":
-                    self.events.put(SessionEvent.NEXT)
-                elif ch == "r":
-                    self.events.put(SessionEvent.RERECORD)
-                elif ch == "q":
-                    self.events.put(SessionEvent.STOP)
-                elif ch in self.labels:
-                    self.events.put(SessionEvent.MARK, self.labels[ch])
-                    print(f"segment: {self.labels[ch]!r}", flush=True)
-                elif ch == "s":
-                    text = []
-                    print("segment text: ", end="", flush=True)
-        finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, old)
+        if ch == "n":
+            self.events.put(SessionEvent.NEXT)
+        elif ch == "r":
+            self.events.put(SessionEvent.RERECORD)
+        elif ch == "q":
+            self.events.put(SessionEvent.STOP)
+        elif ch in self.labels:
+            self.events.put(SessionEvent.MARK, self.labels[ch])
+            print(f"segment: {self.labels[ch]!r}", flush=True)
+        elif ch == "s":
+            self.begin_line("segment text: ")
 
-    def stop(self) -> None:
-        self._stop.set()
+    def line(self, text: str) -> None:
+        from workbench.recording import SessionEvent
+
+        self.events.put(SessionEvent.MARK, text)
+        print(f"segment: {text!r}", flush=True)
 
 
 def _record(args) -> int:

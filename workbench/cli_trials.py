@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import select
 import sys
-import threading
 from pathlib import Path
+
+from workbench.cli_keys import RawKeys
 
 
 def register(sub) -> None:
@@ -57,51 +57,28 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
     return tuple(out)
 
 
-class TrialKeys(threading.Thread):
-    """Raw-mode stdin: n next trial, t take over / hand back, c text Enter command, q stop."""
+class TrialKeys(RawKeys):
+    """n end this trial, t take over / hand back (the pedal), c + text + Enter a language command, q stop."""
 
     def __init__(self, runner):
-        super().__init__(daemon=True, name="keyboard")
+        super().__init__()
         self.runner = runner
-        self._stop = threading.Event()
 
-    def run(self) -> None:
-        import termios
-        import tty
+    def key(self, ch: str) -> None:
+        if ch == "n":
+            self.runner.next()
+        elif ch == "t":
+            src = self.runner.source
+            self.runner.control.toggle(bool(src and src.operator))
+        elif ch == "c":
+            self.begin_line("command: ")
+        elif ch == "q":
+            self.runner.stop()
 
-        fd = sys.stdin.fileno()
-        old = termios.tcgetattr(fd)
-        try:
-            tty.setcbreak(fd)
-            text: list[str] | None = None
-            while not self._stop.is_set():
-                if not select.select([fd], [], [], 0.1)[0]:
-                    continue
-                ch = os.read(fd, 1).decode(errors="ignore")
-                if text is not None:
-                    if ch in "\r\n":
-                        cmd = "".join(text).strip()
-                        text = None
-                        if cmd:
-                            self.runner.command(cmd)
-                            print(f"\ncommand: {cmd!r} (from the next chunk on)", flush=True)
-                    else:
-                        text.append(ch)
-                elif ch == "n":
-                    self.runner.next()
-                elif ch == "t":
-                    src = self.runner.source
-                    self.runner.control.toggle(bool(src and src.operator))
-                elif ch == "c":
-                    text = []
-                    print("command: ", end="", flush=True)
-                elif ch == "q":
-                    self.runner.stop()
-        finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, old)
-
-    def stop(self) -> None:
-        self._stop.set()
+    def line(self, text: str) -> None:
+        if text:
+            self.runner.command(text)
+            print(f"command: {text!r} (from the next chunk on)", flush=True)
 
 
 def _trials(args) -> int:
