@@ -172,7 +172,7 @@ class TrialRunner:
                 break
             self._next.clear()
             result = self._trial(k, loop, stop)
-            if result is None:
+            if result is None:  # stopped before it ran (start pose not reached, stop, e-stop)
                 break
             self.results.append(result)
             if self.rig.safety.estopped:
@@ -268,6 +268,7 @@ class TrialRunner:
         self.emit(ev.TrialStarted(k, self.s.trials, writer.name, seed, self.prompts.prompt(0)[0]))
         self.emit(ev.PhaseChanged(ev.Phase.RUNNING))
         ended_by = "time_limit"
+        self._next.clear()  # a Next pressed while the arms moved to the start pose does not end the trial unrun
         try:
             loop.run(source, steps=limit, stop=_Either(stop, self._next))
         except BaseException:
