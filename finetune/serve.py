@@ -101,6 +101,18 @@ def _key(d: Mapping[Any, Any], key: str) -> Any:
     return d.get(key.encode())
 
 
+def _numeric_array(value: Any, what: str) -> np.ndarray:
+    """A list or a numeric ndarray -> ndarray; anything else is a ProtocolError naming the field."""
+    if isinstance(value, (list, tuple)):
+        try:
+            value = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ProtocolError(f"{what} must be a list or array of numbers") from e
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iuf":
+        raise ProtocolError(f"{what} must be a numeric array")
+    return value
+
+
 def parse_observation(msg: Any, state_dim: int = 14) -> tuple[np.ndarray, dict[str, np.ndarray], str, int | None]:
     """An observation map -> (state [state_dim], {cam: HxWx3 uint8}, prompt, noise seed or None)."""
     if not isinstance(msg, Mapping):
@@ -109,13 +121,7 @@ def parse_observation(msg: Any, state_dim: int = 14) -> tuple[np.ndarray, dict[s
     if state is None or images is None or prompt is None:
         missing = [k for k, v in (("state", state), ("images", images), ("prompt", prompt)) if v is None]
         raise ProtocolError(f"observation lacks {missing} (needs state, images, prompt)")
-    if isinstance(state, (list, tuple)):
-        try:
-            state = np.asarray(state, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise ProtocolError("state must be a list or array of numbers") from e
-    if not isinstance(state, np.ndarray) or state.dtype.kind not in "iuf":
-        raise ProtocolError("state must be a numeric array")
+    state = _numeric_array(state, "state")
     if state.shape != (state_dim,):
         raise ProtocolError(f"state must have shape [{state_dim}], got {list(state.shape)}")
     if not np.all(np.isfinite(state)):
@@ -164,13 +170,7 @@ def parse_extensions(msg: Mapping[Any, Any], action_shape: tuple[int, int]) -> d
         out["step"] = _int_field(step, "step")
     prefix = _key(msg, "action_prefix")
     if prefix is not None:
-        if isinstance(prefix, (list, tuple)):
-            try:
-                prefix = np.asarray(prefix, dtype=np.float64)
-            except (TypeError, ValueError) as e:
-                raise ProtocolError("action_prefix must be a [k, action_dim] array of numbers") from e
-        if not isinstance(prefix, np.ndarray) or prefix.dtype.kind not in "iuf":
-            raise ProtocolError("action_prefix must be a numeric array [k, action_dim]")
+        prefix = _numeric_array(prefix, "action_prefix")
         if prefix.ndim != 2 or prefix.shape[1] != dim or not 1 <= prefix.shape[0] <= horizon:
             raise ProtocolError(f"action_prefix must have shape [k, {dim}] with 1 <= k <= {horizon} (the action "
                                 f"horizon), got {list(prefix.shape)}")

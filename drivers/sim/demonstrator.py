@@ -315,6 +315,20 @@ class EndEffectorSim:
         return self.reward_fn(self.data)
 
 
+def _roll_out(ee: "EndEffectorSim", script, ticks: int) -> tuple[np.ndarray, int]:
+    """Drive the end-effector model along a script's waypoints: (joint targets [ticks, 14], best reward)."""
+    targets = np.empty((ticks, 14))
+    targets[0] = ee.joints()
+    best = 0
+    for t in range(ticks - 1):
+        for s, wps in (("left", script.left), ("right", script.right)):
+            xyz, quat, g = interpolate(wps, t)
+            ee.act(s, xyz, quat, g)
+        best = max(best, ee.step())
+        targets[t + 1] = ee.joints()
+    return targets, best
+
+
 def plan_demo(task: str | TaskSpec, objects: dict[str, np.ndarray], ticks: int | None = None,
               gripper: GripperConstants = GRIPPER_PRESETS["aloha1"]) -> JointTrajectory:
     """Roll the task's waypoint script out in the end-effector model from `objects` (the episode's initial
@@ -327,16 +341,8 @@ def plan_demo(task: str | TaskSpec, objects: dict[str, np.ndarray], ticks: int |
     ee = EndEffectorSim(spec, gripper)
     init = ee.reset(objects)
     script = SCRIPTS[spec.name](objects, init["left"], init["right"], ticks)
-    targets = np.empty((ticks, 14))
-    targets[0] = ee.joints()
+    targets, best = _roll_out(ee, script, ticks)
     targets[0, [6, 13]] = 0.0  # ACT's first target: start pose with the grippers commanded closed
-    best = 0
-    for t in range(ticks - 1):
-        for s, wps in (("left", script.left), ("right", script.right)):
-            xyz, quat, g = interpolate(wps, t)
-            ee.act(s, xyz, quat, g)
-        best = max(best, ee.step())
-        targets[t + 1] = ee.joints()
     labels = []
     starts = [start for _, start in script.phases] + [ticks]
     for (name, start), end in zip(script.phases, starts[1:]):
@@ -474,15 +480,7 @@ def plan_takeover(task: str | TaskSpec, qpos: np.ndarray, start: np.ndarray,
     base = SCRIPTS[spec.name](objects, current["left"], current["right"], spec.episode_ticks)
     script = resume_script(base, progress.resume, current, grippers)
     ticks = script.ticks
-    targets = np.empty((ticks, 14))
-    targets[0] = ee.joints()
-    best = 0
-    for t in range(ticks - 1):
-        for s, wps in (("left", script.left), ("right", script.right)):
-            xyz, quat, g = interpolate(wps, t)
-            ee.act(s, xyz, quat, g)
-        best = max(best, ee.step())
-        targets[t + 1] = ee.joints()
+    targets, best = _roll_out(ee, script, ticks)
     n = min(TAKEOVER_BLEND_TICKS, ticks)
     targets[:n] += np.outer(1.0 - np.arange(n) / n, start - targets[0])  # tick 0 = start exactly
     labels = []

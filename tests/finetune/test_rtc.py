@@ -3,7 +3,6 @@ through the rig-unit transforms, and training-time RTC (clean prefix tokens in t
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +15,11 @@ from pi0_helpers import tiny_model, tiny_obs
 from serve_helpers import tiny_policy
 
 RTC_MAX_DELAY = 4
-_RTC_POLICY: dict[str, Path] = {}
 
 
 def rtc_policy() -> Path:
-    """pi0_tiny trained 2 steps with training-time RTC on the sim episodes, once per module."""
-    if "p" not in _RTC_POLICY:
-        from finetune import train as T
-        from finetune.precision import OptimConfig
-        from train_helpers import sim_dataset
-
-        out = Path(tempfile.mkdtemp(prefix="rtc_policy_")) / "run"
-        cfg = T.TrainConfig(dataset=str(sim_dataset()), out=str(out), base="random", model="pi0_tiny",
-                            precision="fp32", gradient_checkpointing=False, steps=2, batch_size=2, num_workers=0,
-                            val_every=0, save_every=2, log_every=1, rtc_max_delay=RTC_MAX_DELAY,
-                            optim=OptimConfig(warmup_steps=0, decay_steps=2))
-        _RTC_POLICY["p"] = T.train(cfg)
-    return _RTC_POLICY["p"]
+    """pi0_tiny trained 2 steps with training-time RTC on the sim episodes, once per session."""
+    return tiny_policy(rtc_max_delay=RTC_MAX_DELAY)
 
 
 @pytest.fixture(scope="module")
