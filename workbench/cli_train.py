@@ -14,6 +14,13 @@ from pathlib import Path
 EXIT_CANCELLED = 130
 
 
+def _at_least_one(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="fine-tune pi0 on a dataset (one GPU, several with --gpus, or a remote --host)",
@@ -28,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", help="hub revision of --base")
     p.add_argument("--out", required=True, help="run folder (runs/NAME)")
     p.add_argument("--config", choices=("pi0", "small", "tiny"), default="pi0",
-                   help="model size: pi0 (needs a GPU), or tiny (a two-layer model that trains on a CPU in seconds)")
+                   help="model size: pi0 (needs a GPU); small (1.6 M parameters, the CPU closed loop) or tiny "
+                        "(the unit-test model) train on a CPU")
     p.add_argument("--lora", action="store_true",
                    help="LoRA (rank 16 on Gemma 2B, 32 on the action expert; fits a 24 GB card) instead of full "
                         "fine-tuning")
@@ -52,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="data loader processes per GPU")
     p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--val-every", type=int, help="validation interval [default: 1000; tiny: 50]")
-    p.add_argument("--save-every", type=int, help="checkpoint interval [default: 1000; tiny: 50]")
+    p.add_argument("--val-every", type=int, help="validation interval, 0 = none [default: 1000; tiny: 50]")
+    p.add_argument("--save-every", type=_at_least_one, help="checkpoint interval [default: 1000; tiny: 50]")
     p.add_argument("--keep-last", type=int, default=2, help="checkpoints kept")
     p.add_argument("--tokenizer", help="tokenizer.model file or repo [default: lerobot/pi0's; tiny: its own]")
     p.add_argument("--outcome", action="append", help="only episodes with this outcome (repeatable)")
@@ -92,7 +100,7 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
     from finetune.precision import OptimConfig
     from finetune.train import CONFIGS, TrainConfig
 
-    tiny = args.config in ("tiny", "small")
+    tiny = args.config != "pi0"  # the random-init CPU models
     preset = CONFIGS[args.config]
     steps = args.steps or (200 if tiny else 20_000)
     warmup = args.warmup if args.warmup is not None else min(1000, steps // 10)
@@ -137,8 +145,9 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
         seed=args.seed,
         num_workers=args.workers,
         log_every=args.log_every,
-        val_every=args.val_every or (50 if tiny else 1000),
-        save_every=args.save_every or (50 if tiny else 1000),
+        # `is None`, not `or`: --val-every 0 means no validation, not the default
+        val_every=args.val_every if args.val_every is not None else (50 if tiny else 1000),
+        save_every=args.save_every if args.save_every is not None else (50 if tiny else 1000),
         keep_last=args.keep_last,
         device=args.device,
         tokenizer=args.tokenizer,

@@ -240,7 +240,10 @@ class ClosedLoop:
         base = base or ("random" if self.c.model in ("tiny", "small") else "lerobot/pi0_base")
         cmd = [sys.executable, "-m", "workbench", "train", "--dataset", str(dataset), "--out", str(run),
                "--config", self.c.model, "--base", base, "--steps", str(steps), "--batch", str(self.c.batch),
-               "--device", self.c.device, "--val-every", "0", "--json", *extra, *self.c.train_args]
+               "--device", self.c.device, "--json",
+               # a few validations and checkpoints per run (tiny's default of every 50 steps costs minutes)
+               "--val-every", str(max(steps // 10, 1)), "--save-every", str(max(steps // 10, 1)),
+               *extra, *self.c.train_args]
         if self.c.lora:
             cmd.append("--lora")
         if self.c.model in ("tiny", "small"):
