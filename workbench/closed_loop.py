@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -115,6 +116,9 @@ class RoundResult:
     rate: float = 0.0
     ci: tuple[float, float] = (0.0, 1.0)
     stages: dict[str, int] = field(default_factory=dict)  # how far failed trials got (stage -> count)
+    # trials that never touched the object: per gripper, the median of their closest approaches (cm). Centimetres
+    # mean the policy did not find the object; millimetres that it found it and missed the grasp.
+    missed_by_cm: dict[str, float] = field(default_factory=dict)
     mean_time_to_success_s: float | None = None
     infer_ms_p50: float | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)  # per trial: seed, outcome, max reward, episode
@@ -147,6 +151,9 @@ class Report:
                          + ("" if r.infer_ms_p50 is None else f", inference p50 {r.infer_ms_p50:.0f} ms/chunk"))
             if r.stages:
                 lines.append("  failed trials got as far as: " + ", ".join(f"{k} {v}" for k, v in r.stages.items()))
+            if r.missed_by_cm:
+                lines.append("  those that touched nothing came within (median): "
+                             + ", ".join(f"{cm:.1f} cm ({side} gripper)" for side, cm in r.missed_by_cm.items()))
         if self.comparison:
             lines.append(f"round 2 vs round 1: {self.comparison}")
         lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.times_s.items()))
@@ -342,12 +349,17 @@ class ClosedLoop:
         res = RoundResult(rnd, str(policy))
         infer: list[float] = []
         tts: list[float] = []
+        missed: dict[str, list[float]] = {}
         for seed, rec in zip(seeds, matched):
             assert rec is not None, f"trial with seed {seed} missing in {store.root}"
             info = _trial_info(store, rec.name)
             max_reward = int(info.get("max_reward") or 0)
+            closest_cm = {side: round(m * 100, 2) for side, m in (info.get("closest_m") or {}).items()}
             res.trials.append({"seed": seed, "outcome": rec.outcome, "max_reward": max_reward, "episode": rec.name,
-                               "time_to_success_s": rec.time_to_success_s})
+                               "time_to_success_s": rec.time_to_success_s, "closest_cm": closest_cm})
+            if rec.outcome != "success" and max_reward == 0:
+                for side, cm in closest_cm.items():
+                    missed.setdefault(side, []).append(cm)
             res.n += 1
             if rec.outcome == "success":
                 res.successes += 1
@@ -358,6 +370,7 @@ class ClosedLoop:
                 res.stages[name] = res.stages.get(name, 0) + 1
             infer += [c["infer_ms"] for c in info.get("chunks", [])]
         res.rate = res.successes / res.n
+        res.missed_by_cm = {side: statistics.median(v) for side, v in missed.items()}
         res.ci = wilson_interval(res.successes, res.n)
         res.mean_time_to_success_s = sum(tts) / len(tts) if tts else None
         if infer:

@@ -81,6 +81,7 @@ class TrialInfo:
     duration_s: float = 0.0
     seed: int | None = None
     max_reward: float | None = None
+    closest_m: dict[str, float] | None = None  # simulation: per gripper, its closest approach to the object (m)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -252,12 +253,15 @@ class TrialRunner:
         success_tick: list[int] = []
         max_reward = [0.0]
         sim = rig.sim
+        closest: dict[str, float] = {}
 
         def listener(tick: Tick) -> None:
             writer.append(tick)
             if sim is not None:
                 r = float(sim.reward())
                 max_reward[0] = max(max_reward[0], r)
+                for side, d in sim.reach().items():
+                    closest[side] = min(closest.get(side, d), d)
                 if not success_tick and sim.success:
                     success_tick.append(tick.index - trial_tick0)
                     if self.s.stop_on_success:
@@ -275,7 +279,7 @@ class TrialRunner:
             loop.remove_listener(listener)
             try:  # keep what was recorded: the episode is the evidence of what went wrong
                 self._finish(writer, info, source, policy_src, "estop" if rig.safety.estopped else "error",
-                             success_tick, max_reward[0], k)
+                             success_tick, max_reward[0], k, closest)
             except Exception as exc:  # noqa: BLE001 - the original error matters more
                 log.error("could not save trial %d: %s", k, exc)
             raise
@@ -290,10 +294,11 @@ class TrialRunner:
             ended_by = "estop"
         elif stop.is_set() or self._next.is_set():
             ended_by = "operator"
-        return self._finish(writer, info, source, policy_src, ended_by, success_tick, max_reward[0], k)
+        return self._finish(writer, info, source, policy_src, ended_by, success_tick, max_reward[0], k, closest)
 
     def _finish(self, writer: EpisodeWriter, info: TrialInfo, source: TrialSource, policy_src: PolicySource,
-                ended_by: str, success_tick: list[int], max_reward: float, k: int) -> TrialResult | None:
+                ended_by: str, success_tick: list[int], max_reward: float, k: int,
+                closest: dict[str, float]) -> TrialResult | None:
         hz = self.rig.config.control_hz
         steps = writer.steps
         info.ended_by = ended_by
@@ -313,6 +318,7 @@ class TrialRunner:
         outcome = "unlabeled"
         if self.rig.sim is not None:
             info.max_reward = max_reward
+            info.closest_m = {side: round(d, 4) for side, d in closest.items()}
             outcome = "success" if success_tick else ("partial" if max_reward > 0 else "failure")
             info.outcome_source = "auto"
         if steps == 0:

@@ -45,6 +45,9 @@ class TaskSpec:
     max_reward: int = 4
     prompt: str = ""
     stages: tuple[str, ...] = ()  # what reward 1..max_reward means (how far a failed rollout got)
+    # what each gripper reaches for: (side, object geoms). A failed rollout's closest approach to them says whether
+    # the policy found the object at all (centimetres) or found it and missed the grasp (millimetres).
+    reach: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -54,6 +57,7 @@ TASKS: dict[str, TaskSpec] = {
         prompt="Pick up the cube with the right arm and transfer it to the left arm.",
         stages=("reached (right fingers on the cube)", "lifted", "handed over (left fingers on the cube)",
                 "transferred"),
+        reach=(("right", ("red_box",)),),
     ),
     "insertion": TaskSpec(
         "insertion", "bimanual_viperx_insertion.xml", "bimanual_viperx_end_effector_insertion.xml",
@@ -61,6 +65,7 @@ TASKS: dict[str, TaskSpec] = {
          ObjectRange("blue_socket_joint", (-0.2, 0.4, 0.05), (-0.1, 0.6, 0.05))),
         prompt="Insert the peg into the socket.",
         stages=("grasped both", "lifted both", "peg at the socket", "inserted"),
+        reach=(("right", ("red_peg",)), ("left", ("socket-1", "socket-2", "socket-3", "socket-4"))),
     ),
 }
 
@@ -167,6 +172,23 @@ def make_reward_fn(task: TaskSpec, model: mujoco.MjModel) -> Callable[[mujoco.Mj
     return reward
 
 
+REACH_CAP_M = 1.0  # distances beyond this are reported as this (mj_geomDistance's search radius)
+
+
+def make_reach_fn(task: TaskSpec, model: mujoco.MjModel) -> Callable[[mujoco.MjData], dict[str, float]]:
+    """Per side in `task.reach`: the surface distance (m) from that gripper's fingers to its object (0 = touching)."""
+    pairs = {side: [(_geom_id(model, f"vx300s_{side}/10_{finger}_gripper_finger"), _geom_id(model, obj))
+                    for finger in ("left", "right") for obj in objects]
+             for side, objects in task.reach}
+    fromto = np.zeros(6)
+
+    def reach(data: mujoco.MjData) -> dict[str, float]:
+        return {side: max(0.0, min(mujoco.mj_geomDistance(model, data, a, b, REACH_CAP_M, fromto) for a, b in ab))
+                for side, ab in pairs.items()}
+
+    return reach
+
+
 def arm_index(model: mujoco.MjModel, side: str) -> ArmIndex:
     if side not in SIDES:
         raise DriverError(f"unknown arm side {side!r}; choose one of {SIDES}")
@@ -215,6 +237,12 @@ class _Episode:
     start_tick: int = 0
     initial_object_poses: dict[str, np.ndarray] = field(default_factory=dict)
     max_reward: int = 0
+    closest: dict[str, float] = field(default_factory=dict)  # side -> closest approach to its object (m)
+
+    def saw(self, reward: int, reach: dict[str, float]) -> None:
+        self.max_reward = max(self.max_reward, reward)
+        for side, d in reach.items():
+            self.closest[side] = min(self.closest.get(side, d), d)
 
 
 class AlohaSim:
@@ -231,6 +259,7 @@ class AlohaSim:
         self.substeps = substeps_per_tick(self.model)
         self.dt = CONTROL_DT
         self._reward_fn = make_reward_fn(self.task, self.model)
+        self._reach_fn = make_reach_fn(self.task, self.model)
         self._arms = {side: arm_index(self.model, side) for side in SIDES}
         self._object_qpos = {
             o.joint: int(self.model.jnt_qposadr[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, o.joint)])
@@ -238,6 +267,7 @@ class AlohaSim:
         }
         self._tick = 0
         self._reward = 0
+        self._reach: dict[str, float] = {}
         self._episode = _Episode(index=-1)
         self.renders = RenderPool(self, render_quality)
         self.reset(seed)
@@ -289,8 +319,8 @@ class AlohaSim:
             mujoco.mj_forward(self.model, self.data)
             self._episode = _Episode(self._episode.index + 1, seed, self._tick,
                                      {k: v.copy() for k, v in poses.items()})
-            self._reward = self._reward_fn(self.data)
-            self._episode.max_reward = self._reward
+            self._reward, self._reach = self._reward_fn(self.data), self._reach_fn(self.data)
+            self._episode.saw(self._reward, self._reach)
 
     @property
     def initial_object_poses(self) -> dict[str, np.ndarray]:
@@ -309,8 +339,8 @@ class AlohaSim:
                 step_tick(self.model, self.data, self.substeps)
                 self._tick += 1
                 self.data.time = self.time
-                self._reward = self._reward_fn(self.data)
-                self._episode.max_reward = max(self._episode.max_reward, self._reward)
+                self._reward, self._reach = self._reward_fn(self.data), self._reach_fn(self.data)
+                self._episode.saw(self._reward, self._reach)
 
     def reward(self) -> int:
         """gym-aloha's reward of the current state (0..4)."""
@@ -320,6 +350,16 @@ class AlohaSim:
     def max_reward(self) -> int:
         """Highest reward seen this episode."""
         return self._episode.max_reward
+
+    def reach(self) -> dict[str, float]:
+        """Per gripper side, its fingers' distance to the task's object now (m; 0 = touching)."""
+        return dict(self._reach)
+
+    @property
+    def closest_approach(self) -> dict[str, float]:
+        """Per gripper side, the closest its fingers came to the task's object this episode (m; 0 = touched)."""
+        with self.lock:
+            return dict(self._episode.closest)
 
     @property
     def success(self) -> bool:

@@ -92,6 +92,17 @@ def test_transfer_cube_demonstration_succeeds(cube_rig, seed):
     assert cube_rig.leaders["left"].phase == DONE_PHASE
 
 
+def test_closest_approach_reaches_zero_when_the_gripper_touches_the_cube(cube_rig):
+    cube_rig.reset(3)
+    start = cube_rig.sim.closest_approach["right"]
+    assert 0.1 < start < 0.5 and cube_rig.sim.reach() == {"right": start}  # fingers at the start pose, cube ahead
+    run_episode(cube_rig, 3)
+    assert cube_rig.sim.success
+    assert cube_rig.sim.closest_approach == {"right": 0.0}  # the episode's minimum: touching
+    cube_rig.reset(4)
+    assert cube_rig.sim.closest_approach["right"] > 0.1  # a new episode starts its own minimum
+
+
 def test_replan_on_reset_uses_new_object_pose(cube_rig):
     cube_rig.reset(10)
     a = cube_rig.demo.trajectory.targets.copy()

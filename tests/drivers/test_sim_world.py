@@ -34,6 +34,14 @@ def test_models_load_with_arms_objects_and_cameras(task):
     sim.close()
 
 
+def test_insertion_measures_both_grippers_reach():
+    sim = AlohaSim("insertion", seed=2)
+    reach = sim.reach()
+    assert set(reach) == {"left", "right"} and all(0.05 < d < 0.5 for d in reach.values())
+    assert sim.closest_approach == reach
+    sim.close()
+
+
 def test_cube_pose_in_documented_range_and_seeded(cube_sim):
     seen = []
     for seed in range(20):

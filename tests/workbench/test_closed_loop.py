@@ -30,6 +30,8 @@ def test_a_policy_memorizing_two_seeds_succeeds_on_them_in_closed_loop(tmp_path)
     (r1,) = report.rounds
     assert r1.n == 6
     assert r1.successes >= 4, (report.format(), r1.trials)
+    for t in r1.trials:  # how close each gripper came to the cube: touching (0) when it succeeded
+        assert set(t["closest_cm"]) == {"right"} and (t["outcome"] != "success" or t["closest_cm"]["right"] == 0)
     saved = json.loads((tmp_path / "closed_loop.json").read_text())
     assert saved["rounds"][0]["successes"] == r1.successes and saved["demo_seeds"] == [0, 1]
     assert set(saved["times_s"]) >= {"demonstrations", "training round 1", "trials round 1"}

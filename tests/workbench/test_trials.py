@@ -150,6 +150,7 @@ def test_a_trial_episode_carries_policy_prompts_chunks_latency_and_outcome(sim_s
         assert c["infer_ms"] >= 10.0 and c["roundtrip_ms"] >= c["infer_ms"]
         assert c["start"] >= c["tick"] + 1
     assert trial["ended_by"] == "time_limit" and trial["outcome_source"] == "auto"
+    assert 0.05 < trial["closest_m"]["right"] < 0.5  # the gripper never got near the cube
     assert trial["duration_s"] == pytest.approx(1.0)
     with EpisodeReader(path) as r:
         assert len(r.action) == 50

@@ -72,7 +72,7 @@ def test_served_replay_policy_completes_the_task_from_its_seed(session, replay_s
                               seeds=(SEED,), execution=execution, takeover=False)
     (result,) = runner.results
     assert result.outcome == "success", (result.info.ended_by, result.info.max_reward)
-    assert result.info.ended_by == "success"
+    assert result.info.ended_by == "success" and result.info.closest_m == {"right": 0.0}  # fingers on the cube
     chunks = result.info.chunks
     assert len(chunks) >= 4 and all(c["roundtrip_ms"] > 0 for c in chunks)
     assert store.show(result.name).outcome == "success"
