@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from workbench.closed_loop import ClosedLoop, ClosedLoopConfig
+from workbench.closed_loop import ClosedLoop, ClosedLoopConfig, Report, RoundResult
 
 
 def config(out, **kw) -> ClosedLoopConfig:
@@ -50,3 +50,11 @@ def test_trial_seeds_are_held_out_unless_asked(tmp_path):
     assert demo == (0, 1, 2) and not set(demo) & set(trial)
     with pytest.raises(ValueError, match="seeds"):
         config(tmp_path, trials=3)  # 6 seeds for 3 trials
+
+
+def test_report_says_how_close_the_failed_trials_came():
+    r = RoundResult(1, "p", n=3, successes=1, rate=1 / 3, stages={"nothing": 2}, missed_by_cm={"right": 4.25})
+    text = Report({"task": "sim-transfer-cube", "model": "small", "lora": False, "mode": "async"}, [0], [1, 2, 3],
+                  rounds=[r]).format()
+    assert "failed trials got as far as: nothing 2" in text
+    assert "those that touched nothing came within (median): 4.2 cm (right gripper)" in text
