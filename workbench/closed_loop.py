@@ -245,20 +245,7 @@ class ClosedLoop:
             self.say(f"round {rnd} policy: {policy} exists (training skipped)")
             return policy
         base = base or ("random" if self.c.model in ("tiny", "small") else "lerobot/pi0_base")
-        cmd = [sys.executable, "-m", "workbench", "train", "--dataset", str(dataset), "--out", str(run),
-               "--config", self.c.model, "--base", base, "--steps", str(steps), "--batch", str(self.c.batch),
-               "--device", self.c.device, "--json",
-               # a few validations and checkpoints per run (tiny's default of every 50 steps costs minutes)
-               "--val-every", str(max(steps // 10, 1)), "--save-every", str(max(steps // 10, 1)),
-               *extra, *self.c.train_args]
-        if self.c.lora:
-            cmd.append("--lora")
-        if self.c.model in ("tiny", "small"):
-            cmd.append("--cache-images")  # a tiny model trains faster than JPEGs decode (finetune.data)
-        if self.c.lr is not None:
-            cmd += ["--lr", str(self.c.lr)]
-        if (run / "checkpoints").is_dir():
-            cmd.append("--resume")
+        cmd = self.train_command(run, dataset, base, steps, extra)
 
         def go() -> None:
             self.say(f"round {rnd}: training {self.c.model} from {base} for {steps} steps ({' '.join(extra)})")
@@ -279,6 +266,24 @@ class ClosedLoop:
 
         self._timed(f"training round {rnd}", go)
         return policy
+
+    def train_command(self, run: Path, dataset: Path, base: str, steps: int, extra: tuple[str, ...] = ()) -> list[str]:
+        """The `workbench train` child's command line: the same CLI an operator would type."""
+        cmd = [sys.executable, "-m", "workbench", "train", "--dataset", str(dataset), "--out", str(run),
+               "--config", self.c.model, "--base", base, "--steps", str(steps), "--batch", str(self.c.batch),
+               "--device", self.c.device, "--json",
+               # a few validations and checkpoints per run (tiny's default of every 50 steps costs minutes)
+               "--val-every", str(max(steps // 10, 1)), "--save-every", str(max(steps // 10, 1)),
+               *extra]
+        if self.c.lora:
+            cmd.append("--lora")
+        if self.c.model in ("tiny", "small"):
+            cmd.append("--cache-images")  # a tiny model trains faster than JPEGs decode (finetune.data)
+        if self.c.lr is not None:
+            cmd += ["--lr", str(self.c.lr)]
+        if (run / "checkpoints").is_dir():
+            cmd.append("--resume")
+        return cmd + list(self.c.train_args)  # last: the operator's own arguments win
 
     def _follow_training(self, proc: subprocess.Popen, steps: int, policy: Path, errlog: Path) -> None:
         """Relays the child's JSON progress (a line every 15 s) until it ends; its failure names the reason."""

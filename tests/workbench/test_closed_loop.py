@@ -58,3 +58,23 @@ def test_report_says_how_close_the_failed_trials_came():
                   rounds=[r]).format()
     assert "failed trials got as far as: nothing 2" in text
     assert "those that touched nothing came within (median): 4.2 cm (right gripper)" in text
+
+
+def test_the_gpu_run_trains_pi0_from_the_base_checkpoint(tmp_path):
+    """The run that matters needs a GPU; its training command is the operator's CLI and parses to pi0 from
+    lerobot/pi0_base with LoRA, bf16 and gradient checkpointing (no image cache: JPEG decoding is not the
+    bottleneck there), with the operator's extra arguments last."""
+    from workbench.cli import build_parser
+    from workbench.cli_train import config_from_args
+
+    c = config(tmp_path, model="pi0", lora=True, steps=20000, batch=32, device="cuda",
+               train_args=("--gpus=8", "--val-every=500"))
+    loop = ClosedLoop(c, say=lambda s: None)
+    cmd = loop.train_command(tmp_path / "round1" / "run", tmp_path / "demos", "lerobot/pi0_base", 20000)
+    assert cmd[1:4] == ["-m", "workbench", "train"]
+    args = build_parser().parse_args(cmd[3:])
+    assert args.gpus == 8
+    tc = config_from_args(args)
+    assert (tc.model, tc.base, tc.lora, tc.steps, tc.batch_size) == ("pi0", "lerobot/pi0_base", True, 20000, 32)
+    assert tc.precision == "auto" and tc.gradient_checkpointing and not tc.data.get("cache_images")
+    assert tc.val_every == 500 and tc.save_every == 2000 and tc.data["augment"] is True
