@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--trials", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder (stages already done there are skipped)")
     p.add_argument("--config", default="small", choices=("small", "tiny", "pi0"),
-                   help="model: small (1.8 M parameters, a CPU), tiny (0.14 M, tests) or pi0 (the 3.5 B model; a GPU)")
+                   help="model: small (1.6 M parameters, a CPU), tiny (0.14 M, tests) or pi0 (the 3.5 B model; a GPU)")
     p.add_argument("--base", default=None, help="base weights (default: random for small/tiny, lerobot/pi0_base for "
                                                  "pi0)")
     p.add_argument("--lora", action="store_true")
