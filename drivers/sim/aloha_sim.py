@@ -173,18 +173,35 @@ def make_reward_fn(task: TaskSpec, model: mujoco.MjModel) -> Callable[[mujoco.Mj
 
 
 REACH_CAP_M = 1.0  # distances beyond this are reported as this (mj_geomDistance's search radius)
+WITNESS_TOL_M = 1e-3
 
 
 def make_reach_fn(task: TaskSpec, model: mujoco.MjModel) -> Callable[[mujoco.MjData], dict[str, float]]:
-    """Per side in `task.reach`: the surface distance (m) from that gripper's fingers to its object (0 = touching)."""
+    """Per side in `task.reach`: the surface distance (m) from that gripper's fingers to its object (0 = touching).
+
+    mj_geomDistance between the finger meshes and a box now and then returns 0.0 from a failed convex solve (a few
+    ticks per episode, with witness points centimetres apart); a distance is kept only when its witness points agree
+    with it, and a side with no trustworthy pair this tick is left out (the episode's minimum skips the tick)."""
     pairs = {side: [(_geom_id(model, f"vx300s_{side}/10_{finger}_gripper_finger"), _geom_id(model, obj))
                     for finger in ("left", "right") for obj in objects]
              for side, objects in task.reach}
     fromto = np.zeros(6)
 
+    def distance(data: mujoco.MjData, a: int, b: int) -> float | None:
+        d = mujoco.mj_geomDistance(model, data, a, b, REACH_CAP_M, fromto)
+        if d >= REACH_CAP_M:
+            return REACH_CAP_M
+        if abs(float(np.linalg.norm(fromto[:3] - fromto[3:])) - abs(d)) > WITNESS_TOL_M:
+            return None
+        return max(0.0, d)
+
     def reach(data: mujoco.MjData) -> dict[str, float]:
-        return {side: max(0.0, min(mujoco.mj_geomDistance(model, data, a, b, REACH_CAP_M, fromto) for a, b in ab))
-                for side, ab in pairs.items()}
+        out: dict[str, float] = {}
+        for side, ab in pairs.items():
+            ds = [d for d in (distance(data, a, b) for a, b in ab) if d is not None]
+            if ds:
+                out[side] = min(ds)
+        return out
 
     return reach
 
