@@ -160,6 +160,35 @@ class Report:
         return "\n".join(lines)
 
 
+class StallWatch:
+    """When a simulated operator takes over: the policy made no progress for `ticks` (neither a higher task reward
+    nor a gripper closing in on its object by `approach_m`), as a person watching the rollout would judge it. A
+    rule on reward alone would fire before any policy could reach the object (the first reward comes ~3 s in)."""
+
+    def __init__(self, ticks: int, top: int, approach_m: float = 0.01) -> None:
+        self.ticks, self.top, self.approach_m = ticks, top, approach_m
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = self.since = 0
+        self.best_reward = -1
+        self.best_reach: dict[str, float] = {}
+        self.taken = False
+
+    def update(self, reward: int, reach: dict[str, float]) -> bool:
+        """One tick; True when the operator should take over now (once per rollout)."""
+        self.n += 1
+        progress = reward > self.best_reward
+        self.best_reward = max(self.best_reward, reward)
+        for side, d in reach.items():
+            if d < self.best_reach.get(side, float("inf")) - self.approach_m:
+                self.best_reach[side] = d
+                progress = True
+        if progress:
+            self.since = self.n
+        return not self.taken and reward < self.top and self.n - self.since > self.ticks
+
+
 class ClosedLoop:
     def __init__(self, config: ClosedLoopConfig, say: Say = print):
         self.c = config
@@ -401,33 +430,27 @@ class ClosedLoop:
         if not todo:
             self.say(f"corrections: {n} rollouts already in {store.root} (skipped)")
             return
-        stall_ticks = int(self.c.stall_s * 50)
         top = task_spec(TASK_RIGS[self.c.task]).max_reward  # the task's success level (sim.max_reward: this episode's)
 
         def operator(session, runner) -> None:
-            state = {"best": -1, "since": 0, "taken": False, "n": 0}
             sim = session.rig.sim
+            stall = StallWatch(round(self.c.stall_s * session.rig.config.control_hz), top)
 
             def on_event(e) -> None:
                 if isinstance(e, ev.TrialStarted):
-                    state.update(best=-1, since=0, taken=False, n=0)
+                    stall.reset()
 
             def on_tick(tick) -> None:
-                state["n"] += 1
-                r = sim.reward()
-                if r > state["best"]:
-                    state["best"], state["since"] = r, state["n"]
                 src = runner.source
-                if not state["taken"] and src is not None and not src.operator \
-                        and state["n"] - state["since"] > stall_ticks and r < top:
-                    state["taken"] = True
+                if stall.update(sim.reward(), sim.reach()) and src is not None and not src.operator:
+                    stall.taken = True
                     session.rig.leaders["right"].take_over()  # the scripted hand grabs the following leaders
 
             session.subscribe(on_event)
             session.add_tick_listener(on_tick)
 
         self.say(f"round 2: {len(todo)} correction rollouts (seeds {_span(todo)}): the scripted demonstrator takes "
-                 f"over after {self.c.stall_s:.1f} s without progress")
+                 f"over after {self.c.stall_s:.1f} s without progress (no higher reward, no gripper closing in)")
         self._timed("corrections", lambda: self._trials(
             policy, store, todo, time_limit_s=(self.c.time_limit_s or self.c.episode_s) * 2, on_session=operator))
 

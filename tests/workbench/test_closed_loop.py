@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from workbench.closed_loop import ClosedLoop, ClosedLoopConfig, Report, RoundResult
+from workbench.closed_loop import ClosedLoop, ClosedLoopConfig, Report, RoundResult, StallWatch
 
 
 def config(out, **kw) -> ClosedLoopConfig:
@@ -78,3 +78,17 @@ def test_the_gpu_run_trains_pi0_from_the_base_checkpoint(tmp_path):
     assert (tc.model, tc.base, tc.lora, tc.steps, tc.batch_size) == ("pi0", "lerobot/pi0_base", True, 20000, 32)
     assert tc.precision == "auto" and tc.gradient_checkpointing and not tc.data.get("cache_images")
     assert tc.val_every == 500 and tc.save_every == 2000 and tc.data["augment"] is True
+
+
+def test_the_simulated_operator_takes_over_when_the_policy_stops_making_progress():
+    watch = StallWatch(ticks=100, top=4)
+    # closing in on the cube 1 cm every 50 ticks (1 s) for 20 s: progress, no takeover even though no reward yet
+    assert not any(watch.update(0, {"right": 0.3 - 0.01 * (t // 50)}) for t in range(1000))
+    # it stops 11 cm short (its last cm of progress was 50 ticks ago): the operator steps in 2 s after that
+    fired = [watch.update(0, {"right": 0.3 - 0.01 * 19}) for _ in range(200)]
+    assert fired.index(True) == 51
+    watch.taken = True
+    assert not any(watch.update(0, {"right": 0.1}) for _ in range(200))
+    watch.reset()  # next rollout: a higher reward is progress too, and success never calls for help
+    assert not any(watch.update(r, {}) for r in (0, 1, 2, 3) for _ in range(90))
+    assert not any(watch.update(4, {}) for _ in range(500))
