@@ -43,6 +43,7 @@ Say = Callable[[str], None]
 
 TRIAL_SEED_BASE = 100_000
 CORRECTION_SEED_BASE = 200_000
+TOUCHED = "touched, no grasp"  # grippers on the object without the reward's first stage (e.g. the other finger)
 TASK_RIGS = {"sim-transfer-cube": "transfer_cube", "sim-insertion": "insertion"}
 
 
@@ -116,8 +117,8 @@ class RoundResult:
     rate: float = 0.0
     ci: tuple[float, float] = (0.0, 1.0)
     stages: dict[str, int] = field(default_factory=dict)  # how far failed trials got (stage -> count)
-    # trials that never touched the object: per gripper, the median of their closest approaches (cm). Centimetres
-    # mean the policy did not find the object; millimetres that it found it and missed the grasp.
+    # trials that never touched the object: per gripper, the median of their closest approaches (cm): whether the
+    # policy did not find the object at all, or found it and missed by a little
     missed_by_cm: dict[str, float] = field(default_factory=dict)
     mean_time_to_success_s: float | None = None
     infer_ms_p50: float | None = None
@@ -152,7 +153,7 @@ class Report:
             if r.stages:
                 lines.append("  failed trials got as far as: " + ", ".join(f"{k} {v}" for k, v in r.stages.items()))
             if r.missed_by_cm:
-                lines.append("  those that touched nothing came within (median): "
+                lines.append("  those that missed the object came within (median): "
                              + ", ".join(f"{cm:.1f} cm ({side} gripper)" for side, cm in r.missed_by_cm.items()))
         if self.comparison:
             lines.append(f"round 2 vs round 1: {self.comparison}")
@@ -391,7 +392,8 @@ class ClosedLoop:
             closest_cm = {side: round(m * 100, 2) for side, m in (info.get("closest_m") or {}).items()}
             res.trials.append({"seed": seed, "outcome": rec.outcome, "max_reward": max_reward, "episode": rec.name,
                                "time_to_success_s": rec.time_to_success_s, "closest_cm": closest_cm})
-            if rec.outcome != "success" and max_reward == 0:
+            touched = bool(closest_cm) and all(cm == 0 for cm in closest_cm.values())
+            if rec.outcome != "success" and max_reward == 0 and not touched:
                 for side, cm in closest_cm.items():
                     missed.setdefault(side, []).append(cm)
             res.n += 1
@@ -400,7 +402,7 @@ class ClosedLoop:
                 if rec.time_to_success_s is not None:
                     tts.append(rec.time_to_success_s)
             else:
-                name = "nothing" if max_reward == 0 else stages[max_reward - 1]
+                name = stages[max_reward - 1] if max_reward else (TOUCHED if touched else "nothing")
                 res.stages[name] = res.stages.get(name, 0) + 1
             infer += [c["infer_ms"] for c in info.get("chunks", [])]
         res.rate = res.successes / res.n

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from workbench.closed_loop import ClosedLoop, ClosedLoopConfig, Report, RoundResult, StallWatch
+from workbench.closed_loop import TOUCHED, ClosedLoop, ClosedLoopConfig, Report, RoundResult, StallWatch
 
 
 def config(out, **kw) -> ClosedLoopConfig:
@@ -57,7 +57,7 @@ def test_report_says_how_close_the_failed_trials_came():
     text = Report({"task": "sim-transfer-cube", "model": "small", "lora": False, "mode": "async"}, [0], [1, 2, 3],
                   rounds=[r]).format()
     assert "failed trials got as far as: nothing 2" in text
-    assert "those that touched nothing came within (median): 4.2 cm (right gripper)" in text
+    assert "those that missed the object came within (median): 4.2 cm (right gripper)" in text
 
 
 def test_the_gpu_run_trains_pi0_from_the_base_checkpoint(tmp_path):
@@ -92,3 +92,20 @@ def test_the_simulated_operator_takes_over_when_the_policy_stops_making_progress
     watch.reset()  # next rollout: a higher reward is progress too, and success never calls for help
     assert not any(watch.update(r, {}) for r in (0, 1, 2, 3) for _ in range(90))
     assert not any(watch.update(4, {}) for _ in range(500))
+
+
+def test_failed_trials_are_told_apart_by_how_far_they_got(tmp_path):
+    """The round's summary from recorded trial episodes (the trials stage is skipped: all seeds are there)."""
+    from recorder.store import DatasetStore
+    from tests.workbench.test_trial_stats import record_trial
+
+    c = config(tmp_path, demos=1, trials=4, demo_seeds=(0,), trial_seeds=(1, 2, 3, 4))
+    store = DatasetStore(tmp_path / "round1" / "trials")
+    for seed, outcome, reward, cm in ((1, "success", 4, 0.0), (2, "failure", 0, 3.0), (3, "failure", 0, 0.0),
+                                      (4, "partial", 2, 0.0)):
+        record_trial(store, outcome, seed=seed, max_reward=reward, closest_m={"right": cm / 100})
+    r = ClosedLoop(c, say=lambda s: None).evaluate(1, tmp_path / "policy")
+    assert (r.n, r.successes) == (4, 1)
+    assert r.stages == {"nothing": 1, TOUCHED: 1, "lifted": 1}
+    assert r.missed_by_cm == {"right": 3.0}  # only the trial that never touched the cube
+    assert [t["closest_cm"] for t in r.trials] == [{"right": 0.0}, {"right": 3.0}, {"right": 0.0}, {"right": 0.0}]

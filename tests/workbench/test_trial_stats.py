@@ -28,9 +28,10 @@ THRESHOLDS = QualityThresholds(min_length_s_fail=0.0, min_length_s_warn=0.0)
 def trial_record(index: int = 0, policy_id: str = "cube@2000", checkpoint: int | None = 2000,
                  prompt: str = "transfer the cube", mode: str = "sync", ended_by: str = "success",
                  interventions: list[tuple[int, int]] = (), tts: float | None = 0.3, seed: int | None = 17,
-                 duration_s: float = 0.38) -> dict:
-    """A trial attribute as the trial runner writes it (recorder.format.TRIAL_ATTR)."""
-    return {"trial_index": index, "session": "2026-11-29T21:00:00", "policy": "runs/cube/policy",
+                 duration_s: float = 0.38, **more) -> dict:
+    """A trial attribute as the trial runner writes it (recorder.format.TRIAL_ATTR); `more`: e.g. the
+    simulator's max_reward and closest_m."""
+    return more | {"trial_index": index, "session": "2026-11-29T21:00:00", "policy": "runs/cube/policy",
             "policy_id": policy_id, "checkpoint": checkpoint, "mode": mode, "execute_steps": 25, "ensemble": False,
             "prompts": [{"step": 0, "t": 0.0, "text": prompt, "source": "initial"},
                         {"step": 10, "t": 0.2, "text": "and again", "source": "operator"}],
