@@ -407,6 +407,8 @@ class ClosedLoop:
             infer += [c["infer_ms"] for c in info.get("chunks", [])]
         res.rate = res.successes / res.n
         res.missed_by_cm = {side: statistics.median(v) for side, v in missed.items()}
+        order = ("nothing", TOUCHED, *stages)  # how far, in order
+        res.stages = {k: res.stages[k] for k in order if k in res.stages}
         res.ci = wilson_interval(res.successes, res.n)
         res.mean_time_to_success_s = sum(tts) / len(tts) if tts else None
         if infer:
