@@ -44,6 +44,7 @@ Say = Callable[[str], None]
 TRIAL_SEED_BASE = 100_000
 CORRECTION_SEED_BASE = 200_000
 TOUCHED = "touched, no grasp"  # grippers on the object without the reward's first stage (e.g. the other finger)
+CPU_MODELS = ("tiny", "small")  # random init, frames cached in RAM
 TASK_RIGS = {"sim-transfer-cube": "transfer_cube", "sim-insertion": "insertion"}
 
 
@@ -274,7 +275,7 @@ class ClosedLoop:
         if (policy / "policy.json").is_file():
             self.say(f"round {rnd} policy: {policy} exists (training skipped)")
             return policy
-        base = base or ("random" if self.c.model in ("tiny", "small") else "lerobot/pi0_base")
+        base = base or ("random" if self.c.model in CPU_MODELS else "lerobot/pi0_base")
         cmd = self.train_command(run, dataset, base, steps, extra)
 
         def go() -> None:
@@ -307,7 +308,7 @@ class ClosedLoop:
                *extra]
         if self.c.lora:
             cmd.append("--lora")
-        if self.c.model in ("tiny", "small"):
+        if self.c.model in CPU_MODELS:
             cmd.append("--cache-images")  # a tiny model trains faster than JPEGs decode (finetune.data)
         if self.c.lr is not None:
             cmd += ["--lr", str(self.c.lr)]

@@ -181,7 +181,7 @@ def make_reach_fn(task: TaskSpec, model: mujoco.MjModel) -> Callable[[mujoco.MjD
 
     mj_geomDistance between the finger meshes and a box now and then returns 0.0 from a failed convex solve (a few
     ticks per episode, with witness points centimetres apart); a distance is kept only when its witness points agree
-    with it, and a side with no trustworthy pair this tick is left out (the episode's minimum skips the tick)."""
+    with it, and a side with no trustworthy pair this tick is left out."""
     pairs = {side: [(_geom_id(model, f"vx300s_{side}/10_{finger}_gripper_finger"), _geom_id(model, obj))
                     for finger in ("left", "right") for obj in objects]
              for side, objects in task.reach}
@@ -254,12 +254,6 @@ class _Episode:
     start_tick: int = 0
     initial_object_poses: dict[str, np.ndarray] = field(default_factory=dict)
     max_reward: int = 0
-    closest: dict[str, float] = field(default_factory=dict)  # side -> closest approach to its object (m)
-
-    def saw(self, reward: int, reach: dict[str, float]) -> None:
-        self.max_reward = max(self.max_reward, reward)
-        for side, d in reach.items():
-            self.closest[side] = min(self.closest.get(side, d), d)
 
 
 class AlohaSim:
@@ -337,7 +331,7 @@ class AlohaSim:
             self._episode = _Episode(self._episode.index + 1, seed, self._tick,
                                      {k: v.copy() for k, v in poses.items()})
             self._reward, self._reach = self._reward_fn(self.data), self._reach_fn(self.data)
-            self._episode.saw(self._reward, self._reach)
+            self._episode.max_reward = self._reward
 
     @property
     def initial_object_poses(self) -> dict[str, np.ndarray]:
@@ -357,7 +351,7 @@ class AlohaSim:
                 self._tick += 1
                 self.data.time = self.time
                 self._reward, self._reach = self._reward_fn(self.data), self._reach_fn(self.data)
-                self._episode.saw(self._reward, self._reach)
+                self._episode.max_reward = max(self._episode.max_reward, self._reward)
 
     def reward(self) -> int:
         """gym-aloha's reward of the current state (0..4)."""
@@ -369,14 +363,9 @@ class AlohaSim:
         return self._episode.max_reward
 
     def reach(self) -> dict[str, float]:
-        """Per gripper side, its fingers' distance to the task's object now (m; 0 = touching)."""
+        """Per gripper side, its fingers' distance to the task's object now (m; 0 = touching). Callers keep their
+        own minimum over the span they judge (a trial, a stall), not the episode's, which includes the start-up."""
         return dict(self._reach)
-
-    @property
-    def closest_approach(self) -> dict[str, float]:
-        """Per gripper side, the closest its fingers came to the task's object this episode (m; 0 = touched)."""
-        with self.lock:
-            return dict(self._episode.closest)
 
     @property
     def success(self) -> bool:
