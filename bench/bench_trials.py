@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 from recorder.store import DatasetStore  # noqa: E402
 from workbench import events as ev  # noqa: E402
 from workbench.config import load_rig_config  # noqa: E402
-from workbench.policy_server import open_policy  # noqa: E402
-from workbench.policy_source import ExecConfig  # noqa: E402
+from workbench.deploy.policy_launcher import open_policy  # noqa: E402
+from workbench.deploy.policy_source import ExecConfig  # noqa: E402
 from workbench.rig import build_rig  # noqa: E402
 from workbench.session import RigSession  # noqa: E402
-from workbench.trials import TrialRunner, TrialSettings  # noqa: E402
+from workbench.deploy.trials import TrialRunner, TrialSettings  # noqa: E402
 
 
 def tiny_policy(cache: Path) -> Path:

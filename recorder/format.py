@@ -55,7 +55,7 @@ def episode_index(name: str) -> int | None:
 # (part of) the episode; the lanes may overlap each other.
 LANES: tuple[str, ...] = ("auto", "operator", "prompt", "correction")
 Lane = Literal["auto", "operator", "prompt", "correction"]
-TRIAL_ATTR = "trial"  # episode attribute: JSON of workbench.trials.TrialInfo (absent on demonstrations)
+TRIAL_ATTR = "trial"  # episode attribute: JSON of workbench.deploy.trials.TrialInfo (absent on demonstrations)
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,7 @@ class RigController(QObject):
         return started[0] if ok else None
 
     def start_trials(self, runner) -> bool:
-        """Policy trials (a workbench.trials.TrialRunner) through the session; its events follow."""
+        """Policy trials (a workbench.deploy.trials.TrialRunner) through the session; its events follow."""
         return self._begin("Trials", lambda s: s.start_trials(runner))
 
     def stop_teleop(self) -> None:

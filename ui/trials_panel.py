@@ -1,10 +1,10 @@
-"""Trials tab: a policy drives the followers, one recorded trial episode per rollout (workbench.trials, the service
+"""Trials tab: a policy drives the followers, one recorded trial episode per rollout (workbench.deploy.trials, the service
 `workbench trials` uses), with the operator's controls and the success statistics.
 
-Nothing here decides anything a CLI user would miss: the policy is opened with `workbench.policy_server.
+Nothing here decides anything a CLI user would miss: the policy is opened with `workbench.deploy.policy_launcher.
 open_policy` (a local server child process for a folder or hub id: on a worker job, never on the GUI thread), the
 rollouts run in a `TrialRunner` on the RigSession, the panel follows its typed events, and the statistics are
-`workbench.trial_stats`. The policy (and its server process) is closed when the trials end or the window closes.
+`workbench.deploy.trial_stats`. The policy (and its server process) is closed when the trials end or the window closes.
 """
 from __future__ import annotations
 
@@ -566,7 +566,7 @@ class TrialsPanel(QWidget):
 
     # ------------------------------------------------------------------------------------------------ start
     def execution(self):
-        from workbench.policy_source import ExecConfig
+        from workbench.deploy.policy_source import ExecConfig
 
         return ExecConfig(mode=self.mode.currentData(), execute_steps=self.execute_steps.value(),
                           ensemble=self.ensemble.isChecked())
@@ -604,7 +604,7 @@ class TrialsPanel(QWidget):
         local = self.source_kind() != "url"
 
         def work(ctx):
-            from workbench.policy_server import open_policy
+            from workbench.deploy.policy_launcher import open_policy
 
             ctx.progress("Starting the policy server…" if local else f"Connecting to {spec}…")
             # the server's own output (never the key: it travels in the child's environment) as progress
@@ -649,7 +649,7 @@ class TrialsPanel(QWidget):
 
     def _policy_ready(self, policy, spec: str, seeds, execution) -> None:
         from recorder.store import DatasetStore
-        from workbench.trials import TrialRunner, TrialSettings, policy_identity
+        from workbench.deploy.trials import TrialRunner, TrialSettings, policy_identity
 
         self.open_job = None
         if self._closing or self.state != "opening" or not self.ctl.connected:
@@ -822,7 +822,7 @@ class TrialsPanel(QWidget):
         return self.dataset.text().strip()
 
     def refresh_results(self) -> None:
-        from workbench.trial_stats import load_trials, summarize
+        from workbench.deploy.trial_stats import load_trials, summarize
 
         folder = self.dataset_dir()
         groups: list = []
@@ -840,7 +840,7 @@ class TrialsPanel(QWidget):
         return [self.results_model.groups[r] for r in rows]
 
     def compare_selected(self) -> str | None:
-        from workbench.trial_stats import compare
+        from workbench.deploy.trial_stats import compare
 
         groups = self.selected_groups()
         if len(groups) != 2:
@@ -856,7 +856,7 @@ class TrialsPanel(QWidget):
         return path
 
     def export_csv(self, path: str | None = None) -> str | None:
-        from workbench.trial_stats import write_csv
+        from workbench.deploy.trial_stats import write_csv
 
         path = path or self.choose_csv_path()
         if not path:

@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 def _closed_loop(args) -> int:
     from workbench.cli_trials import parse_seeds
-    from workbench.closed_loop import ClosedLoop, ClosedLoopConfig
+    from workbench.deploy.closed_loop import ClosedLoop, ClosedLoopConfig
 
     cfg = ClosedLoopConfig(
         task=args.task, demos=args.demos, trials=args.trials, out=str(args.out), model=args.config, base=args.base,

@@ -2,7 +2,7 @@
 
 POLICY is a trained policy folder, a hub id, or a replay folder (finetune.replay_policy: a recorded episode's
 actions served as chunks). `--port 0` binds a free port; `--ready-file PATH` then tells a supervising process
-(workbench.policy_server.LocalPolicyServer) where: once the socket is bound, PATH is written atomically with
+(workbench.deploy.policy_launcher.LocalPolicyServer) where: once the socket is bound, PATH is written atomically with
 {"host", "port", "url", "pid", "policy"} as JSON. `--exit-with-parent` ends the server when its stdin closes, so a
 child server never outlives the app that started it.
 """

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench import trial_stats as ts
+    from workbench.deploy import trial_stats as ts
 
     by = tuple(f.strip() for f in args.by.split(",") if f.strip())
     bad = [f for f in by if f not in ts.GROUP_FIELDS]

@@ -86,9 +86,9 @@ def _trials(args) -> int:
     from workbench import events as ev
     from workbench.cli_session import print_event, run_session
     from workbench.config import load_rig_config
-    from workbench.policy_server import open_policy
-    from workbench.policy_source import ExecConfig
-    from workbench.trials import TrialRunner, TrialSettings, policy_identity
+    from workbench.deploy.policy_launcher import open_policy
+    from workbench.deploy.policy_source import ExecConfig
+    from workbench.deploy.trials import TrialRunner, TrialSettings, policy_identity
 
     seeds = parse_seeds(args.seeds)
     execution = ExecConfig(mode=args.mode, execute_steps=args.execute_steps, ensemble=args.ensemble,
@@ -155,7 +155,7 @@ def session_needs_labels(runner) -> bool:
 
 
 def _summary(runner, store, ask: bool) -> None:
-    from workbench.trial_stats import format_table, load_trials, summarize
+    from workbench.deploy.trial_stats import format_table, load_trials, summarize
 
     if ask:
         for r in runner.results:

@@ -101,7 +101,7 @@ class Stopped:
     held: bool = False  # True: the followers hold where they are (e-stop or error), no shutdown sequence ran
 
 
-# -- trials (workbench.trials) ---------------------------------------------------------------------------------
+# -- trials (workbench.deploy.trials) ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrialStarted:
     index: int  # 0-based within the session
@@ -149,12 +149,12 @@ class TrialEnded:
     duration_s: float
     time_to_success_s: float | None
     interventions: int
-    trial: Any = None  # workbench.trials.TrialInfo
+    trial: Any = None  # workbench.deploy.trials.TrialInfo
 
 
 @dataclass(frozen=True)
 class TrialsFinished:
-    results: Any  # list[workbench.trials.TrialResult]
+    results: Any  # list[workbench.deploy.trials.TrialResult]
 
 
 RigEvent = Union[ModeChanged, PhaseChanged, StepMessage, Countdown, EpisodeStarted, EpisodeSaved,

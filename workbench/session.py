@@ -30,7 +30,7 @@ from workbench.teleop import align_to_leaders, park, shutdown, startup
 
 if TYPE_CHECKING:
     from workbench.recording import RecordingSession
-    from workbench.trials import TrialRunner
+    from workbench.deploy.trials import TrialRunner
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class RigSession:
         self.last_error: BaseException | None = None
         self.result: Any = None  # what the last mode returned (timing summary, saved episodes, replay result)
         self.recording = None  # the running workbench.recording.RecordingSession (GUI: episode timer, events)
-        self.trials = None  # the running workbench.trials.TrialRunner
+        self.trials = None  # the running workbench.deploy.trials.TrialRunner
         self._subscribers: list[ev.Subscriber] = []
         self._jobs: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -168,7 +168,7 @@ class RigSession:
         self._start(mode, run, mode.value.capitalize(), ceremony=False)
 
     def start_trials(self, runner: "TrialRunner") -> "TrialRunner":
-        """Policy trials (workbench.trials): one recorded episode per rollout; the followers hold afterwards.
+        """Policy trials (workbench.deploy.trials): one recorded episode per rollout; the followers hold afterwards.
         `stop()` ends the running trial and the session; the runner's own methods take the other commands."""
 
         runner.emit = self._emit

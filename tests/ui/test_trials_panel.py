@@ -52,7 +52,7 @@ def _wait_state(qtbot, tp, state: str, timeout: int = 120_000) -> None:
 
 def test_two_trials_from_the_gui(qtbot, window, tmp_path):
     from recorder.reader import read_info
-    from workbench.trial_stats import wilson_interval
+    from workbench.deploy.trial_stats import wilson_interval
 
     win = window
     connect(qtbot, win)
@@ -218,7 +218,7 @@ def test_compare_two_selected_policies_shows_the_verdict(qtbot, settings):
     from ui.controller import RigController
     from ui.tasks import JobRunner
     from ui.trials_panel import TrialsPanel
-    from workbench.trial_stats import TrialRecord, compare, summarize
+    from workbench.deploy.trial_stats import TrialRecord, compare, summarize
 
     def rec(i, pid, outcome):
         return TrialRecord(f"episode_{i}", Path(f"episode_{i}.hdf5"), pid, None, "transfer the cube", "sync",

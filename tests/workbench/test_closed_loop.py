@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from workbench.closed_loop import TOUCHED, ClosedLoop, ClosedLoopConfig, Report, RoundResult, StallWatch
+from workbench.deploy.closed_loop import TOUCHED, ClosedLoop, ClosedLoopConfig, Report, RoundResult, StallWatch
 
 
 def config(out, **kw) -> ClosedLoopConfig:

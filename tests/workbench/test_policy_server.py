@@ -22,9 +22,9 @@ from finetune.serve import PolicyServer, ServeConfig, packb  # noqa: E402
 from finetune.serve_client import ServeClient  # noqa: E402
 from serve_helpers import tiny_policy  # noqa: E402
 from train_helpers import sim_dataset  # noqa: E402
-from workbench.chunk_policy import ChunkPolicy, ChunkRequest  # noqa: E402
+from workbench.deploy.chunk_policy import ChunkPolicy, ChunkRequest  # noqa: E402
 from workbench.config import parse_rig_config, preset_text  # noqa: E402
-from workbench.policy_server import (LocalPolicyServer, PolicyConnectionError, RemotePolicy,  # noqa: E402
+from workbench.deploy.policy_launcher import (LocalPolicyServer, PolicyConnectionError, RemotePolicy,  # noqa: E402
                                      open_policy)
 
 CAMS = ("cam_high", "cam_left_wrist", "cam_right_wrist")

@@ -11,7 +11,7 @@ from drivers.arm import ARM_JOINT_SLICE, arm_slice
 from recorder.store import DatasetStore
 from workbench import events as ev
 from workbench.config import load_rig_config
-from workbench.policy_source import ExecConfig
+from workbench.deploy.policy_source import ExecConfig
 from workbench.rig import build_rig
 from workbench.session import RigSession
 

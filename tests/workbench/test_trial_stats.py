@@ -19,7 +19,7 @@ from recorder.recovery import recover_journal
 from recorder.store import DatasetStore
 from recorder.writer import RecorderError
 from tests.recorder.helpers import CAMS, tick
-from workbench import trial_stats as ts
+from workbench.deploy import trial_stats as ts
 from workbench.cli import main as cli_main
 
 THRESHOLDS = QualityThresholds(min_length_s_fail=0.0, min_length_s_warn=0.0)

@@ -12,7 +12,7 @@ from recorder.reader import EpisodeReader, read_info
 from recorder.store import DatasetStore
 from workbench import events as ev
 from workbench.config import load_rig_config
-from workbench.policy_source import ExecConfig, ExecMode
+from workbench.deploy.policy_source import ExecConfig, ExecMode
 from workbench.rig import build_rig
 from workbench.session import RigSession
 

@@ -15,8 +15,8 @@ from finetune.replay_policy import make_replay_policy
 from recorder.store import DatasetStore
 from workbench import events as ev
 from workbench.config import load_rig_config
-from workbench.policy_server import open_policy
-from workbench.policy_source import ExecConfig
+from workbench.deploy.policy_launcher import open_policy
+from workbench.deploy.policy_source import ExecConfig
 from workbench.recording import SessionSettings
 from workbench.rig import build_rig
 from workbench.session import RigSession

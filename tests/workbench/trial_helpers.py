@@ -8,10 +8,10 @@ import numpy as np
 
 from recorder.store import DatasetStore
 from workbench import events as ev
-from workbench.chunk_policy import ChunkPolicy, InProcessPolicy
-from workbench.policy_source import ExecConfig
+from workbench.deploy.chunk_policy import ChunkPolicy, InProcessPolicy
+from workbench.deploy.policy_source import ExecConfig
 from workbench.session import RigSession
-from workbench.trials import TrialRunner, TrialSettings
+from workbench.deploy.trials import TrialRunner, TrialSettings
 
 H = 50
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from drivers.arm import SIDES, SQUEEZE_DEPARTURE, arm_slice
 from workbench.control import Tick
-from workbench.policy_source import PolicySource
+from workbench.deploy.policy_source import PolicySource
 from workbench.rig import Observation, Rig
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from drivers.arm import BIMANUAL_DOF
-from workbench.chunk_policy import ChunkPolicy, ChunkReply, ChunkRequest
+from workbench.deploy.chunk_policy import ChunkPolicy, ChunkReply, ChunkRequest
 from workbench.control import Tick
 from workbench.rig import Observation, Rig
 

@@ -1,8 +1,8 @@
 """What the control side needs from a policy: one observation in, one action chunk (rig units) out.
 
-`PolicySource` (workbench.policy_source) asks a `ChunkPolicy` from its own inference thread, never from the
+`PolicySource` (workbench.deploy.policy_source) asks a `ChunkPolicy` from its own inference thread, never from the
 control thread. Implementations:
-- `RemotePolicy` (workbench.policy_server): a websocket client of `workbench serve` (openpi's protocol), local
+- `RemotePolicy` (workbench.deploy.policy_launcher): a websocket client of `workbench serve` (openpi's protocol), local
   or on a GPU box; `LocalPolicyServer` starts that server as a child process on loopback (the app's default),
   so a CUDA error, an OOM or a slow first call cannot stall the 50 Hz loop or crash the window;
 - `InProcessPolicy` (here): anything with the runtime's `infer` signature, called directly (tests, benchmarks).

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from drivers.sim.aloha_sim import task_spec
 from recorder.store import DatasetStore
 from workbench import events as ev
-from workbench.policy_source import ExecConfig
+from workbench.deploy.policy_source import ExecConfig
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -339,9 +339,9 @@ class ClosedLoop:
 
     def _trials(self, policy_folder: Path, store: DatasetStore, seeds: tuple[int, ...], *, time_limit_s: float,
                 on_session=None) -> list:
-        from workbench.policy_server import open_policy
+        from workbench.deploy.policy_launcher import open_policy
         from workbench.session import RigSession
-        from workbench.trials import TrialRunner, TrialSettings
+        from workbench.deploy.trials import TrialRunner, TrialSettings
 
         rig = self._rig()
         policy = open_policy(policy_folder, rig=rig.config, device=self.c.device,
@@ -368,7 +368,7 @@ class ClosedLoop:
             policy.close()
 
     def evaluate(self, rnd: int, policy: Path) -> RoundResult:
-        from workbench.trial_stats import load_trials, wilson_interval
+        from workbench.deploy.trial_stats import load_trials, wilson_interval
 
         store = DatasetStore(self.out / f"round{rnd}" / "trials")
         store.root.mkdir(parents=True, exist_ok=True)
@@ -460,7 +460,7 @@ class ClosedLoop:
             policy, store, todo, time_limit_s=(self.c.time_limit_s or self.c.episode_s) * 2, on_session=operator))
 
     def _compare(self) -> str:
-        from workbench.trial_stats import compare, load_trials, summarize
+        from workbench.deploy.trial_stats import compare, load_trials, summarize
 
         groups = []
         for rnd in (1, 2):

@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from workbench.chunk_policy import ChunkReply, ChunkRequest
+from workbench.deploy.chunk_policy import ChunkReply, ChunkRequest
 
 Log = Callable[[str], None]
 _ROOT = Path(__file__).resolve().parents[1]

@@ -30,11 +30,11 @@ from recorder.quality import QualityThresholds
 from recorder.store import DatasetStore
 from recorder.writer import EpisodeWriter, SavedEpisode
 from workbench import events as ev
-from workbench.chunk_policy import ChunkPolicy
+from workbench.deploy.chunk_policy import ChunkPolicy
 from workbench.control import ControlLoop, Tick
-from workbench.policy_source import ChunkRecord, ExecConfig, OperatorPrompts, PolicySource
+from workbench.deploy.policy_source import ChunkRecord, ExecConfig, OperatorPrompts, PolicySource
 from workbench.rig import Rig
-from workbench.takeover import TakeoverControl, TrialSource
+from workbench.deploy.takeover import TakeoverControl, TrialSource
 
 log = logging.getLogger(__name__)
 
