@@ -6,8 +6,8 @@ the goal within a bound of where the joint actually is (a blocked or lagging fol
 large pending motion). A leader yanked or a policy glitch becomes a bounded motion, never a jump.
 
 The e-stop can be pressed from any thread: it takes the rig's I/O lock, so it lands between two control ticks
-(at most one tick late), then holds every commanded arm where it is (goal = present position) or torques the
-followers off. While it is engaged nothing moves an arm and nothing turns torque on or reboots a servo (a reboot
+(at most one tick late), then holds every commanded arm where it is (goal = present position; a follower's
+gripper keeps its squeeze, so a grasped object stays grasped) or torques the followers off. While it is engaged nothing moves an arm and nothing turns torque on or reboots a servo (a reboot
 restores torque): only torque *off* is allowed. Shutdown (error, Ctrl-C, exit) holds the followers first.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from drivers.errors import DriverError, SafetyError
 
 log = logging.getLogger(__name__)
 ARM_ONLY = ARM_JOINT_SLICE  # the goal bound skips the gripper: it squeezes objects, far from its goal by design
+GRIPPER = ARM_DOF - 1  # normalized: 0 closed .. 1 open
 
 
 @dataclass(frozen=True)
@@ -116,13 +117,13 @@ class SafetyLayer:
             raise SafetyError(f"{name}: refusing a non-finite command {np.round(target, 3).tolist()}")
         lo, hi = self._limits[name]
         out = np.clip(target, lo, hi)
-        last = self._last.get(name)
-        if last is not None:
-            out = np.clip(out, last - self._step, last + self._step)
         if present is not None:
             bound = self.config.max_goal_error
             p = np.asarray(present, dtype=np.float64)[ARM_ONLY]
             out[ARM_ONLY] = np.clip(out[ARM_ONLY], p - bound, p + bound)
+        last = self._last.get(name)
+        if last is not None:  # last, so it is a hard cap: a goal far from a lagging arm comes back at step rate
+            out = np.clip(out, last - self._step, last + self._step)
         if not np.array_equal(out, target):
             self.clamped_ticks += 1
         return out
@@ -241,6 +242,17 @@ class SafetyLayer:
                 except DriverError as exc:
                     log.error("%s: could not turn torque off: %s", name, exc)
 
+    def _hold_goal(self, name: str, present: np.ndarray) -> np.ndarray:
+        """Arm joints: goal := present. A follower's gripper keeps a goal that is more closed than where it is:
+        a gripper squeezing an object sits at the object's width and the squeeze force *is* that position error,
+        so goal := present would let go of it (the object drops). A gripper that was opening stops where it is."""
+        lo, hi = self._limits[name]
+        goal = np.clip(present, lo, hi)
+        last = self._last.get(name)
+        if last is not None and self.arms[name].role == "follower":
+            goal[GRIPPER] = float(np.clip(min(last[GRIPPER], present[GRIPPER]), lo[GRIPPER], hi[GRIPPER]))
+        return goal
+
     def _apply_stop(self, action: str) -> None:
         for name in list(self._last):
             arm = self.arms[name]
@@ -250,10 +262,9 @@ class SafetyLayer:
                 if action == "torque_off" and arm.role == "follower":
                     arm.set_torque(False, False)
                 else:
-                    lo, hi = self._limits[name]
-                    present = np.asarray(arm.read().position, dtype=np.float64)
-                    arm.command(np.clip(present, lo, hi))
-                    self._last[name] = present
+                    goal = self._hold_goal(name, np.asarray(arm.read().position, dtype=np.float64))
+                    arm.command(goal)
+                    self._last[name] = goal
             except DriverError as exc:  # keep stopping the other arms
                 log.error("%s: could not %s during stop: %s", name, action, exc)
                 try:

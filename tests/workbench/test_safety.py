@@ -104,17 +104,36 @@ def test_move_to_is_bounded_and_reaches_target(virtual_rig, follower):
 
 
 def test_goal_stays_within_a_bound_of_the_present_position(virtual_rig, follower):
-    """A follower that lags (blocked, overloaded) is never wound up: goal - present <= max_goal_error."""
+    """A follower that lags (blocked, overloaded) is never wound up: a goal further than max_goal_error ahead of
+    the present position comes back toward it, at the step cap per tick (issue 19.4: never faster)."""
     safety = virtual_rig.safety
     safety.sync([follower.name])
     present = follower.read().position.copy()
     lagging = present.copy()
     lagging[1] -= 0.5  # the arm is reported 0.5 rad behind where the last command put it
-    safety._last[follower.name] = present + np.r_[[0, 0.3, 0, 0, 0, 0], 0]  # a goal already far ahead
+    last = present + np.r_[[0, 0.3, 0, 0, 0, 0], 0]  # a goal already far ahead
+    safety._last[follower.name] = last.copy()
     target = present + np.r_[[0, 0.4, 0, 0, 0, 0], 0]
-    sent = safety.command(follower.name, target, present=lagging)
-    bound = safety.config.max_goal_error
+    bound, step = safety.config.max_goal_error, safety._step[1]
+    for _ in range(10):
+        sent = safety.command(follower.name, target, present=lagging)
+        assert sent[1] == pytest.approx(max(last[1] - step, lagging[1] + bound))  # toward the arm, step-capped
+        last = sent
     assert sent[1] == pytest.approx(lagging[1] + bound)
+    safety.sync([follower.name])
+
+
+def test_the_step_cap_is_hard_even_when_the_arm_is_dragged_away(virtual_rig, follower):
+    """Issue 19.4: last command 0, target 0, measured -0.5 gave -0.15 when the goal bound ran after the step cap.
+    No command may move further than the step cap from the last one. Checked to fail with the old order."""
+    safety = virtual_rig.safety
+    safety.sync([follower.name])
+    last = safety.last_command(follower.name)
+    dragged = last.copy()
+    dragged[:6] -= 0.5
+    sent = safety.command(follower.name, last, present=dragged)
+    assert np.all(np.abs(sent - last) <= safety._step + 1e-12)
+    assert np.all(sent[:6] < last[:6])  # and it does give way toward where the arm is
     safety.sync([follower.name])
 
 
@@ -156,3 +175,40 @@ def test_estop_logs_once_per_press(virtual_rig, follower, caplog):
     assert seen == [True]
     safety.release()
     assert seen == [True, False]
+
+
+def _drive_gripper(safety, arm, value, ticks=60):
+    for _ in range(ticks):
+        goal = safety.last_command(arm.name)
+        goal[6] = value
+        safety.command(arm.name, goal)
+        time.sleep(0.01)
+
+
+def test_estop_hold_keeps_the_gripper_squeeze_and_stops_an_opening(virtual_rig, follower):
+    """Issue 19.1 on the real driver stack: a hold sets the arm joints' goals to their present positions, but a
+    follower gripper whose goal is more closed than where it is keeps that goal (the squeeze on an object is that
+    position error). A gripper that was opening stops where it is. Checked to fail with goal := present."""
+    safety = virtual_rig.safety
+    safety.sync([follower.name])
+    _drive_gripper(safety, follower, 0.9)
+    goal = safety.last_command(follower.name)
+    goal[6] = 0.1  # closing on an object: the goal lies past where the fingers are
+    safety.command(follower.name, goal)  # one tick: the step cap moves the goal 0.2 toward 0.1
+    squeeze = safety.last_command(follower.name)[6]
+    safety.estop("test")
+    present = follower.read().position
+    held = safety.last_command(follower.name)
+    assert held[6] == pytest.approx(squeeze) and squeeze < present[6] - 0.05
+    np.testing.assert_allclose(held[:6], present[:6], atol=1e-6)
+    safety.release()
+
+    _drive_gripper(safety, follower, 0.1)
+    goal = safety.last_command(follower.name)
+    goal[6] = 0.9
+    safety.command(follower.name, goal)  # opening
+    safety.estop("test")
+    present = follower.read().position
+    assert safety.last_command(follower.name)[6] == pytest.approx(present[6], abs=1e-6)
+    assert present[6] < 0.9 - 0.2
+    safety.release()
