@@ -5,7 +5,7 @@ runner), so the whole serving path -- wire protocol, transforms, chunk schedulin
 exercised and checked against known-good actions without a GPU or a trained model:
 
     make_replay_policy("data/cube/episode_3.hdf5", "runs/replay_ep3", horizon=50)
-    policy = load_served_policy("runs/replay_ep3", device="cpu")          # a ReplayPolicy
+    policy = ReplayPolicy.load("runs/replay_ep3")                         # what `workbench serve` serves for it
     actions = policy.infer(state14, images, prompt, step=t)               # [50, 14] rig units
 
 The folder holds replay.json (format, the episode's states and actions in rig units, prompt, cameras) and the
@@ -56,7 +56,7 @@ def _transform_config(dim: int, horizon: int):
     """Training's chain for an episode of `dim` joints (finetune.data.build_training_data's choice)."""
     import dataclasses
 
-    from finetune.config import OPENPI_CAMERAS
+    from finetune.model_config import OPENPI_CAMERAS
     from finetune.episodes import ALOHA_DIM_NAMES
     from finetune.transforms import TransformConfig
 
@@ -210,18 +210,4 @@ class ReplayPolicy:
         return self.transforms.actions(self.model_chunks[t], state)
 
 
-def load_served_policy(folder_or_hub: str | Path, device: Any = "cpu", *, rig: Any = None,
-                       num_steps: int | None = None, revision: str | None = None,
-                       token: str | bool | None = None) -> Any:
-    """What `workbench serve` serves: a ReplayPolicy for a replay folder (replay.json), else a PolicyRuntime."""
-    from finetune.runtime import PolicyRuntime, _resolve
-
-    p = Path(folder_or_hub).expanduser()
-    folder = p if p.is_dir() else _resolve(folder_or_hub, revision, token)
-    if is_replay_folder(folder):
-        return ReplayPolicy.load(folder, rig=rig)
-    return PolicyRuntime.load(folder, device=device, rig=rig, num_steps=num_steps)
-
-
-__all__ = ["REPLAY_FILE", "ReplayPolicy", "ReplayPolicyError", "is_replay_folder", "load_served_policy",
-           "make_replay_policy"]
+__all__ = ["REPLAY_FILE", "ReplayPolicy", "ReplayPolicyError", "is_replay_folder", "make_replay_policy"]

@@ -1,10 +1,10 @@
-"""`workbench serve POLICY`: serve a policy folder over openpi's websocket protocol (finetune.serve).
+"""`workbench serve POLICY`: serve a policy folder over openpi's websocket protocol (serving.server).
 
-POLICY is a trained policy folder, a hub id, or a replay folder (finetune.replay_policy: a recorded episode's
-actions served as chunks). `--port 0` binds a free port; `--ready-file PATH` then tells a supervising process
-(workbench.deploy.policy_launcher.LocalPolicyServer) where: once the socket is bound, PATH is written atomically with
-{"host", "port", "url", "pid", "policy"} as JSON. `--exit-with-parent` ends the server when its stdin closes, so a
-child server never outlives the app that started it.
+POLICY is a trained policy folder, a hub id, or a replay folder (a recorded episode's actions served as chunks):
+serving.policies decides what is served. `--port 0` binds a free port; `--ready-file PATH` then tells a supervising
+process (workbench.deploy.policy_launcher.LocalPolicyServer) where: once the socket is bound, PATH is written
+atomically with {"host", "port", "url", "pid", "policy"} as JSON. `--exit-with-parent` ends the server when its stdin
+closes, so a child server never outlives the app that started it.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _watch_stdin() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from finetune.serve import PolicyServer, ServeConfig
+    from serving.server import PolicyServer, ServeConfig
 
     root = logging.getLogger()
     if root.level > logging.INFO or root.level == logging.NOTSET:
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from finetune.replay_policy import load_served_policy
+    from serving.policies import load_served_policy
 
     rig = None
     if args.rig:

@@ -18,7 +18,7 @@ from workbench.config import load_rig_config
 from workbench.deploy.policy_launcher import open_policy
 from workbench.deploy.policy_source import ExecConfig
 from workbench.recording import SessionSettings
-from workbench.rig import build_rig
+from workbench.backends import build_rig
 from workbench.session import RigSession
 
 from trial_helpers import run_trials

@@ -1,12 +1,11 @@
-"""The serving path the trial runner uses: `workbench serve` as a real child process on loopback (a tiny trained pi0
-and a replay policy), RemotePolicy round trips with step / prefix / delay, openpi's unmodified client against the
-same server, and failures -- a killed child, a folder that cannot load, a wrong key, nothing listening, malformed
-fields, a wrong reply shape -- as PolicyConnectionError without hangs."""
+"""The serving path the trial runner uses (workbench.deploy.policy_launcher): `workbench serve` as a real child
+process on loopback (a tiny trained pi0 and a replay policy), RemotePolicy round trips with step / prefix / delay,
+openpi's unmodified client against the same server, and failures -- a killed child, a folder that cannot load, a
+rig mismatch, malformed fields -- as PolicyConnectionError without hangs. The client alone: tests/serving."""
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -18,14 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
 
 from finetune.replay_policy import ReplayPolicy, make_replay_policy  # noqa: E402
 from finetune.runtime import PolicyRuntime  # noqa: E402
-from finetune.serve import PolicyServer, ServeConfig, packb  # noqa: E402
-from finetune.serve_client import ServeClient  # noqa: E402
 from serve_helpers import tiny_policy  # noqa: E402
+from serving.chunks import ChunkRequest  # noqa: E402
+from serving.client import PolicyConnectionError  # noqa: E402
+from serving.protocol import packb, unpackb  # noqa: E402
 from train_helpers import sim_dataset  # noqa: E402
-from workbench.deploy.chunk_policy import ChunkPolicy, ChunkRequest  # noqa: E402
 from workbench.config import parse_rig_config, preset_text  # noqa: E402
-from workbench.deploy.policy_launcher import (LocalPolicyServer, PolicyConnectionError, RemotePolicy,  # noqa: E402
-                                     open_policy)
+from workbench.deploy.chunk_policy import ChunkPolicy  # noqa: E402
+from workbench.deploy.policy_launcher import LocalPolicyServer, open_policy  # noqa: E402
 
 CAMS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 
@@ -46,10 +45,10 @@ def _images(seed: int = 0, hw=(48, 64)) -> dict[str, np.ndarray]:
     return {c: rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for c in CAMS}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _send_raw(client, data: bytes) -> dict:
+    """One message as is over openpi's client connection; -> the decoded reply (error replies included)."""
+    client._ws.send(data)
+    return unpackb(client._ws.recv(timeout=30))
 
 
 def test_child_server_serves_a_trained_policy_to_remote_policy_and_openpi_client():
@@ -150,17 +149,20 @@ def test_malformed_extension_fields_get_error_replies_and_the_child_keeps_servin
     with LocalPolicyServer(str(replay_folder), device="cpu") as srv:
         state, want = replay.recorded(10)
         good = {"state": state, "images": _images(), "prompt": "x", "step": 10}
-        with ServeClient("127.0.0.1", srv.port) as c:
-            for bad in ({"step": -1}, {"step": "ten"}, {"step": None}, {"action_prefix": np.zeros((3, 5))},
-                        {"action_prefix": np.zeros((51, 14))}, {"action_prefix": np.full((2, 14), np.nan)},
-                        {"action_prefix": np.zeros((2, 14)), "inference_delay": 5}, {"inference_delay": 1},
-                        {"inference_delay": -3}, {"action_prefix": "prefix"}):
-                msg = {**good, **bad}
-                if bad.get("step", 0) is None:
-                    msg.pop("step")  # no step: a replay policy cannot look its chunk up
-                reply = c.send_raw(packb(msg))
-                assert set(reply) == {"error"} and reply["error"], bad
-            np.testing.assert_allclose(c.infer(good)["actions"], want, atol=1e-5)
+        from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+        c = WebsocketClientPolicy(host="127.0.0.1", port=srv.port)
+        for bad in ({"step": -1}, {"step": "ten"}, {"step": None}, {"action_prefix": np.zeros((3, 5))},
+                    {"action_prefix": np.zeros((51, 14))}, {"action_prefix": np.full((2, 14), np.nan)},
+                    {"action_prefix": np.zeros((2, 14)), "inference_delay": 5}, {"inference_delay": 1},
+                    {"inference_delay": -3}, {"action_prefix": "prefix"}):
+            msg = {**good, **bad}
+            if bad.get("step", 0) is None:
+                msg.pop("step")  # no step: a replay policy cannot look its chunk up
+            reply = _send_raw(c, packb(msg))
+            assert set(reply) == {"error"} and reply["error"], bad
+        np.testing.assert_allclose(c.infer(good)["actions"], want, atol=1e-5)
+        c._ws.close()
         policy = srv.connect()
         with pytest.raises(PolicyConnectionError, match="answered an error.*inference_delay") as info:
             policy.infer(ChunkRequest(state, _images(), "x", step=10, prefix=want[:2], delay=4))
@@ -169,47 +171,3 @@ def test_malformed_extension_fields_get_error_replies_and_the_child_keeps_servin
         policy.close()
         srv.proc.stdin.close()  # what the child sees when its parent dies: it exits by itself (--exit-with-parent)
         assert srv.proc.wait(10) == 0
-
-
-class _WrongShape:
-    action_shape = (50, 14)
-
-    def metadata(self) -> dict:
-        return {"policy": "wrong", "action_horizon": 50, "action_dim": 14, "cameras": list(CAMS)}
-
-    def infer(self, state, images, prompt, noise=None, *, seed=None, step=None, prefix=None, delay=0):
-        return np.zeros((50, 7), np.float32)
-
-
-def test_remote_policy_errors_name_the_url_and_the_fix(replay):
-    port = _free_port()
-    with pytest.raises(PolicyConnectionError, match=f"ws://127.0.0.1:{port}.*connection refused") as info:
-        RemotePolicy(f"ws://127.0.0.1:{port}", timeout=5)
-    assert info.value.kind == "refused"
-    with pytest.raises(PolicyConnectionError, match="ws://"):
-        RemotePolicy("http://127.0.0.1:1")
-
-    srv = PolicyServer(replay, ServeConfig(host="0.0.0.0", port=0, api_key="s3cret"))
-    port = srv.start_in_thread()
-    try:
-        for key in (None, "wrong"):
-            with pytest.raises(PolicyConnectionError, match="api key") as info:
-                RemotePolicy(f"ws://127.0.0.1:{port}", api_key=key, timeout=5)
-            assert info.value.kind == "auth" and f"127.0.0.1:{port}" in str(info.value)
-        with RemotePolicy(f"ws://127.0.0.1:{port}", api_key="s3cret") as policy:
-            state, want = replay.recorded(3)
-            np.testing.assert_allclose(policy.infer(ChunkRequest(state, _images(), "", step=3)).actions, want,
-                                       atol=1e-5)
-            assert policy.warmup().actions.shape == (50, 14)
-    finally:
-        srv.stop()
-
-    srv = PolicyServer(_WrongShape(), ServeConfig(port=0))
-    port = srv.start_in_thread()
-    try:
-        with RemotePolicy(f"ws://127.0.0.1:{port}") as policy:
-            with pytest.raises(PolicyConnectionError, match=r"shape \[50, 7\]") as info:
-                policy.infer(ChunkRequest(np.zeros(14), _images(), "", step=0))
-            assert info.value.kind == "bad_reply"
-    finally:
-        srv.stop()

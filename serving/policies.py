@@ -1,0 +1,32 @@
+"""What `workbench serve` can serve: a trained pi0 policy folder (or a hub id) as a finetune.runtime.PolicyRuntime,
+or a replay folder (replay.json: a recorded episode's actions as chunks) as a finetune.replay_policy.ReplayPolicy.
+Both have what serving.server.PolicyServer needs: `infer(state, images, prompt, seed=, [step=, prefix=, delay=])`,
+`metadata()` and `action_shape`.
+
+    policy = load_served_policy("runs/cube/policy", device="cuda", rig=rig_config)   # PolicyRuntime
+    policy = load_served_policy("runs/replay_ep3")                                   # ReplayPolicy
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def load_served_policy(folder_or_hub: str | Path, device: Any = "cpu", *, rig: Any = None,
+                       num_steps: int | None = None, revision: str | None = None,
+                       token: str | bool | None = None) -> Any:
+    """A ReplayPolicy for a replay folder (replay.json), else a PolicyRuntime (a local folder or a hub id). With
+    `rig`, either refuses a policy trained (or an episode recorded) on a different rig."""
+    from finetune.hub import resolve_folder
+    from finetune.replay_policy import ReplayPolicy, is_replay_folder
+    from finetune.runtime import POLICY_PATTERNS, PolicyRuntime
+
+    p = Path(folder_or_hub).expanduser()
+    folder = p if p.is_dir() else resolve_folder(folder_or_hub, revision=revision, token=token,
+                                                 allow_patterns=POLICY_PATTERNS)
+    if is_replay_folder(folder):
+        return ReplayPolicy.load(folder, rig=rig)
+    return PolicyRuntime.load(folder, device=device, rig=rig, num_steps=num_steps)
+
+
+__all__ = ["load_served_policy"]
