@@ -31,7 +31,7 @@ def rig_file(tmp: Path) -> str:
 
 def headless(path: str, ticks: int):
     from workbench.config import load_rig_config
-    from workbench.rig import build_rig
+    from workbench.backends import build_rig
     from workbench.session import RigSession
 
     rig = build_rig(load_rig_config(path))

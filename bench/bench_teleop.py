@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.config import load_rig_config  # noqa: E402
-from workbench.rig import build_rig  # noqa: E402
+from workbench.backends import build_rig  # noqa: E402
 from workbench.session import RigSession  # noqa: E402
 
 

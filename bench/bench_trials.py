@@ -35,9 +35,9 @@ from workbench import events as ev  # noqa: E402
 from workbench.config import load_rig_config  # noqa: E402
 from workbench.deploy.policy_launcher import open_policy  # noqa: E402
 from workbench.deploy.policy_source import ExecConfig  # noqa: E402
-from workbench.rig import build_rig  # noqa: E402
+from workbench.backends import build_rig  # noqa: E402
 from workbench.session import RigSession  # noqa: E402
-from workbench.deploy.trials import TrialRunner, TrialSettings  # noqa: E402
+from workbench.deploy.trials import TrialRunner, TrialSettings, start_trials  # noqa: E402
 
 
 def tiny_policy(cache: Path) -> Path:
@@ -73,7 +73,7 @@ def run_mode(rig_name: str, policy, mode: str, seconds: float, delay_ticks: int 
                                  execution=ExecConfig(mode=mode, delay_ticks=delay_ticks), stop_on_success=False,
                                  seeds=(0,) if rig.sim is not None else None)
         runner = TrialRunner(rig, DatasetStore(tmp), policy, settings)
-        session.start_trials(runner)
+        start_trials(session, runner)
         session.wait()
         if session.last_error is not None:
             raise session.last_error

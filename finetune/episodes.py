@@ -17,91 +17,21 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Protocol, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
 from drivers.arm import JOINT_NAMES, SIDES
+from finetune.episode_set import Episode, EpisodeDataError, EpisodeSet, FrameReader  # noqa: F401 - re-exported
+from finetune.lerobot_source import load_lerobot
+from recorder.rig_info import RigInfo, rig_info_from_toml
 
 RIG_FILE = "rig.json"
 TrialsMode = Literal["exclude", "corrections", "all"]
 TRIAL_MODES: tuple[str, ...] = ("exclude", "corrections", "all")
 ALOHA_DIM_NAMES: tuple[str, ...] = tuple(f"{side}_{j}" for side in SIDES for j in JOINT_NAMES)
-
-
-class EpisodeDataError(ValueError):
-    """The selected episodes cannot be trained on as they are; the message says which and what to do."""
-
-
-class FrameReader(Protocol):
-    def frames(self, episode: int, step: int) -> dict[str, np.ndarray]:
-        """Rig camera name -> HxWx3 uint8 RGB frame of one step."""
-        ...
-
-
-@dataclass(frozen=True)
-class Episode:
-    """One selected episode: its small arrays in memory, its frames on disk."""
-
-    id: str  # our episode name, or "episode_<i>" of a LeRobot dataset
-    state: np.ndarray  # [T, D] follower joints, rig units
-    actions: np.ndarray  # [T, D] leader joints = recorded actions, rig units
-    task: str  # the episode's task prompt
-    subtasks: tuple[str | None, ...] | None  # per step: the segment text covering it (None: no segment there)
-    frame_tasks: tuple[str, ...] | None  # per step task strings (LeRobot stores one per frame), else None
-    cameras: tuple[str, ...]
-    control_hz: float | None
-    rig_config: str = ""  # the rig TOML text the episode was recorded with ("" for imports / LeRobot)
-    outcome: str = "unlabeled"
-    quality: str = "n/a"
-    trial: bool = False  # a policy rollout (trial episode), not a demonstration
-    corrections: tuple[tuple[int, int], ...] = ()  # trial: operator takeover spans [start, end) ("correction" lane)
-
-    @property
-    def length(self) -> int:
-        return int(self.state.shape[0])
-
-    def training_steps(self, trials: str = "exclude") -> tuple[np.ndarray, np.ndarray]:
-        """(steps, ends): the steps that become training samples and, per sample, the exclusive end of its action
-        targets. A demonstration, or a trial under trials="all": every step, targets up to the episode end. A trial
-        under "corrections": only the steps inside its correction spans, and each chunk's targets end with its span
-        (later targets are the policy's own actions after the hand-back: they are padding, no loss). A trial under
-        "exclude": nothing."""
-        if not self.trial or trials == "all":
-            return np.arange(self.length), np.full(self.length, self.length)
-        if trials != "corrections":
-            return np.zeros(0, int), np.zeros(0, int)
-        spans = [(max(0, s), min(e, self.length)) for s, e in self.corrections]
-        spans = [(s, e) for s, e in spans if e > s]
-        if not spans:
-            return np.zeros(0, int), np.zeros(0, int)
-        return (np.concatenate([np.arange(s, e) for s, e in spans]),
-                np.concatenate([np.full(e - s, e) for s, e in spans]))
-
-    def identity(self) -> str:
-        """Content hash: the same episode copied elsewhere (rsync to a GPU host) keeps its identity."""
-        h = hashlib.sha256()
-        h.update(self.id.encode())
-        h.update(np.ascontiguousarray(self.state, np.float32).tobytes())
-        h.update(np.ascontiguousarray(self.actions, np.float32).tobytes())
-        h.update(json.dumps([self.task, self.subtasks, self.frame_tasks, self.cameras]).encode())
-        if self.trial:  # demonstrations keep the identity they had before trials existed
-            h.update(json.dumps(["trial", self.corrections]).encode())
-        return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class EpisodeSet:
-    source: str  # the resolved local folder
-    kind: str  # "hdf5" or "lerobot"
-    episodes: tuple[Episode, ...]
-    frames: FrameReader
-    skipped: tuple[str, ...] = ()  # "episode_7: truncated file", ... (damaged, left out)
-
-    def ids(self) -> list[str]:
-        return [e.id for e in self.episodes]
 
 
 @dataclass(frozen=True)
@@ -149,8 +79,6 @@ def load_episodes(source: str, *, outcomes: Sequence[str] = (), quality: Sequenc
         raise ValueError(f"trials must be one of {', '.join(TRIAL_MODES)}, not {trials!r}")
     root = _resolve(source, revision)
     if (root / "meta" / "info.json").is_file():
-        from finetune.lerobot_source import load_lerobot
-
         es = load_lerobot(root, outcomes=outcomes, quality=quality, names=names)
     else:
         es = _load_hdf5(root, outcomes, quality, names, trials)
@@ -215,7 +143,7 @@ def _load_hdf5(root: Path, outcomes: Sequence[str], quality: Sequence[str], name
             id=info.name, state=np.asarray(state, np.float64), actions=np.asarray(actions, np.float64),
             task=info.task, subtasks=None if subtasks is None else tuple(subtasks),
             frame_tasks=_trial_prompts(info) if trial else None,
-            cameras=tuple(info.cameras), control_hz=info.control_hz, rig_config=info.rig_config,
+            cameras=tuple(info.cameras), control_hz=info.control_hz, rig_config=info.rig_config, rig=info.rig_info,
             outcome=info.outcome, quality=s.quality, trial=trial, corrections=corrections if trial else ()))
     if not eps:
         why = ("trials='exclude' (the default) leaves policy rollouts out; use trials='corrections' (operator "
@@ -362,18 +290,31 @@ def fingerprint(episodes: Iterable[Episode], selection: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def episode_rig(e: Episode) -> RigInfo | None:
+    """The rig facts of an episode: recorded with it, else (episodes recorded before the rig_info attribute) read
+    from its stored rig file text by recorder.rig_info, which needs no rig layer. None when unknown: imports,
+    LeRobot datasets, or a rig text that cannot be read (a warning says so; the run goes on)."""
+    if e.rig is not None:
+        return e.rig
+    if not e.rig_config:
+        return None
+    try:
+        return rig_info_from_toml(e.rig_config)
+    except ValueError as exc:  # an old or foreign rig text: the snapshot says so instead of failing the run
+        warnings.warn(f"{e.id}: its stored rig config could not be read ({exc}); gripper constants unknown")
+        return None
+
+
 def rig_snapshot(es: EpisodeSet) -> RigSnapshot:
     first = es.episodes[0]
     d = first.state.shape[1]
     joints = ALOHA_DIM_NAMES if d == len(ALOHA_DIM_NAMES) else tuple(f"dim_{i}" for i in range(d))
     name, backend, gripper_set, gripper = Path(es.source).name, "unknown", "unknown", None
-    if first.rig_config:
-        try:
-            from workbench.config import parse_rig_config
-
-            rc = parse_rig_config(first.rig_config, f"{first.id} (rig snapshot)")
-            name, backend, gripper_set, gripper = rc.name, rc.backend, rc.gripper_set, asdict(rc.gripper)
-        except Exception as e:  # an old or foreign rig text: the snapshot says so instead of failing the run
-            warnings.warn(f"{first.id}: its stored rig config could not be read ({e}); gripper constants unknown")
+    rig = episode_rig(first)
+    if rig is not None:
+        name, backend, gripper_set = rig.name or name, rig.backend, rig.gripper_set
+        gripper = dict(rig.gripper) if rig.gripper is not None else None
+        if len(rig.joint_names) == d:
+            joints = tuple(rig.joint_names)
     return RigSnapshot(name=name, backend=backend, control_hz=first.control_hz, cameras=first.cameras,
                        joint_names=joints, gripper_set=gripper_set, gripper=gripper, rig_config=first.rig_config)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from finetune.episodes import Episode, EpisodeDataError, EpisodeSet
+from finetune.episode_set import Episode, EpisodeDataError, EpisodeSet
 
 IMAGE_PREFIX = "observation.images."
 

@@ -56,6 +56,9 @@ def episode_index(name: str) -> int | None:
 LANES: tuple[str, ...] = ("auto", "operator", "prompt", "correction")
 Lane = Literal["auto", "operator", "prompt", "correction"]
 TRIAL_ATTR = "trial"  # episode attribute: JSON of workbench.deploy.trials.TrialInfo (absent on demonstrations)
+# episode attribute: JSON of recorder.rig_info.RigInfo, the recording rig's name, backend, control rate, cameras,
+# joint names and gripper constants (absent on imports and on episodes recorded before it: see recorder.rig_info)
+RIG_INFO_ATTR = "rig_info"
 
 
 @dataclass(frozen=True)

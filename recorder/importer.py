@@ -14,12 +14,13 @@ import numpy as np
 
 from drivers.arm import DEFAULT_CONTROL_HZ
 from recorder import format as fmt
+from recorder.finalize import INCOMING, SavedEpisode, finalize_file
 from recorder.h5file import EpisodeFileBuilder
 from recorder.journal import StepRecord
 from recorder.quality import QualityThresholds
 from recorder.reader import EpisodeReader
 from recorder.store import DatasetStore
-from recorder.writer import INCOMING, SavedEpisode, encode_jpeg, finalize_file
+from recorder.writer import encode_jpeg
 
 
 @dataclass

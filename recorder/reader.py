@@ -6,6 +6,7 @@ applies the sidecar on top of the file's own values.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from recorder import format as fmt
 from recorder.format import Segment, attr_str
 from recorder.integrity import file_problems, with_problems
 from recorder.quality import QualityReport
+from recorder.rig_info import RigInfo, rig_info_from_toml
 from recorder.segments import normalize_legacy, segments_from_phases
-from recorder.writer import RESERVED_ATTRS
+from recorder.finalize import RESERVED_ATTRS
 
 Source = Literal["workbench", "aloha1", "aloha2"]
 LABELS_SUFFIX = ".labels.json"
@@ -50,6 +52,7 @@ class EpisodeInfo:
     format_version: int | None = None
     recovered: bool = False
     rig_config: str = ""
+    rig_info: RigInfo | None = None  # the recorded rig facts (attribute recorder.format.RIG_INFO_ATTR), see rig()
     timestamps_measured: bool = False
     problems: list[str] = field(default_factory=list)  # what is missing or inconsistent: [] = the file is whole
     extra: dict[str, Any] = field(default_factory=dict)  # root attributes beyond the recorder's own (set_extra_attrs)
@@ -65,6 +68,18 @@ class EpisodeInfo:
         if not isinstance(d, dict):
             raise ValueError(f"{self.name}: the {fmt.TRIAL_ATTR!r} attribute is not a JSON object")
         return d
+
+
+    def rig(self) -> RigInfo | None:
+        """The recording rig's facts (recorder.rig_info): the episode's rig_info attribute, else (episodes recorded
+        before it) read from its rig file text; None when it has neither (imports). Raises ValueError when only
+        an unreadable rig file text is there."""
+        if self.rig_info is not None:
+            return self.rig_info
+        if not self.rig_config:
+            return None
+        info = rig_info_from_toml(self.rig_config)
+        return dataclasses.replace(info, cameras=tuple(self.cameras), control_hz=self.control_hz or info.control_hz)
 
 
 class EpisodeReader:
@@ -113,6 +128,7 @@ class EpisodeReader:
                 duration_s=float(t[steps - 1] - t[0]) if steps > 1 and t is not None and len(t) >= steps else 0.0,
                 control_hz=ch if np.isfinite(ch) else None, format_version=int(a["format_version"]),
                 recovered=bool(a.get("recovered", False)), rig_config=attr_str(a.get("rig_config")),
+                rig_info=_rig_info(a.get(fmt.RIG_INFO_ATTR)),
                 timestamps_measured=bool(a.get("timestamps_measured", True)))
         else:
             raw = bool(cams) and self.f[f"{fmt.IMAGES}/{cams[0]}"].ndim == 4
@@ -238,3 +254,13 @@ def _phase_runs(phase: list[str] | None) -> list[tuple[int, str]]:
 def read_info(path: Path | str) -> EpisodeInfo:
     with EpisodeReader(path) as r:
         return r.info
+
+
+def _rig_info(raw: Any) -> RigInfo | None:
+    """The rig_info attribute; None when absent or unreadable (EpisodeInfo.rig then falls back to the rig file)."""
+    if raw is None:
+        return None
+    try:
+        return RigInfo.from_json(json.loads(attr_str(raw)))
+    except (ValueError, TypeError, AttributeError):
+        return None

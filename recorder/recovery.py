@@ -15,8 +15,8 @@ from pathlib import Path
 from drivers.arm import BIMANUAL_DOF
 from recorder import format as fmt
 from recorder import journal as jr
+from recorder.finalize import INCOMING, SavedEpisode, finalize_file
 from recorder.h5file import EpisodeFileBuilder
-from recorder.writer import INCOMING, SavedEpisode, finalize_file
 
 log = logging.getLogger(__name__)
 

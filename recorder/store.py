@@ -17,12 +17,13 @@ from typing import Iterable, Iterator
 
 from recorder import format as fmt
 from recorder.durable import fsync_path
+from recorder.finalize import INCOMING, SavedEpisode
 from recorder.format import Segment
 from recorder.integrity import unreadable_reason
 from recorder.reader import EpisodeInfo, EpisodeReader, labels_path, read_info
 from recorder.recovery import QUARANTINE, RecoveryResult, quarantine, recover_dataset
 from recorder.segments import canonical, validate_segments
-from recorder.writer import INCOMING, EpisodeWriter, SavedEpisode
+from recorder.writer import EpisodeWriter
 
 TRASH = ".trash"
 INDEX = "index.json"

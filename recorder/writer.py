@@ -14,6 +14,7 @@ the previous frame is reused and counted as a writer-dropped frame instead of qu
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -23,7 +24,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -31,33 +32,19 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import cv2
 import numpy as np
 
-from recorder.durable import fsync_path
 from drivers.arm import BIMANUAL_DOF
 from recorder import format as fmt
 from recorder import journal as jr
-from recorder.format import Segment
+from recorder.durable import fsync_path
+# the finishing steps shared with recovery and import (names kept importable from here)
+from recorder.finalize import (INCOMING, RESERVED_ATTRS, RecorderError, SavedEpisode,  # noqa: F401
+                               check_extra_attrs, finalize_file, publish)
 from recorder.h5file import EpisodeFileBuilder
-from recorder.quality import QualityReport, QualityThresholds, compute_quality
-from recorder.segments import segments_from_marks, segments_from_phases
+from recorder.quality import QualityThresholds
+from recorder.recovery import recover_journal
+from recorder.rig_info import RigInfo, rig_info_from_toml
 
 log = logging.getLogger(__name__)
-
-INCOMING = ".incoming"
-# Root attributes the recorder itself writes (EpisodeFileBuilder.finish, finalize_file, recovery, import): extra
-# attributes (EpisodeWriter.set_extra_attrs) may not use these names; the reader reports every other attribute
-# as `EpisodeInfo.extra`.
-RESERVED_ATTRS = frozenset({
-    "sim", "compress", "format", "format_version", "camera_names", "hw_errors", "sim_seed", "task", "outcome",
-    "notes", "rig_config", "created", "control_hz", "timestamps_measured", "segments", "quality", "recovered",
-    "recovery_note", "imported_from", "imported_format"})
-
-
-class RecorderError(RuntimeError):
-    """Recording could not continue; the message says what was kept and where."""
-
-    def __init__(self, message: str, saved: "SavedEpisode | None" = None):
-        super().__init__(message)
-        self.saved = saved
 
 
 class DiskFullError(RecorderError):
@@ -87,18 +74,6 @@ class TickLike(Protocol):
     period: float
 
 
-@dataclass
-class SavedEpisode:
-    name: str
-    path: Path
-    steps: int
-    duration_s: float
-    quality: QualityReport
-    segments: list[Segment] = field(default_factory=list)
-    save_latency_s: float = float("nan")  # stop() call to file renamed into the dataset
-    recovered: bool = False
-
-
 def encode_jpeg(image: np.ndarray, quality: int = fmt.JPEG_QUALITY) -> bytes:
     """ALOHA convention: the RGB array is handed to cv2 as is, so cv2.imdecode gives back RGB."""
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -107,75 +82,19 @@ def encode_jpeg(image: np.ndarray, quality: int = fmt.JPEG_QUALITY) -> bytes:
     return buf.tobytes()
 
 
-def publish(tmp: Path, final: Path) -> None:
-    """Move a complete, fsynced file into place without ever replacing an existing episode."""
-    try:
-        os.link(tmp, final)
-        os.unlink(tmp)
-    except FileExistsError:
-        raise RecorderError(f"{final} already exists; the new episode stays at {tmp}") from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-        if final.exists():
-            raise RecorderError(f"{final} already exists; the new episode stays at {tmp}") from None
-        os.replace(tmp, final)
-    fsync_path(final.parent)
-
-
-def check_extra_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """Extra episode attributes as stored: str / bool / int / float as they are, anything else JSON-serialisable
-    (dict, list, None) as its JSON text. Reserved names (RESERVED_ATTRS) and non-JSON values raise ValueError."""
-    out: dict[str, Any] = {}
-    for k, v in attrs.items():
-        if not isinstance(k, str) or not k or "/" in k:
-            raise ValueError(f"extra attribute name must be a non-empty string without '/', not {k!r}")
-        if k in RESERVED_ATTRS:
-            raise ValueError(f"{k!r} is an attribute the recorder writes itself; choose another name")
-        if isinstance(v, (str, bool, int, float)):
-            out[k] = v
-        else:
-            try:
-                out[k] = json.dumps(v)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"extra attribute {k!r}: not JSON-serialisable ({e})") from None
-    return out
-
-
-def finalize_file(builder: EpisodeFileBuilder, final: Path, header: Mapping[str, Any],
-                  marks: Sequence[tuple[int, str]], writer_dropped: Sequence[int] | None = None,
-                  extra_attrs: Mapping[str, Any] | None = None) -> SavedEpisode:
-    """Quality report, segments and attributes, then close, fsync and publish. Shared with recovery/import.
-    Attributes: the recorder's own, then the header's "extra_attrs" (EpisodeWriter.set_extra_attrs; in a journal
-    header too, so a recovered episode keeps them), then `extra_attrs`."""
-    builder.flush()
-    n = builder.complete_steps
-    thresholds = QualityThresholds(**header.get("thresholds", {}))
-    control_hz = header.get("control_hz")
-    measured = bool(header.get("timestamps_measured", True))
-    qi = builder.quality_input(control_hz, writer_dropped, measured, sim=bool(header.get("sim", False)))
-    report = compute_quality(qi, thresholds)
-    segments = segments_from_phases(builder.phase_runs, n) + segments_from_marks(marks, n)
-    duration = float(qi.t[-1] - qi.t[0]) if n > 1 else 0.0
-    attrs = {
-        "sim": bool(header.get("sim", False)),
-        "sim_seed": -1 if header.get("sim_seed") is None else int(header["sim_seed"]),  # reproduces the scene on replay
-        "task": header.get("task", ""),
-        "outcome": fmt.check_outcome(header.get("outcome", "unlabeled")),
-        "notes": header.get("notes", ""),
-        "rig_config": header.get("rig_config", ""),
-        "created": header.get("created", ""),
-        "control_hz": float(control_hz) if control_hz else float("nan"),
-        "timestamps_measured": measured,
-        "segments": fmt.segments_to_json(segments),
-        "quality": report.to_json(),
-        "recovered": False,
-    }
-    attrs.update(check_extra_attrs(header.get("extra_attrs") or {}))
-    attrs.update(extra_attrs or {})
-    builder.finish(attrs)
-    publish(builder.path, final)
-    return SavedEpisode(final.stem, final, n, duration, report, segments, recovered=bool(attrs["recovered"]))
+def _rig_info(info: RigInfo | None, rig_config: str, cameras: list[str], control_hz: float | None,
+              name: str) -> dict[str, Any] | None:
+    """The episode's rig facts (recorder.rig_info): as given, else read from the rig file text, with the cameras
+    and rate this episode records; None without either."""
+    if info is None and rig_config:
+        try:
+            info = rig_info_from_toml(rig_config)
+        except ValueError as e:
+            log.warning("%s: no rig info from its rig file (%s)", name, e)
+            return None
+        info = dataclasses.replace(info, cameras=tuple(cameras),
+                                   control_hz=float(control_hz) if control_hz else info.control_hz)
+    return None if info is None else info.to_json()
 
 
 _STOP = object()
@@ -195,7 +114,7 @@ class EpisodeWriter:
                  thresholds: QualityThresholds | None = None, n_joints: int = BIMANUAL_DOF,
                  jpeg_quality: int = fmt.JPEG_QUALITY, encode_threads: int = 2, max_inflight_images: int = 200,
                  max_queued_steps: int = 500, flush_s: float = 0.25, sync_s: float = 1.0,
-                 min_free_bytes: int = 256 << 20,
+                 min_free_bytes: int = 256 << 20, rig_info: RigInfo | None = None,
                  on_saved: Callable[[SavedEpisode], None] | None = None):
         self.dir = Path(dataset_dir)
         self.name = name
@@ -211,6 +130,7 @@ class EpisodeWriter:
             "thresholds": asdict(thresholds or QualityThresholds()), "jpeg_quality": jpeg_quality,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "outcome": "unlabeled",
             "notes": "",
+            "rig_info": _rig_info(rig_info, rig_config, self.cameras, control_hz, name),
         }
         self._jpeg_quality = jpeg_quality
         self._max_inflight = max_inflight_images
@@ -430,8 +350,6 @@ class EpisodeWriter:
         self.partial_path.unlink(missing_ok=True)
         disk_full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         what = "disk full" if disk_full else f"write failed ({exc})"
-        from recorder.recovery import recover_journal  # recovery builds on this module
-
         try:
             saved = recover_journal(self.journal_path, self.final_path)
         except Exception as e2:  # noqa: BLE001

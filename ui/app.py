@@ -151,7 +151,7 @@ class MainWindow(QMainWindow):
 
         self.train_panel = TrainPanel(self.settings)
         self._add_page(self.train_panel, "Train")
-        from ui.trials_panel import TrialsPanel
+        from ui.trials import TrialsPanel
 
         self.trials_panel = TrialsPanel(self.ctl, self.jobs, self.settings,
                                         record_dataset=self.record_panel.dataset_dir)

@@ -18,9 +18,10 @@ from PyQt6.QtCore import QObject, pyqtSignal
 
 from ui.tasks import JobContext, JobRunner
 from workbench import events as ev
+from workbench.backends import build_rig
 from workbench.config import RigConfig, load_rig_config
 from workbench.control import Tick
-from workbench.rig import Rig, build_rig
+from workbench.rig import Rig
 from workbench.session import RigSession
 
 log = logging.getLogger(__name__)
@@ -216,9 +217,11 @@ class RigController(QObject):
                                                                               wait_for_squeeze=wait_for_squeeze)))
         return started[0] if ok else None
 
-    def start_trials(self, runner) -> bool:
-        """Policy trials (a workbench.deploy.trials.TrialRunner) through the session; its events follow."""
-        return self._begin("Trials", lambda s: s.start_trials(runner))
+    def start_service(self, context: str, start: Callable[[RigSession], Any]) -> Any:
+        """A mode a service starts on the session (the trials: `TrialsService.start`); its events follow.
+        Returns what `start` returned, or None when it could not start (the error is shown)."""
+        started: list = []
+        return started[0] if self._begin(context, lambda s: started.append(start(s))) else None
 
     def stop_teleop(self) -> None:
         """Stop whatever mode runs, once (a recording keeps its current episode and records no more)."""

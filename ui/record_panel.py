@@ -15,7 +15,7 @@ from PyQt6.QtWidgets import (QApplication, QComboBox, QDoubleSpinBox, QFileDialo
                              QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ui import theme
-from ui.teleop_panel import BigFigure, RateMeter, rate_status
+from ui.widgets import BigFigure, RateMeter, is_text_input, rate_status, readable
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,6 @@ def key_help() -> list[tuple[str, str]]:
     rows = [(" / ".join(k.replace("PgDown", "PgDn") for k in KEYS[a]), KEY_TEXT[a]) for a in KEYS]
     return rows + [("1 – 9", "start a segment with preset label 1–9 (edit them under Segments)"),
                    ("0", "close the open segment"), ("Esc", "E-STOP (anywhere in the app, except to close a dialog)")]
-
-
-def _is_text_input(w) -> bool:
-    from PyQt6.QtWidgets import QAbstractSpinBox, QPlainTextEdit, QTextEdit
-
-    return isinstance(w, (QLineEdit, QTextEdit, QPlainTextEdit, QAbstractSpinBox)) or \
-        (isinstance(w, QComboBox) and w.isEditable())
 
 
 def _num(v: float) -> str:
@@ -272,7 +265,7 @@ class RecordPanel(QWidget):
     def keys_active(self) -> bool:
         """Session keys work while a session runs, or on this tab (so pedals work without clicking first) - but
         never while a text field has focus: there the keys type."""
-        return (self.session is not None or self.isVisible()) and not _is_text_input(QApplication.focusWidget())
+        return (self.session is not None or self.isVisible()) and not is_text_input(QApplication.focusWidget())
 
     def _on_focus_changed(self, _old, _new) -> None:
         self._enable_keys()
@@ -336,7 +329,7 @@ class RecordPanel(QWidget):
             return False
         task = self.task.currentText().strip()
         if not task:
-            self.ctl.error.emit(_readable("Type a task prompt first",
+            self.ctl.error.emit(readable("Type a task prompt first",
                                           "Every episode stores the task it demonstrates (the policy's prompt)."), "")
             self.task.setFocus()
             return False
@@ -348,7 +341,7 @@ class RecordPanel(QWidget):
             self.ctl.error.emit(exc, "Opening the dataset")
             return False
         if rec.recovered or rec.quarantined:
-            self.ctl.error.emit(_readable("Recovered interrupted recordings", rec.format(), "", "info"), "")
+            self.ctl.error.emit(readable("Recovered interrupted recordings", rec.format(), "", "info"), "")
         self._remember(task, folder)
         self.events = EventStream()
         # simulation: seeds continue from the dataset (the session picks them), so sessions never repeat a scene
@@ -419,7 +412,7 @@ class RecordPanel(QWidget):
         saved = list(self.session.saved) if self.session is not None else []
         name = saved[-1].name if saved else (self._last_saved_name if hasattr(self, "_last_saved_name") else "")
         if not name or name in self.discarded:
-            self.ctl.error.emit(_readable("Nothing to discard", "No episode was saved in this session yet; "
+            self.ctl.error.emit(readable("Nothing to discard", "No episode was saved in this session yet; "
                                           "to throw away the episode being recorded, press Re-record (←).", "", "info"), "")
             return
         try:
@@ -609,9 +602,3 @@ def theme_brush(status: str):
     from PyQt6.QtGui import QBrush, QColor
 
     return QBrush(QColor(theme.status_colour(status)))
-
-
-def _readable(title: str, message: str, fix: str = "", severity: str = "warning"):
-    from ui.errors import Readable
-
-    return Readable(title, message, fix, severity)

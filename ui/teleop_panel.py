@@ -1,7 +1,6 @@
 """Teleop tab: start (the ALOHA start-up ceremony, step by step), stop, live loop figures, e-stop state."""
 from __future__ import annotations
 
-import collections
 import math
 import time
 
@@ -10,6 +9,7 @@ from PyQt6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QHBoxLayout, QLa
                              QWidget)
 
 from ui import theme
+from ui.widgets import BigFigure, RateMeter, rate_status
 
 CEREMONY = [
     ("Rebooting follower grippers", "Reboot follower grippers"),
@@ -19,58 +19,6 @@ CEREMONY = [
     ("Squeeze both leader grippers to start", "Squeeze both leader grippers to start"),
     ("Teleoperating", "Teleoperating"),
 ]
-
-
-class BigFigure(QWidget):
-    """A caption over a big monospace number, coloured by status."""
-
-    def __init__(self, caption: str, unit: str = "", parent=None):
-        super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(0)
-        self.cap = QLabel(caption.upper())
-        self.cap.setProperty("class", "caption")
-        self.value = QLabel("—")
-        self.value.setProperty("class", "big")
-        self.unit = unit
-        lay.addWidget(self.cap)
-        lay.addWidget(self.value)
-
-    def set(self, text: str, status: str = "idle") -> None:
-        colour = theme.TEXT if status == "idle" else theme.status_colour(status)
-        u = f"<span style='font-size:14px; color:{theme.MUTED}'> {self.unit}</span>" if self.unit else ""
-        self.value.setText(f"<span style='color:{colour}'>{text}</span>{u}")
-
-
-class RateMeter:
-    """Loop rate from tick indices and rig-clock times seen by the GUI poll (no access to the loop's buffers)."""
-
-    def __init__(self, window_s: float = 2.0):
-        self.samples: collections.deque = collections.deque()
-        self.window_s = window_s
-
-    def add(self, index: int, t: float) -> None:
-        if self.samples and self.samples[-1][0] == index:
-            return
-        self.samples.append((index, t))
-        while self.samples and t - self.samples[0][1] > self.window_s:
-            self.samples.popleft()
-
-    def rate(self) -> float:
-        if len(self.samples) < 2:
-            return float("nan")
-        (i0, t0), (i1, t1) = self.samples[0], self.samples[-1]
-        return (i1 - i0) / (t1 - t0) if t1 > t0 else float("nan")
-
-    def reset(self) -> None:
-        self.samples.clear()
-
-
-def rate_status(hz: float, nominal: float) -> str:
-    if not math.isfinite(hz):
-        return "idle"
-    return "fail" if hz < 0.84 * nominal else "warn" if hz < 0.96 * nominal else "ok"
 
 
 class TeleopPanel(QWidget):

@@ -1,4 +1,8 @@
-"""Rig builders, one per backend: the only place that knows how a RigConfig becomes arms, cameras and a clock."""
+"""Rig builders, one per backend: the only place that knows how a RigConfig becomes arms, cameras and a clock.
+
+`build_rig(config)` is the front ends' entry point (CLI, GUI, trials, benches); `workbench.rig` only defines the
+Rig, so it never needs to know the backends.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -82,3 +86,8 @@ BUILDERS: dict[str, Callable[[RigConfig], Rig]] = {
     "virtual": build_virtual,
     "sim": build_sim,
 }
+
+
+def build_rig(config: RigConfig) -> Rig:
+    """Instantiate (not connect) the rig a config describes."""
+    return BUILDERS[config.backend](config)

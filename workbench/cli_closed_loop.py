@@ -1,6 +1,7 @@
 """`workbench closed-loop`: demonstrations -> post-training -> seeded trials (-> corrections -> again) on the sim."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -16,15 +17,19 @@ def register(sub) -> None:
     p.add_argument("--demos", type=int, required=True)
     p.add_argument("--trials", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder (stages already done there are skipped)")
-    p.add_argument("--config", default="small", choices=("small", "tiny", "pi0"),
-                   help="model: small (1.6 M parameters, a CPU), tiny (0.14 M, tests) or pi0 (the 3.5 B model; a GPU)")
-    p.add_argument("--base", default=None, help="base weights (default: random for small/tiny, lerobot/pi0_base for "
-                                                 "pi0)")
-    p.add_argument("--lora", action="store_true")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--device", default="auto")
+    from finetune import presets
+
+    p.add_argument("--config", default="small", choices=presets.NAMES,
+                   help="training preset (finetune/presets.py, as `workbench train --config`): small (1.6 M "
+                        "parameters, learns on a CPU), tiny (0.14 M, tests), pi0 / pi0-lora (the 3.5 B model; a GPU); "
+                        "the options below override its values")
+    p.add_argument("--base", default=None, help=f"base weights [default: the preset's: {presets.describe('base')}]")
+    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"[default: the preset's: {presets.describe('lora')}]")
+    p.add_argument("--steps", type=int, default=None, help=f"[default: {presets.describe('steps')}]")
+    p.add_argument("--batch", type=int, default=None, help=f"[default: {presets.describe('batch_size')}]")
+    p.add_argument("--lr", type=float, default=None, help=f"[default: {presets.describe('lr')}]")
+    p.add_argument("--device", default=None, help=f"[default: {presets.describe('device')}]")
     p.add_argument("--demo-seeds", default=None, help="e.g. 0-49 (default 0..demos-1)")
     p.add_argument("--trial-seeds", default=None, help="e.g. 1000-1099 (default 100000..)")
     p.add_argument("--allow-overlap", action="store_true", help="let trial seeds repeat demonstration seeds "
@@ -46,7 +51,7 @@ def register(sub) -> None:
 
 
 def _closed_loop(args) -> int:
-    from workbench.cli_trials import parse_seeds
+    from workbench.deploy.trials_service import parse_seeds
     from workbench.deploy.closed_loop import ClosedLoop, ClosedLoopConfig
 
     cfg = ClosedLoopConfig(

@@ -62,7 +62,7 @@ def _init(args) -> int:
 
 
 def _status(args) -> int:
-    from workbench.rig import build_rig
+    from workbench.backends import build_rig
 
     with build_rig(load_rig_config(args.rig)) as rig:
         for st in rig.arm_status():
@@ -74,7 +74,7 @@ def _status(args) -> int:
 
 
 def _reboot(args) -> int:
-    from workbench.rig import build_rig
+    from workbench.backends import build_rig
 
     with build_rig(load_rig_config(args.rig)) as rig:
         rig.reboot(args.arm, args.joint)

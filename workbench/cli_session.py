@@ -37,7 +37,7 @@ def run_session(rig_ref: str, start: Callable[[RigSession], None], *, park: bool
     """Connect `rig_ref`, `start(session)` a mode, wait for it (Ctrl-C stops it cleanly), then close: followers
     to the sleep pose and torque off (`park=False`: torque off where they stand). Re-raises the mode's error."""
     from workbench.config import load_rig_config
-    from workbench.rig import build_rig
+    from workbench.backends import build_rig
 
     rig = build_rig(load_rig_config(rig_ref))
     rig.connect(progress=lambda m: None)

@@ -1,11 +1,14 @@
 """`workbench trials`: policy rollouts on a rig from the terminal, recorded as trial episodes, with a summary."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.cli_keys import RawKeys
+
+if TYPE_CHECKING:
+    from workbench.deploy.trials_service import TrialsRequest
 
 
 def register(sub) -> None:
@@ -33,28 +36,13 @@ def register(sub) -> None:
                                                  "dataset's)")
     p.add_argument("--time-limit-s", type=float, default=20.0, help="trial time limit in seconds (20)")
     p.add_argument("--dataset", type=Path, default=None, help="dataset folder for the trial episodes "
-                                                              "(default: trials/<policy name>)")
+                                                              "(default: <data root>/trials/<policy name>)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="where the default dataset goes (default ~/aloha_data, as the app's; the app uses the "
+                        "folder of its recording dataset)")
     p.add_argument("--no-takeover", action="store_true", help="leaders do not follow the followers")
     p.add_argument("--device", default="auto", help="inference device of the local policy server (auto, cuda, cpu)")
     p.set_defaults(func=_trials)
-
-
-def parse_seeds(text: str | None) -> tuple[int, ...] | None:
-    """'100-104' -> (100..104); '3,5,8' -> (3, 5, 8); mixed allowed."""
-    if not text:
-        return None
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, part)
-                out.extend(range(int(a), int(b) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise ValueError(f"--seeds {text!r}: use a range like 100-119 or a list like 3,5,8") from None
-    return tuple(out)
 
 
 class TrialKeys(RawKeys):
@@ -81,35 +69,29 @@ class TrialKeys(RawKeys):
             print(f"command: {text!r} (from the next chunk on)", flush=True)
 
 
+def request_from_args(args) -> "TrialsRequest":
+    """The flags as the service's request (the Trials tab builds the same from its fields)."""
+    from workbench.deploy.policy_source import ExecConfig
+    from workbench.deploy.trials_service import TrialsRequest
+
+    execution = ExecConfig(mode=args.mode, execute_steps=args.execute_steps, ensemble=args.ensemble,
+                           delay_ticks=args.delay_ticks)
+    return TrialsRequest(policy=args.policy, trials=args.trials, prompt=args.prompt or "", dataset=args.dataset,
+                         data_root=args.data_root, seeds=args.seeds or "", execution=execution,
+                         time_limit_s=args.time_limit_s, takeover=not args.no_takeover, device=args.device,
+                         api_key=args.api_key)
+
+
 def _trials(args) -> int:
-    from recorder.store import DatasetStore
     from workbench import events as ev
     from workbench.cli_session import print_event, run_session
     from workbench.config import load_rig_config
-    from workbench.deploy.policy_launcher import open_policy
-    from workbench.deploy.policy_source import ExecConfig
-    from workbench.deploy.trials import TrialRunner, TrialSettings, policy_identity
+    from workbench.deploy.trials_service import TrialsService
 
-    seeds = parse_seeds(args.seeds)
-    execution = ExecConfig(mode=args.mode, execute_steps=args.execute_steps, ensemble=args.ensemble,
-                           delay_ticks=args.delay_ticks)
-    rig_config = load_rig_config(args.rig)
-    api_key = args.api_key or os.environ.get("WORKBENCH_API_KEY")
+    service = TrialsService(request_from_args(args), load_rig_config(args.rig))
     print(f"starting the policy ({args.policy}) ...", flush=True)
-    policy = open_policy(args.policy, rig=rig_config, api_key=api_key, device=args.device,
-                         log=lambda line: print(f"  [server] {line}", flush=True))
-    try:
-        meta = dict(policy.metadata)
-        prompt = args.prompt or meta.get("task") or meta.get("prompt")
-        if not prompt:
-            raise ValueError("the policy does not say which task it was trained on: give --prompt")
-        pid, step = policy_identity(meta, args.policy)
-        dataset = args.dataset or Path("trials") / pid.replace("@", "_")
-        store = DatasetStore(dataset)
-        settings = TrialSettings(prompt=prompt, trials=args.trials, time_limit_s=args.time_limit_s,
-                                 execution=execution, seeds=seeds, takeover=not args.no_takeover,
-                                 policy=args.policy, policy_id=pid, checkpoint=step)
-        holder: dict = {}
+    with service:  # the policy (and its server process) is closed on every path
+        plan = service.open(log=lambda line: print(f"  [server] {line}", flush=True))
         keys = None
 
         def on_event(e) -> None:
@@ -129,46 +111,35 @@ def _trials(args) -> int:
 
         def start(session) -> None:
             nonlocal keys
-            runner = TrialRunner(session.rig, store, policy, settings)
-            holder["runner"] = runner
-            session.start_trials(runner)
+            runner = service.start(session)
             if sys.stdin.isatty():
                 keys = TrialKeys(runner)
                 keys.start()
 
-        print(f"{args.trials} trials of {pid} on {args.rig}, mode {args.mode}; episodes in {dataset}", flush=True)
+        print(f"{plan.describe()}: {args.trials} trials on {args.rig}, mode {args.mode}; episodes in "
+              f"{plan.dataset}", flush=True)
         try:
             run_session(args.rig, start, on_event=on_event)
         finally:
             if keys is not None:
                 keys.stop()
-        runner = holder.get("runner")
-        if runner is not None:
-            _summary(runner, store, sys.stdin.isatty() and session_needs_labels(runner))
-    finally:
-        policy.close()
+        if service.runner is not None:
+            _summary(service, ask=sys.stdin.isatty())
     return 0
 
 
-def session_needs_labels(runner) -> bool:
-    return any(r.outcome == "unlabeled" for r in runner.results)
-
-
-def _summary(runner, store, ask: bool) -> None:
-    from workbench.deploy.trial_stats import format_table, load_trials, summarize
+def _summary(service, ask: bool) -> None:
+    """Labels for the trials no simulator judged (asked on a terminal), then the success-rate table."""
+    from workbench.deploy.trial_stats import format_table, summarize
 
     if ask:
-        for r in runner.results:
-            if r.outcome != "unlabeled":
-                continue
+        for r in service.unlabeled():
             ans = input(f"outcome of trial {r.index + 1} ({r.name}): [s]uccess, [f]ailure, [p]artial, "
                         "Enter = leave unlabeled: ").strip().lower()
             outcome = {"s": "success", "f": "failure", "p": "partial"}.get(ans[:1])
             if outcome:
-                runner.label(r.index, outcome)
-    names = {r.name for r in runner.results}
-    records = [t for t in load_trials(store.root) if t.name in names]
-    print(format_table(summarize(records, by=("policy_id",))), flush=True)
+                service.label(r.index, outcome)
+    print(format_table(summarize(service.records(), by=("policy_id",))), flush=True)
 
 
-__all__ = ["parse_seeds", "register"]
+__all__ = ["TrialKeys", "register", "request_from_args"]

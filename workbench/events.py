@@ -101,7 +101,7 @@ class Stopped:
     held: bool = False  # True: the followers hold where they are (e-stop or error), no shutdown sequence ran
 
 
-# -- trials (workbench.deploy.trials) ---------------------------------------------------------------------------------
+# -- trials (plain data, emitted by workbench.deploy.trials) ---------------------------------------------------
 @dataclass(frozen=True)
 class TrialStarted:
     index: int  # 0-based within the session
@@ -113,11 +113,13 @@ class TrialStarted:
 
 @dataclass(frozen=True)
 class ChunkArrived:
-    """A policy chunk entered execution: `actions[i]` is meant for trial tick `start_tick + i - entry`."""
+    """A policy chunk entered execution: `actions[i]` is meant for trial tick `start_tick + i - entry`, i.e. loop
+    tick `loop_tick + i - entry` (front ends place it on the rig clock from that, never by guessing)."""
 
     tick: int  # trial tick of its observation
     step: int  # policy slot of its observation: actions[i] is meant for slot step + i
     start_tick: int  # trial tick that executes its first used action
+    loop_tick: int  # control-loop tick index (`Tick.index`) that executes that action: where the chunk lies in time
     entry: int  # index of that action in `actions`
     actions: Any  # np.ndarray [H, 14], rig units
     infer_ms: float

@@ -15,10 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from drivers.arm import BIMANUAL_JOINT_NAMES
 from recorder.quality import QualityThresholds
+from recorder.rig_info import RigInfo, gripper_dict
 from recorder.store import DatasetStore
 from recorder.writer import EpisodeWriter, RecorderError, SavedEpisode
 from workbench import events as ev
+from workbench.config import RigConfig
 from workbench.control import ControlLoop
 from workbench.sources import LeaderSource
 from workbench.teleop import align_to_leaders
@@ -73,6 +76,16 @@ class SessionSettings:
     seed: int | None = None  # simulation: seed of the first episode (then +1 per episode); None: continue the dataset
 
 
+def episode_rig_info(config: RigConfig, cameras: list[str] | None = None) -> RigInfo:
+    """What an episode records about its rig (recorder.rig_info.RigInfo) so that training never reads rig files:
+    name, backend, control rate, cameras (the recorded ones; default: the rig's), joint layout and gripper
+    normalization constants."""
+    return RigInfo(name=config.name, backend=config.backend, control_hz=float(config.control_hz),
+                   cameras=tuple(cameras if cameras is not None else (c.name for c in config.cameras)),
+                   joint_names=BIMANUAL_JOINT_NAMES, gripper_set=config.gripper_set,
+                   gripper=gripper_dict(config.gripper))
+
+
 def next_sim_seed(store: DatasetStore) -> int:
     """One past the highest simulation seed in the dataset (trash included), so a new session never repeats a
     demonstration an earlier session recorded."""
@@ -108,9 +121,10 @@ class RecordingSession:
 
     def _writer(self) -> EpisodeWriter:
         cfg = self.rig.config
+        cameras = list(self.rig.cameras)
         return self.store.new_episode(
-            list(self.rig.cameras), task=self.s.task, rig_config=cfg.text, sim=self.rig.sim is not None,
-            sim_seed=None if self.rig.sim is None else self.rig.sim.seed,
+            cameras, task=self.s.task, rig_config=cfg.text, rig_info=episode_rig_info(cfg, cameras),
+            sim=self.rig.sim is not None, sim_seed=None if self.rig.sim is None else self.rig.sim.seed,
             control_hz=cfg.control_hz, thresholds=QualityThresholds.from_mapping(dict(cfg.quality)))
 
     def _wait(self, seconds: float, what: str, phase: ev.Phase, stop: threading.Event) -> None:

@@ -1,4 +1,5 @@
-"""The Rig: arms, cameras and a clock built from a RigConfig, whatever the backend (sim, virtual, dynamixel).
+"""The Rig: arms, cameras and a clock built from a RigConfig, whatever the backend (sim, virtual, dynamixel);
+`workbench.backends.build_rig` makes one.
 
 Front ends (CLI, GUI, recorder, trials) see only this object. It owns the I/O lock shared with its safety
 layer, so an e-stop from another thread lands between two control ticks, never inside a bus transaction.
@@ -200,9 +201,3 @@ class Rig:
                 self.safety.command(name, action[arm_slice(i)], None if present is None else present[arm_slice(i)])
                 for i, name in enumerate(self.follower_names)])
 
-
-def build_rig(config: RigConfig) -> Rig:
-    """Instantiate (not connect) the rig a config describes."""
-    from workbench import backends
-
-    return backends.BUILDERS[config.backend](config)

@@ -30,7 +30,6 @@ from workbench.teleop import align_to_leaders, park, shutdown, startup
 
 if TYPE_CHECKING:
     from workbench.recording import RecordingSession
-    from workbench.deploy.trials import TrialRunner
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,6 @@ class RigSession:
         self.last_error: BaseException | None = None
         self.result: Any = None  # what the last mode returned (timing summary, saved episodes, replay result)
         self.recording = None  # the running workbench.recording.RecordingSession (GUI: episode timer, events)
-        self.trials = None  # the running workbench.deploy.trials.TrialRunner
         self._subscribers: list[ev.Subscriber] = []
         self._jobs: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -61,6 +59,7 @@ class RigSession:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._tick_listeners: list[Listener] = []
+        self._on_stop: Callable[[], None] | None = None  # the running job's stop hook (start_job)
         rig.safety.on_estop(lambda engaged, reason: self._emit(ev.EstopChanged(engaged, reason)))
 
     # -- events -----------------------------------------------------------------------------------------
@@ -70,6 +69,11 @@ class RigSession:
     def unsubscribe(self, fn: ev.Subscriber) -> None:
         if fn in self._subscribers:
             self._subscribers.remove(fn)
+
+    def emit(self, event: ev.RigEvent) -> None:
+        """Publish an event to the subscribers: for a job run on the control thread (`start_job`), so its events
+        reach every front end the same way the session's own do."""
+        self._emit(event)
 
     def _emit(self, event: ev.RigEvent) -> None:
         if isinstance(event, ev.PhaseChanged):
@@ -155,7 +159,7 @@ class RigSession:
 
     def start_source(self, source: ActionSource, mode: Mode = Mode.TRIAL, steps: int | None = None,
                      align: bool = False) -> None:
-        """Any action source through the loop (trials plug in here). The followers hold afterwards."""
+        """Any action source through the loop. The followers hold afterwards."""
 
         def run(stop: threading.Event):
             for name in self.rig.follower_names:
@@ -167,21 +171,18 @@ class RigSession:
 
         self._start(mode, run, mode.value.capitalize(), ceremony=False)
 
-    def start_trials(self, runner: "TrialRunner") -> "TrialRunner":
-        """Policy trials (workbench.deploy.trials): one recorded episode per rollout; the followers hold afterwards.
-        `stop()` ends the running trial and the session; the runner's own methods take the other commands."""
-
-        runner.emit = self._emit
+    def start_job(self, body: Callable[[ControlLoop, threading.Event], Any], mode: Mode = Mode.TRIAL,
+                  context: str | None = None, on_stop: Callable[[], None] | None = None) -> None:
+        """Run `body(loop, stop)` on the control thread as mode `mode`: a sequence of loop runs that a service
+        drives (policy trials: start pose, one loop run per rollout), without the session knowing what it is.
+        `stop` is set by `stop()` and the e-stop, which also call `on_stop` (a job waiting on its own events wakes
+        up). Errors are handled as every mode's: the followers hold and a SessionError is emitted; no shutdown
+        sequence runs afterwards (the followers hold). What `body` returns becomes `result`."""
 
         def run(stop: threading.Event):
-            self.trials = runner
-            try:
-                return runner.run(self.loop, stop)
-            finally:
-                self.trials = None
+            return body(self.loop, stop)
 
-        self._start(Mode.TRIAL, run, "Trials", ceremony=False)
-        return runner
+        self._start(mode, run, context or mode.value.capitalize(), ceremony=False, on_stop=on_stop)
 
     def _startup(self, stop: threading.Event, wait_for_squeeze: bool, squeeze_timeout: float | None) -> bool:
         self._emit(ev.PhaseChanged(Phase.STARTING))
@@ -196,7 +197,8 @@ class RigSession:
         self._emit(ev.PhaseChanged(Phase.ALIGNING))
         return align_to_leaders(self.rig, stop, self._say)
 
-    def _start(self, mode: Mode, body: Callable[[threading.Event], Any], context: str, ceremony: bool) -> None:
+    def _start(self, mode: Mode, body: Callable[[threading.Event], Any], context: str, ceremony: bool,
+               on_stop: Callable[[], None] | None = None) -> None:
         with self._lock:
             if self.busy:
                 raise SessionBusy(f"{self.mode.value} is running: stop it first")
@@ -206,6 +208,7 @@ class RigSession:
                 raise DriverError("the rig is not connected")
             self._stop = threading.Event()
             self.mode, self.last_error, self.result = mode, None, None
+            self._on_stop = on_stop
             self._idle.clear()
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="control", daemon=True)
@@ -252,6 +255,7 @@ class RigSession:
                     self._emit(ev.SessionError(exc, f"{context} shutdown"))
             summary = self.loop.timing.summary() if self.loop.timing.ticks else None
             self.mode = Mode.IDLE
+            self._on_stop = None
             self._emit(ev.PhaseChanged(Phase.IDLE))
             self._emit(ev.Stopped(mode, reason, summary, held))
             self._emit(ev.ModeChanged(Mode.IDLE))
@@ -269,8 +273,7 @@ class RigSession:
     def stop(self) -> None:
         """End the running mode once, cleanly (it runs its shutdown sequence unless the e-stop is engaged)."""
         self._stop.set()
-        if self.trials is not None:
-            self.trials.stop()
+        self._call_stop_hook()
         self.loop.request_stop()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -288,6 +291,15 @@ class RigSession:
         self._stop.set()
         self.rig.safety.estop(reason)
         self.loop.request_stop()
+        self._call_stop_hook()
+
+    def _call_stop_hook(self) -> None:
+        hook = self._on_stop
+        if hook is not None:
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001 - stopping the loop matters more than a job's hook
+                log.error("stop hook failed: %s", exc)
 
     def release_estop(self) -> None:
         self.rig.safety.release()

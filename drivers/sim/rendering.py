@@ -17,18 +17,28 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import ContextManager, Protocol
 
 import mujoco
 import numpy as np
 
 from drivers.errors import CameraError
 
-if TYPE_CHECKING:
-    from drivers.sim.aloha_sim import AlohaSim
-
 RENDER_QUALITIES = ("fast", "full")
 _GRAVEYARD: list[mujoco.Renderer] = []  # renderers of other threads: kept alive, never freed in a wrong context
+
+
+class Scene(Protocol):
+    """What a RenderPool needs of the simulated world (drivers.sim.aloha_sim.AlohaSim is one)."""
+
+    model: mujoco.MjModel
+    data: mujoco.MjData
+    lock: ContextManager  # held while a frame is rendered: no physics step in between
+
+    @property
+    def tick(self) -> int:
+        """The world's tick counter (never goes back): a cached image is valid for one tick."""
+        ...
 
 
 def _safe_close(renderer: mujoco.Renderer) -> None:
@@ -44,7 +54,7 @@ def _safe_close(renderer: mujoco.Renderer) -> None:
 
 
 class RenderPool:
-    def __init__(self, sim: AlohaSim, quality: str = "fast"):
+    def __init__(self, sim: Scene, quality: str = "fast"):
         if quality not in RENDER_QUALITIES:
             raise ValueError(f"render quality {quality!r}: choose one of {RENDER_QUALITIES}")
         self.sim = sim

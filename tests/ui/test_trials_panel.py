@@ -217,7 +217,7 @@ def test_compare_two_selected_policies_shows_the_verdict(qtbot, settings):
 
     from ui.controller import RigController
     from ui.tasks import JobRunner
-    from ui.trials_panel import TrialsPanel
+    from ui.trials import TrialsPanel
     from workbench.deploy.trial_stats import TrialRecord, compare, summarize
 
     def rec(i, pid, outcome):

@@ -2,7 +2,7 @@
 import pytest
 
 from workbench.config import load_rig_config
-from workbench.rig import build_rig
+from workbench.backends import build_rig
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from drivers.arm import ARM_JOINT_COLUMNS
 from recorder.reader import EpisodeReader
 from recorder.store import DatasetStore
 from workbench import events as ev
-from workbench.recording import EventStream, SessionEvent, SessionSettings
+from workbench.recording import EventStream, SessionEvent, SessionSettings, episode_rig_info
 from workbench.replay import ReplayError
 from workbench.session import RigSession
 
@@ -97,6 +97,30 @@ def test_segments_from_phases_and_operator_mark(recorded):
     assert "start-up" not in texts and "done" not in texts
     assert info.task == "transfer the cube" and info.sim and info.sim_seed is not None
     assert info.outcome == "success"  # the sim's success signal labels sim episodes
+
+
+def test_episodes_record_the_rig_facts_training_needs(recorded, sim_rig):
+    """Cameras, joint layout, control rate and gripper constants go into every episode (recorder.rig_info), so
+    training never has to read the rig file (finetune does not know workbench.config)."""
+    from drivers.arm import BIMANUAL_JOINT_NAMES
+    from drivers.gripper import GRIPPER_PRESETS
+    from recorder.rig_info import gripper_dict
+
+    store, saved, _ = recorded
+    rig = store.show(saved[0].name).rig_info
+    assert rig is not None and rig == episode_rig_info(sim_rig.config, list(sim_rig.cameras))
+    assert (rig.name, rig.backend, rig.control_hz, rig.gripper_set) == ("sim-transfer-cube", "sim", 50.0, "aloha1")
+    assert rig.cameras == ("cam_high", "cam_left_wrist", "cam_right_wrist")
+    assert rig.joint_names == BIMANUAL_JOINT_NAMES and rig.gripper == gripper_dict(GRIPPER_PRESETS["aloha1"])
+
+
+def test_episode_rig_info_of_a_real_rig_file():
+    from workbench.config import parse_rig_config, preset_text
+
+    cfg = parse_rig_config(preset_text("aloha").replace('gripper = "aloha1"', 'gripper = "aloha2"'), "test")
+    rig = episode_rig_info(cfg)
+    assert (rig.name, rig.backend, rig.gripper_set) == (cfg.name, "dynamixel", "aloha2")
+    assert rig.cameras == tuple(c.name for c in cfg.cameras) and rig.gripper["leader_joint_open"] == 0.8298
 
 
 def test_episode_is_act_readable(recorded):

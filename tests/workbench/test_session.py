@@ -190,3 +190,43 @@ def test_reboot_through_the_session_is_refused_while_estopped():
         session.start_teleop()
     session.release_estop()
     session.close(torque_off_here=True)
+
+
+@pytest.mark.parametrize("how", ["stop", "estop"])
+def test_a_job_runs_on_the_control_thread_and_stop_or_estop_reach_its_hook(how):
+    """start_job: a service's sequence of loop runs (the trials) as a mode of the session, which knows nothing of
+    it: it runs on the control thread with the session's loop; stop() and the e-stop set its stop event and call
+    its hook (a job waiting on its own event wakes), and the mode ends as every mode does."""
+    from workbench.sources import HoldSource
+
+    session = sim_session()
+    woke = threading.Event()
+    ran: dict = {}
+    seen: list = []
+    session.subscribe(seen.append)
+
+    def job(loop, stop):
+        ran["thread"] = threading.current_thread().name
+        ran["loop"] = loop is session.loop
+        session.emit(ev.StepMessage("job running"))
+        loop.run(HoldSource(), steps=5, stop=stop)
+        woke.wait(30)  # only the hook wakes this (stop() does not know the job's own event)
+        return "job result"
+
+    try:
+        session.start_job(job, context="A job", on_stop=woke.set)
+        assert session.mode is ev.Mode.TRIAL
+        deadline = threading.Event()
+        while not any(isinstance(e, ev.StepMessage) and e.text == "job running" for e in seen):
+            deadline.wait(0.01)
+        session.stop() if how == "stop" else session.estop("test")
+        wait_for(session, 10)
+        assert woke.is_set() and ran == {"thread": "control", "loop": True}
+        stopped = [e for e in seen if isinstance(e, ev.Stopped)][-1]
+        assert stopped.mode is ev.Mode.TRIAL
+        assert (stopped.reason, stopped.held) == (("operator", False) if how == "stop" else ("estop", True))
+        assert session.result == "job result"
+        if how == "estop":
+            session.release_estop()
+    finally:
+        session.close(torque_off_here=True)

@@ -12,7 +12,7 @@ from recorder.store import DatasetStore
 from workbench import events as ev
 from workbench.config import load_rig_config
 from workbench.deploy.policy_source import ExecConfig
-from workbench.rig import build_rig
+from workbench.backends import build_rig
 from workbench.session import RigSession
 
 from trial_helpers import RampPolicy, run_trials, ticks_of, wait_event

@@ -13,7 +13,7 @@ from recorder.store import DatasetStore
 from workbench import events as ev
 from workbench.config import load_rig_config
 from workbench.deploy.policy_source import ExecConfig, ExecMode
-from workbench.rig import build_rig
+from workbench.backends import build_rig
 from workbench.session import RigSession
 
 from trial_helpers import FailingPolicy, RampPolicy, run_trials, ticks_of, wait_event
@@ -183,3 +183,56 @@ def test_stop_ends_the_trial_as_operator(sim_session, tmp_path):
                               execution=ExecConfig(mode=ExecMode.SYNC), takeover=False)
     assert runner.results[0].info.ended_by == "operator"
     assert runner.results[0].info.duration_s < 30.0
+
+
+@pytest.mark.parametrize("mode,delay", [("sync", 3), ("async", 4)])
+def test_chunk_arrived_carries_the_loop_tick_of_its_first_action(sim_session, tmp_path, mode, delay):
+    """ChunkArrived.loop_tick is the control loop's tick index that executes actions[entry] (front ends place the
+    chunk on the rig clock from it): the recorded ticks show that action there and the chunk's next one after it,
+    in every trial (loop ticks run on across trials and runs; trial ticks restart)."""
+    ticks = ticks_of(sim_session)
+    _, seen = run_trials(sim_session, DatasetStore(tmp_path), RampPolicy(), time_limit_s=1.0, trials=2,
+                         execution=ExecConfig(mode=mode, delay_ticks=delay), takeover=False)
+    sim_session.remove_tick_listener(ticks.append)
+    by_index = {t.index: t for t in ticks}
+    arrived = [e for e in seen if isinstance(e, ev.ChunkArrived)]
+    assert len(arrived) >= 4 and len({e.loop_tick for e in arrived}) == len(arrived)
+    assert any(e.loop_tick != e.start_tick for e in arrived)  # loop ticks, not the trial's (trial 2 restarts)
+    limit = 50  # ticks per trial (1 s at 50 Hz)
+    for e in arrived:
+        # the chunk's first action at its loop tick, its second on the next tick (a ramp: each differs)
+        assert np.array_equal(by_index[e.loop_tick].action, e.actions[e.entry]), (e.loop_tick, e.entry)
+        if e.start_tick + 1 < limit:  # the next tick is still this trial's
+            assert np.array_equal(by_index[e.loop_tick + 1].action, e.actions[e.entry + 1]), (e.loop_tick, e.entry)
+
+
+def test_label_on_a_trial_that_ended_but_is_not_appended_keeps_the_label_and_the_note(sim_session, tmp_path):
+    """A front end labels a trial the moment it hears TrialEnded (the GUI's outcome buttons), while the control
+    thread is still inside the run: the runner takes the label and the operator's note (the store keeps both)."""
+    from workbench.deploy.chunk_policy import InProcessPolicy
+    from workbench.deploy.trials import TrialRunner, TrialSettings, start_trials
+
+    store = DatasetStore(tmp_path)
+    runner = TrialRunner(sim_session.rig, store, InProcessPolicy(RampPolicy()),
+                         TrialSettings(prompt="wave", trials=1, time_limit_s=1.0, takeover=False,
+                                       execution=ExecConfig(mode="sync", delay_ticks=2)))
+    done: list = []
+
+    def label_on_end(e) -> None:  # on the control thread, inside the runner's own TrialEnded emission
+        if isinstance(e, ev.TrialEnded):
+            try:
+                done.append(runner.label(e.index, "partial", "the cube slipped at the hand-over"))
+            except Exception as exc:  # noqa: BLE001 - the session would only log it
+                done.append(exc)
+
+    sim_session.subscribe(label_on_end)
+    try:
+        start_trials(sim_session, runner)
+        assert sim_session.wait(240), "the trials did not end"
+    finally:
+        sim_session.unsubscribe(label_on_end)
+    assert len(done) == 1 and not isinstance(done[0], Exception), done
+    (result,) = runner.results
+    assert result.outcome == "partial" and result.info.outcome_source == "operator"
+    info = store.show(result.name)
+    assert info.outcome == "partial" and info.notes == "the cube slipped at the hand-over"

@@ -11,7 +11,7 @@ from workbench import events as ev
 from workbench.deploy.chunk_policy import ChunkPolicy, InProcessPolicy
 from workbench.deploy.policy_source import ExecConfig
 from workbench.session import RigSession
-from workbench.deploy.trials import TrialRunner, TrialSettings
+from workbench.deploy.trials import TrialRunner, TrialSettings, start_trials
 
 H = 50
 
@@ -61,7 +61,7 @@ def run_trials(session: RigSession, store: DatasetStore, policy, timeout: float 
     settings.setdefault("execution", ExecConfig())
     chunk_policy = policy if isinstance(policy, ChunkPolicy) else InProcessPolicy(policy)
     runner = TrialRunner(session.rig, store, chunk_policy, TrialSettings(**settings))
-    session.start_trials(runner)
+    start_trials(session, runner)
     if during is not None:
         during(runner, seen)
     assert session.wait(timeout), "the trials did not end"

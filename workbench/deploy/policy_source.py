@@ -34,7 +34,8 @@ from typing import Callable, Protocol
 import numpy as np
 
 from drivers.arm import BIMANUAL_DOF
-from workbench.deploy.chunk_policy import ChunkPolicy, ChunkReply, ChunkRequest
+from serving.chunks import ChunkReply, ChunkRequest
+from workbench.deploy.chunk_policy import ChunkPolicy
 from workbench.control import Tick
 from workbench.rig import Observation, Rig
 
@@ -111,6 +112,7 @@ class ChunkRecord:
     roundtrip_ms: float
     entry: int = 0  # index of its first executed action (the ticks that passed during inference are skipped)
     start: int = -1  # first trial tick that executed one of its actions (-1: never entered)
+    loop_tick: int = -1  # control-loop tick index (Tick.index) it was entered at: that tick executes actions[entry]
     delay_ticks: int = -1  # ticks from the observation to that entry
     obs_t_wall: float = 0.0  # perf_counter at the observation tick (end-to-end latency)
     entered_t_wall: float = 0.0  # perf_counter when its first action was handed to the safety layer
@@ -163,6 +165,7 @@ class PolicySource:
         self._requested = 0
         self._last_request_slot = 0
         self.starved_ticks = 0  # async: ticks the current chunk had run out and the followers held
+        self._loop_offset = 0  # loop tick index - self.tick, from the last observed tick (the loop's clock)
 
     # -- ActionSource ----------------------------------------------------------------------------------------
     def start(self, rig: Rig, observation: Observation) -> None:
@@ -191,6 +194,9 @@ class PolicySource:
 
     def observe(self, tick: Tick) -> None:
         """After the tick's frames: ask for the next chunk when it is due (joints and frames of one instant)."""
+        # the loop's tick index, so a chunk knows the loop tick it starts at (a request is always observed here
+        # before its reply is entered, and a takeover, which skips observe, drops the pending request)
+        self._loop_offset = tick.index - self.tick
         if self._pending is None and not self._paused and self._due():
             step = self.slot - 1 if self._executed_this_tick else self.slot
             self._request(tick, step)
@@ -293,8 +299,9 @@ class PolicySource:
                 or not np.all(np.isfinite(actions)):
             raise PolicyError(f"the policy answered actions of shape {actions.shape} (need [H, {BIMANUAL_DOF}], "
                               "finite)")
+        # entered at this tick, whose action (computed right after) is actions[entry]: its loop tick is this one
         rec = ChunkRecord(p.step, p.tick, p.prompt, reply.infer_ms, reply.roundtrip_ms, entry=self.slot - p.step,
-                          obs_t_wall=p.t_wall)
+                          loop_tick=self._loop_offset + self.tick, obs_t_wall=p.t_wall)
         self._latency_ticks.append(age)
         self.records.append(rec)
         rec._replaced = self._slot_action_plain(self.slot)

@@ -8,8 +8,10 @@ ticks (lane "prompt"), chunk boundaries and per-chunk inference latency, and the
 "correction", the HG-DAgger data). The outcome is automatic on the simulator (success / partial: some reward /
 failure), and the operator's to give on hardware (`label`), and can be overridden afterwards either way.
 
-The runner runs on the RigSession's control thread (`RigSession.start_trials`); front ends talk to it through
-thread-safe methods (`next`, `take_over`, `hand_back`, `command`, `label`) and typed events.
+The runner runs on the RigSession's control thread as a generic job (`start_trials`, over `RigSession.start_job`:
+the session knows nothing of trials); front ends talk to it through thread-safe methods (`next`, `take_over`,
+`hand_back`, `command`, `label`) and typed events. `workbench.deploy.trials_service` is what the CLI and the GUI
+call: it opens the policy, resolves the settings and runs this runner.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -35,6 +37,9 @@ from workbench.control import ControlLoop, Tick
 from workbench.deploy.policy_source import ChunkRecord, ExecConfig, OperatorPrompts, PolicySource
 from workbench.rig import Rig
 from workbench.deploy.takeover import TakeoverControl, TrialSource
+
+if TYPE_CHECKING:
+    from workbench.session import RigSession
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,8 @@ class TrialRunner:
                  emit: Callable[[ev.RigEvent], None] = lambda e: None):
         self.rig, self.store, self.policy, self.s = rig, store, policy, settings
         self.emit = emit
-        self.results: list[TrialResult] = []
+        self.results: list[TrialResult] = []  # every saved trial, in order, from the moment it ended (TrialEnded)
+        self._results_lock = threading.Lock()
         self.control = TakeoverControl()
         self.prompts = OperatorPrompts(settings.prompt)
         self.session_id = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -157,14 +163,20 @@ class TrialRunner:
         """A language command: the prompt from the next chunk on (recorded in the "prompt" lane)."""
         self.prompts.command(text, source)
 
-    def label(self, index: int, outcome: str, notes: str | None = None) -> None:
-        """The operator's outcome for trial `index` (overrides the simulator's)."""
-        r = self.results[index]
-        if notes is None and r.outcome != "unlabeled" and outcome != r.outcome:
-            notes = f"outcome set by the operator (the simulator said {r.outcome})"
-        self.store.label(r.name, outcome, notes)  # the label file wins over the recorded outcome everywhere
-        r.info.outcome_source = "operator"
-        self.results[index] = TrialResult(r.index, r.name, outcome, r.info, r.saved)
+    def label(self, index: int, outcome: str, notes: str | None = None) -> TrialResult:
+        """The operator's outcome (and note) for trial `index` (overrides the simulator's); any trial that ended,
+        also while the control thread is still finishing the run (a front end labels on TrialEnded)."""
+        with self._results_lock:
+            pos = next((i for i, r in enumerate(self.results) if r.index == index), None)
+            if pos is None:
+                raise IndexError(f"trial {index + 1} has not ended (or was not saved)")
+            r = self.results[pos]
+            if notes is None and r.outcome != "unlabeled" and outcome != r.outcome:
+                notes = f"outcome set by the operator (the simulator said {r.outcome})"
+            self.store.label(r.name, outcome, notes)  # the label file wins over the recorded outcome everywhere
+            r.info.outcome_source = "operator"
+            self.results[pos] = labelled = TrialResult(r.index, r.name, outcome, r.info, r.saved)
+        return labelled
 
     # -- control thread ---------------------------------------------------------------------------------------
     def run(self, loop: ControlLoop, stop: threading.Event) -> list[TrialResult]:
@@ -172,10 +184,9 @@ class TrialRunner:
             if stop.is_set() or self._stop_all.is_set() or self.rig.safety.estopped:
                 break
             self._next.clear()
-            result = self._trial(k, loop, stop)
+            result = self._trial(k, loop, stop)  # in `results` already (from its TrialEnded on)
             if result is None:  # stopped before it ran (start pose not reached, stop, e-stop)
                 break
-            self.results.append(result)
             if self.rig.safety.estopped:
                 break
             if k + 1 < self.s.trials and self.rig.sim is None and self.s.reset_s > 0:
@@ -235,8 +246,9 @@ class TrialRunner:
         trial_tick0 = loop.tick_index
 
         def on_chunk(rec: ChunkRecord, actions: np.ndarray) -> None:
-            self.emit(ev.ChunkArrived(rec.tick, rec.step, policy_src.tick, rec.entry, actions, rec.infer_ms, rec.roundtrip_ms,
-                                      rec.prompt))
+            self.emit(ev.ChunkArrived(tick=rec.tick, step=rec.step, start_tick=policy_src.tick,
+                                      loop_tick=rec.loop_tick, entry=rec.entry, actions=actions,
+                                      infer_ms=rec.infer_ms, roundtrip_ms=rec.roundtrip_ms, prompt=rec.prompt))
 
         self.prompts = OperatorPrompts(self.s.prompt)  # every trial starts from the task's prompt
         execution = self.s.execution
@@ -330,9 +342,20 @@ class TrialRunner:
         segments = list(saved.segments) + trial_segments(info, steps)
         if segments != list(saved.segments):
             self.store.set_segments(saved.name, segments)
+        result = TrialResult(k, saved.name, outcome, info, saved)
+        with self._results_lock:  # before TrialEnded: a front end may label it the moment it hears of it
+            self.results.append(result)
         self.emit(ev.TrialEnded(k, saved.name, outcome, info.outcome_source, ended_by, info.duration_s,
                                 info.time_to_success_s, len(info.interventions), info))
-        return TrialResult(k, saved.name, outcome, info, saved)
+        return result
+
+
+def start_trials(session: "RigSession", runner: TrialRunner) -> TrialRunner:
+    """The runner on the session's control thread (mode TRIAL, its events through the session's subscribers);
+    `session.stop()` and the e-stop end the running trial and the rest. The followers hold afterwards."""
+    runner.emit = session.emit
+    session.start_job(runner.run, mode=ev.Mode.TRIAL, context="Trials", on_stop=runner.stop)
+    return runner
 
 
 def trial_segments(info: TrialInfo, steps: int) -> list[Segment]:
@@ -362,4 +385,4 @@ class _Either:
 
 
 __all__ = ["TrialAborted", "TrialInfo", "TrialResult", "TrialRunner", "TrialSettings", "policy_identity",
-           "trial_segments"]
+           "start_trials", "trial_segments"]
