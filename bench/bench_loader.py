@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetune.config import Pi0Config  # noqa: E402
+from finetune.model_config import Pi0Config  # noqa: E402
 from finetune.data import DataConfig, build_training_data  # noqa: E402
 
 

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from finetune.checkpoint import build_model, random_init_  # noqa: E402
-from finetune.config import Pi0Config  # noqa: E402
+from finetune.model_config import Pi0Config  # noqa: E402
 from finetune.model.fast import MODES, StaticSampler  # noqa: E402
 from finetune.model.pi0 import count_parameters  # noqa: E402
 

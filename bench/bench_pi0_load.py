@@ -37,7 +37,7 @@ def child(folder: str, dtype: str, reader: str, variant: str) -> None:
     import torch
 
     from finetune.checkpoint import build_model, load_weights_
-    from finetune.config import Pi0Config
+    from finetune.model_config import Pi0Config
 
     base = status_kib("VmRSS")
     t0 = time.perf_counter()
@@ -55,7 +55,7 @@ def write_checkpoint(folder: Path, file_dtype: str, variant: str) -> float:
     import torch
 
     from finetune.checkpoint import build_model, checkpoint_key_shapes, write_safetensors
-    from finetune.config import Pi0Config
+    from finetune.model_config import Pi0Config
 
     cfg = Pi0Config.variant(variant)
     shapes = checkpoint_key_shapes(build_model(cfg, "meta"))

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from finetune.config import Pi0Config  # noqa: E402
+from finetune import presets  # noqa: E402
+from finetune.model_config import Pi0Config  # noqa: E402
 from finetune.model.pi0 import random_observation  # noqa: E402
 from finetune.precision import OptimConfig, autocast, build_optimizer, set_lr  # noqa: E402
 from finetune.train import LossModule, TrainConfig, build_policy, resolve_precision, step_noise  # noqa: E402
@@ -29,7 +30,7 @@ from finetune.train import LossModule, TrainConfig, build_policy, resolve_precis
 
 def bench_case(variant: str, lora: bool, batch: int, steps: int, warmup: int, device: torch.device,
                precision: str, grad_ckpt: bool, attention: str, compile_: bool) -> dict[str, float]:
-    cfg = TrainConfig(dataset="synthetic", out="/tmp/unused", base="random", model=variant, lora=lora,
+    cfg = TrainConfig(dataset="synthetic", out="/tmp/unused", base="random", model=variant, lora=lora, steps=steps,
                       batch_size=batch, precision=precision, gradient_checkpointing=grad_ckpt, attention=attention,
                       compile=compile_, optim=OptimConfig(warmup_steps=0))
     prec = resolve_precision(precision, device)
@@ -96,7 +97,7 @@ def main() -> None:
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
     config = a.config if a.config != "auto" else ("pi0" if device.type == "cuda" else "tiny")
-    variant = {"pi0": "pi0", "tiny": "pi0_tiny"}[config]
+    variant = presets.preset(config).model
     grad_ckpt = not a.no_grad_ckpt and config == "pi0"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"bench_train: {variant}, 3 cameras, {name}, precision {resolve_precision(a.precision, device)}, "

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.model.pi0 import Pi0, param_dtype, torch_dtype
 
 TIED_ALIAS = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"

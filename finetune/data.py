@@ -1,6 +1,6 @@
 """Training data for pi0: selected episodes -> seeded, resumable, distributed batches of normalized model inputs.
 
-The one entry point for the trainer::
+The one entry point for the trainer (`open_training_data` also takes the source "synthetic": finetune.synthetic_data)::
 
     data = build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: PromptTokenizer,
                                *, batch_size: int, num_workers: int, seed: int, rank: int = 0, world_size: int = 1)
@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from finetune.augment import Augmenter, sample_rng
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.episodes import (RIG_FILE, ALOHA_DIM_NAMES, TRIAL_MODES, EpisodeDataError, EpisodeSet, EpisodeSplit,
                                RigSnapshot, TrialsMode, fingerprint, load_episodes, rig_snapshot, split_episodes)
 from finetune.model.pi0 import Observation
@@ -446,6 +446,19 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
         world_size=world_size, near_constant_fixed=res.fixed, skipped=es.skipped, source_kind=es.kind,
         trial_episodes=tuple(e.id for e in es.episodes if e.trial),
         tasks=tuple(t for t, _ in collections.Counter(e.task for e in train_eps if e.task).most_common()))
+
+
+def open_training_data(source: str, fields: Mapping[str, Any], model_config: Pi0Config, tokenizer: PromptTokenizer,
+                       *, batch_size: int, num_workers: int, seed: int, rank: int = 0, world_size: int = 1) -> Any:
+    """The trainer's data: `source` "synthetic" (finetune.synthetic_data: benchmarks, tests) or a dataset, with
+    `fields` the other DataConfig fields (TrainConfig.data). Either has iterator(step), val_batches(), save()."""
+    from finetune.synthetic_data import SYNTHETIC, SyntheticData
+
+    if source == SYNTHETIC:
+        return SyntheticData(model_config, batch_size, seed, rank, world_size)
+    return build_training_data(DataConfig.from_json({"source": source, **fields}), model_config, tokenizer,
+                               batch_size=batch_size, num_workers=num_workers, seed=seed, rank=rank,
+                               world_size=world_size)
 
 
 def _plain_config(model_config: Pi0Config, dim: int, cfg: DataConfig) -> TransformConfig:

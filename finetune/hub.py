@@ -1,12 +1,18 @@
 """Resolving a checkpoint or tokenizer source: a local folder/file, or a Hugging Face hub repo (+ revision).
 
 Downloads go through huggingface-hub, so HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN and `hf auth login`
-all apply, and its progress bars show. Failures are turned into one HubError saying what to do.
+all apply, and its progress bars show (or go to a callback: `download_folder(..., on_progress=...)`, the
+trainer's Download events). Failures are turned into one HubError saying what to do.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any, Callable, Iterator
+
+Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes total or 0)
 
 DEFAULT_CHECKPOINT_REPO = "lerobot/pi0_base"
 CHECKPOINT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "assets/*/norm_stats.json",
@@ -38,6 +44,62 @@ def resolve_folder(source: str | Path, *, revision: str | None = None, token: st
     return _call(lambda: Path(snapshot_download(repo_id=s, revision=revision, token=token,
                                                 allow_patterns=allow_patterns or CHECKPOINT_PATTERNS, **extra)),
                  s, revision)
+
+
+class DownloadProgress:
+    """A tqdm stand-in for huggingface-hub: byte counts go to `report(desc, done, total)`, at most every 0.5 s
+    and once at the end. `progress_class(report)` binds the callback (huggingface-hub instantiates the class)."""
+
+    report: Progress = staticmethod(lambda desc, done, total: None)  # type: ignore[assignment]
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self.total = int(kw.get("total") or 0)
+        self.n = int(kw.get("initial") or 0)
+        self.desc = str(kw.get("desc") or "checkpoint")
+        self._last = 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n or 0)
+        now = time.monotonic()
+        if now - self._last > 0.5 or (self.total and self.n >= self.total):
+            self._last = now
+            type(self).report(self.desc, self.n, self.total)
+
+    def close(self) -> None:
+        type(self).report(self.desc, self.n, self.total)
+
+    def __enter__(self) -> "DownloadProgress":
+        return self
+
+    def __exit__(self, *a: Any) -> None:
+        self.close()
+
+    def set_description(self, desc: str, refresh: bool = True) -> None:
+        self.desc = desc
+
+    def refresh(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    @classmethod
+    def get_lock(cls) -> Any:
+        return threading.RLock()
+
+    @classmethod
+    def set_lock(cls, lock: Any) -> None:
+        pass
+
+
+def progress_class(report: Progress) -> type[DownloadProgress]:
+    return type("BoundDownloadProgress", (DownloadProgress,), {"report": staticmethod(report)})
+
+
+def download_folder(source: str, *, revision: str | None = None, on_progress: Progress | None = None) -> Path:
+    """`resolve_folder` for a hub repo with its byte progress sent to `on_progress(desc, done, total)`."""
+    return resolve_folder(source, revision=revision,
+                          tqdm_class=progress_class(on_progress) if on_progress is not None else None)
 
 
 def resolve_file(source: str | Path, filename: str, *, revision: str | None = None,

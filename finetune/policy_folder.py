@@ -2,7 +2,7 @@
 
     policy/
       policy.json          manifest: format, step, base checkpoint, LoRA (merged), file list
-      config.json          pi0 model config (ours; finetune.config.Pi0Config)
+      config.json          pi0 model config (ours; finetune.model_config.Pi0Config)
       model.safetensors    weights, hub key layout (`lerobot/pi0_base` keys; LoRA already merged)
       norm_stats.json      openpi layout {"norm_stats": {"state": ..., "actions": ...}}      (finetune.data)
       transforms.json      the transform chain's config, shared by training and serving          (finetune.data)

@@ -14,68 +14,63 @@ What the loop guarantees, and where:
     keeps the last good checkpoint;
   * SIGINT / SIGTERM: finishes the current step, writes a checkpoint and the policy folder, exits 130.
 
-Run folder (--out): train_config.json, metrics.jsonl (typed events, `finetune.events`), checkpoints/step_*/,
-policy/ (the deployable policy folder, `finetune.policy_folder`).
+Run folder (--out): train_config.json, metrics.jsonl (typed events, `finetune.events`), checkpoints/step_*/
+(`finetune.train_state`), policy/ (the deployable policy folder, `finetune.policy_folder`).
+
+Around the loop: the named set-ups are `finetune.presets` (`TrainConfig.from_preset`), the data
+`finetune.data.open_training_data` (synthetic data: `finetune.synthetic_data`), the tokenizer
+`finetune.tokenizer.tokenizer_for_run`, base downloads `finetune.hub`, and launching (torchrun, SSH)
+`finetune.launch`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import math
 import os
 import random
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from recorder.durable import fsync_path, fsync_tree
 from finetune import events as ev
-from finetune.config import Pi0Config
 from finetune.model.pi0 import Observation, Pi0
-from finetune.precision import (
-    EMA, OptimConfig, autocast, build_optimizer, cosine_lr, model_dtype_for, set_lr,
-)
+from finetune.model_config import Pi0Config
+from finetune.precision import EMA, OptimConfig, autocast, build_optimizer, cosine_lr, model_dtype_for, set_lr
+from finetune.presets import PI0_BASE, RANDOM_BASE
+from finetune.train_state import SaveError, list_checkpoints, load_checkpoint, save_checkpoint
 
-CHECKPOINTS = "checkpoints"
+if TYPE_CHECKING:
+    from finetune.presets import TrainPreset
+
 POLICY = "policy"
 METRICS = "metrics.jsonl"
 TRAIN_CONFIG = "train_config.json"
-RANDOM_BASE = "random"
-SYNTHETIC = "synthetic"
-# --config presets: the model variant and the settings that make sense for it
-CONFIGS: dict[str, dict[str, Any]] = {
-    "pi0": dict(model="pi0"),
-    # CPU runs and tests: two-layer Gemma pair, 56 px cameras, random weights, a tokenizer trained on the fly
-    "tiny": dict(model="pi0_tiny", base=RANDOM_BASE, precision="fp32", gradient_checkpointing=False),
-    # the CPU closed loop (workbench closed-loop): a few M parameters, random weights
-    "small": dict(model="pi0_small", base=RANDOM_BASE, precision="fp32", gradient_checkpointing=False),
-}
 
 
 # ====================================================================================================== config
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run depends on; stored as train_config.json (a resume must match it)."""
+    """Everything a run depends on; stored as train_config.json (a resume must match it). Normally made from a
+    named preset (`from_preset`, finetune.presets), which is where the per-model values live."""
 
     dataset: str  # dataset folder, LeRobot folder / hub dataset id, or "synthetic" (benchmarks, tests)
     out: str
-    base: str = "lerobot/pi0_base"  # hub id, local pi0 folder, an earlier run or policy folder, or "random"
+    base: str  # hub id, local pi0 folder, an earlier run or policy folder, or "random"
+    model: str  # Pi0Config variant (the base's config.json wins when it has one)
+    steps: int
+    batch_size: int  # global (split over the ranks)
     revision: str | None = None
-    model: str = "pi0"  # Pi0Config variant (the base's config.json wins when it has one)
     lora: bool = False
-    steps: int = 20_000
-    batch_size: int = 32  # global (split over the ranks)
     optim: OptimConfig = OptimConfig()
     precision: str = "auto"  # auto: bf16-amp on CUDA, fp32 on the CPU
     gradient_checkpointing: bool = True
@@ -95,6 +90,22 @@ class TrainConfig:
     # actions are given clean (flow time 0) and left out of the loss; 0 = off. For policies run with --mode rtc.
     rtc_max_delay: int = 0
     data: dict[str, Any] = field(default_factory=dict)  # finetune.data.DataConfig fields (filters, prompt, ...)
+
+    @staticmethod
+    def from_preset(preset: "TrainPreset", *, dataset: str, out: str, data: Mapping[str, Any] | None = None,
+                    **fields: Any) -> "TrainConfig":
+        """A run of `preset` (finetune.presets; override its values with preset.replace(...) first). `data`:
+        DataConfig fields; `fields`: the TrainConfig fields no preset sets (seed, workers, revision, ...)."""
+        warmup = preset.warmup
+        optim = OptimConfig(peak_lr=preset.lr, end_lr=preset.end_lr, warmup_steps=warmup,
+                            decay_steps=max(preset.steps, warmup + 1), ema_decay=preset.ema_decay)
+        data = dict(data or {})
+        if preset.cache_images:  # absent when off: runs from before the option still resume
+            data["cache_images"] = True
+        return TrainConfig(dataset=dataset, out=out, base=preset.base, model=preset.model, lora=preset.lora,
+                           steps=preset.steps, batch_size=preset.batch_size, optim=optim, precision=preset.precision,
+                           gradient_checkpointing=preset.gradient_checkpointing, val_every=preset.val_every,
+                           save_every=preset.save_every, device=preset.device, data=data, **fields)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -205,59 +216,13 @@ class LossModule(nn.Module):
 
 
 # ====================================================================================================== data
-class SyntheticData:
-    """Random observations with learnable actions (a fixed function of the state), same interface as
-    `finetune.data.TrainingData`: sample i of the stream depends only on (seed, i)."""
-
-    def __init__(self, config: Pi0Config, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.config, self.b, self.seed, self.rank, self.world = config, batch_size, seed, rank, world
-        self.norm_stats = None
-        self.fingerprint = "synthetic"
-
-    def _samples(self, positions: Iterable[int]) -> dict[str, Any]:
-        from finetune.model.pi0 import random_observation
-
-        obs, acts = [], []
-        for pos in positions:
-            g = torch.Generator().manual_seed(self.seed * 7_919 + pos)
-            o = random_observation(self.config, 1, generator=g, prompt_len=5)
-            obs.append(o)
-            w = torch.linspace(-1, 1, self.config.action_horizon)[:, None]
-            acts.append(torch.tanh(o.state[:, None, :] * (1 + w)))
-        cat = lambda xs: torch.cat(xs)  # noqa: E731
-        ob = Observation(images={k: cat([o.images[k] for o in obs]) for k in obs[0].images},
-                         image_masks={k: cat([o.image_masks[k] for o in obs]) for k in obs[0].image_masks},
-                         tokens=cat([o.tokens for o in obs]), token_mask=cat([o.token_mask for o in obs]),
-                         state=cat([o.state for o in obs]))
-        a = cat(acts)
-        return {"observation": ob, "actions": a,
-                "action_is_pad": torch.zeros(a.shape[:2], dtype=torch.bool)}
-
-    def iterator(self, start_step: int) -> Iterator[dict[str, Any]]:
-        step = start_step
-        while True:
-            first = step * self.b * self.world + self.rank * self.b
-            yield self._samples(range(first, first + self.b))
-            step += 1
-
-    def val_batches(self) -> Iterator[dict[str, Any]]:
-        for i in range(2):
-            first = 10 ** 9 + (i * self.world + self.rank) * self.b
-            yield self._samples(range(first, first + self.b))
-
-    def save(self, folder: Path) -> None:
-        (Path(folder) / "dataset.json").write_text(json.dumps({"source": SYNTHETIC}) + "\n")
-
-
 def build_data(cfg: TrainConfig, model_config: Pi0Config, tokenizer: Any, local_batch: int, d: Dist) -> Any:
-    if cfg.dataset == SYNTHETIC:
-        return SyntheticData(model_config, local_batch, cfg.seed, d.rank, d.world)
-    from finetune.data import DataConfig, build_training_data
+    """This rank's data (finetune.data.open_training_data); dataset problems become TrainErrors with the fix."""
+    from finetune.data import open_training_data
 
-    dc = DataConfig.from_json({"source": cfg.dataset, **cfg.data})
     try:
-        return build_training_data(dc, model_config, tokenizer, batch_size=local_batch,
-                                   num_workers=cfg.num_workers, seed=cfg.seed, rank=d.rank, world_size=d.world)
+        return open_training_data(cfg.dataset, cfg.data, model_config, tokenizer, batch_size=local_batch,
+                                  num_workers=cfg.num_workers, seed=cfg.seed, rank=d.rank, world_size=d.world)
     except (ValueError, FileNotFoundError) as e:  # finetune.episodes.EpisodeDataError is a ValueError
         text = str(e)
         if any(k in text for k in ("no episodes", "none of its", "no usable")):
@@ -268,91 +233,10 @@ def build_data(cfg: TrainConfig, model_config: Pi0Config, tokenizer: Any, local_
 
 
 # ====================================================================================================== model
-def _tiny_tokenizer(run_dir: Path) -> Path:
-    """A small SentencePiece model for the tiny config (the PaliGemma vocabulary does not fit a 512-token
-    embedding); trained once into the run folder and shipped in the policy folder like the real one."""
-    path = run_dir / "tokenizer.model"
-    if path.is_file():
-        return path
-    import sentencepiece as spm
-
-    words = ("pick up the red cube and put it in the bowl transfer the cube from the left arm to the right arm "
-             "insert the peg into the socket fold the towel in half open the drawer take out the marker grasp "
-             "release hand over lift place push pull rotate close").split()
-    corpus = run_dir / ".tokenizer_corpus.txt"
-    rng = random.Random(0)
-    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(400)) + "\n")
-    spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(run_dir / "tokenizer"), vocab_size=120, model_type="bpe",
-        pad_id=0, bos_id=2, eos_id=1, unk_id=3, minloglevel=2, user_defined_symbols=["\n"],
-        remove_extra_whitespaces=False, add_dummy_prefix=False)
-    corpus.unlink()
-    (run_dir / "tokenizer.vocab").unlink(missing_ok=True)
-    return path
-
-
-def tokenizer_path(cfg: TrainConfig, run_dir: Path, model_config: Pi0Config) -> Path:
-    from finetune.hub import resolve_file
-    from finetune.tokenizer import DEFAULT_TOKENIZER_SOURCE, TOKENIZER_FILE
-
-    if cfg.tokenizer:
-        return resolve_file(cfg.tokenizer, TOKENIZER_FILE)
-    if model_config.vocab_size < 257152:
-        return _tiny_tokenizer(run_dir)
-    return resolve_file(DEFAULT_TOKENIZER_SOURCE, TOKENIZER_FILE)
-
-
-class _DownloadProgress:
-    """A tqdm stand-in for huggingface-hub that turns its byte counts into Download events."""
-
-    emit: Callable[[ev.Event], None] = staticmethod(lambda e: None)  # type: ignore[assignment]
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        self.total = int(kw.get("total") or 0)
-        self.n = int(kw.get("initial") or 0)
-        self.desc = str(kw.get("desc") or "checkpoint")
-        self._last = 0.0
-
-    def update(self, n: int = 1) -> None:
-        self.n += int(n or 0)
-        now = time.monotonic()
-        if now - self._last > 0.5 or (self.total and self.n >= self.total):
-            self._last = now
-            type(self).emit(ev.Download(self.desc, self.n, self.total))
-
-    def close(self) -> None:
-        type(self).emit(ev.Download(self.desc, self.n, self.total))
-
-    def __enter__(self) -> "_DownloadProgress":
-        return self
-
-    def __exit__(self, *a: Any) -> None:
-        self.close()
-
-    def set_description(self, desc: str, refresh: bool = True) -> None:
-        self.desc = desc
-
-    def refresh(self) -> None:
-        pass
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(())
-
-    @classmethod
-    def get_lock(cls) -> Any:
-        import threading
-
-        return threading.RLock()
-
-    @classmethod
-    def set_lock(cls, lock: Any) -> None:
-        pass
-
-
 def resolve_base(cfg: TrainConfig, emit: Callable[[ev.Event], None]) -> tuple[Path | None, Pi0Config]:
     """-> (weights folder or None for random init, model config). An earlier run means its policy folder."""
     from finetune.checkpoint import CheckpointError, read_config
-    from finetune.hub import HubError, resolve_folder
+    from finetune.hub import HubError, download_folder
 
     if cfg.base == RANDOM_BASE:
         return None, Pi0Config.variant(cfg.model)
@@ -365,17 +249,17 @@ def resolve_base(cfg: TrainConfig, emit: Callable[[ev.Event], None]) -> tuple[Pa
     if p.is_dir():
         folder = p
     else:
-        _DownloadProgress.emit = staticmethod(emit)  # type: ignore[assignment]
         emit(ev.Status(f"fetching base checkpoint {cfg.base} (cached after the first download)"))
         try:
-            folder = resolve_folder(cfg.base, revision=cfg.revision, tqdm_class=_DownloadProgress)
+            folder = download_folder(cfg.base, revision=cfg.revision,
+                                     on_progress=lambda what, done, total: emit(ev.Download(what, done, total)))
         except HubError as e:
             raise TrainError("base_unavailable", str(e)) from e
     try:
         mc = read_config(folder)
     except (CheckpointError, ValueError, KeyError, TypeError) as e:
         raise TrainError("not_pi0", f"base checkpoint {cfg.base} is not a pi0 checkpoint: {e}\nFix: pass --base "
-                         "lerobot/pi0_base, a folder with a pi0 config.json + model.safetensors, or one of our "
+                         f"{PI0_BASE}, a folder with a pi0 config.json + model.safetensors, or one of our "
                          "runs / policy folders.") from e
     return folder, mc
 
@@ -396,21 +280,24 @@ def build_policy(cfg: TrainConfig, folder: Path | None, model_config: Pi0Config,
             load_weights_(model, folder, device=device, source=cfg.base)
         except CheckpointError as e:
             raise TrainError("not_pi0", f"base checkpoint {cfg.base} does not fit pi0 variant {mc.name!r}: {e}\n"
-                             "Fix: use a pi0 checkpoint (lerobot/pi0_base) or the matching --config.") from e
+                             f"Fix: use a pi0 checkpoint ({PI0_BASE}) or the matching --config.") from e
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     if cfg.lora:
         from finetune.lora import apply_lora
 
         apply_lora(model)
     from finetune.model.gemma import unused_in_training
+    from finetune.model.pi0 import param_dtype
 
+    unused = unused_in_training(mc)
     for name, p in model.named_parameters():
-        if name.startswith(unused_in_training(mc)):
+        if name.startswith(unused):
             p.requires_grad_(False)  # never reached by the loss (see unused_in_training)
-        if precision == "bf16-amp":
-            for p in model.parameters():
-                if p.requires_grad and p.dtype != torch.float32:
-                    p.data = p.data.float()
+    if precision == "bf16-amp":  # after freezing: fp32 master weights for what trains, bf16 storage for the rest
+        for name, p in model.named_parameters():
+            want = torch.float32 if p.requires_grad else param_dtype(name, torch.bfloat16)
+            if p.dtype != want:
+                p.data = p.data.to(want)  # the Parameter object stays: ties survive
     return model.train()
 
 
@@ -443,123 +330,13 @@ def wrap(loss_module: LossModule, cfg: TrainConfig, d: Dist, device: torch.devic
 
 
 # ====================================================================================================== checkpoints
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (those with state.json, written last), oldest first."""
-    root = Path(run_dir) / CHECKPOINTS
-    out = []
-    for p in root.glob("step_*") if root.is_dir() else []:
-        if p.is_dir() and (p / "state.json").is_file() and p.name[5:].isdigit():
-            out.append((int(p.name[5:]), p))
-    return sorted(out)
-
-
-def _trainable_names(policy: nn.Module) -> list[str]:
-    return [n for n, p in policy.named_parameters() if p.requires_grad]
-
-
-def _rng_state() -> dict[str, Any]:
-    s: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def _set_rng_state(s: Mapping[str, Any]) -> None:
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def _full_states(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Full (unsharded, CPU) trainable weights and optimizer state keyed by parameter names, for plain modules,
-    DDP and FSDP2 alike (torch.distributed.checkpoint's state-dict API; a collective under FSDP)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-    msd, osd = get_state_dict(model, opt, options=opts)
-    return {k: v for k, v in msd.items()}, osd
-
-
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None,
-                    cfg: TrainConfig, d: Dist) -> Path:
-    """Atomic: everything goes into checkpoints/.tmp-step_N, is fsynced, then renamed to step_N."""
-    from finetune.checkpoint import save_tensors
-
-    root = run_dir / CHECKPOINTS
-    final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-step_{step:08d}"
-    msd, osd = _full_states(model, opt)
-    ema_sd = _gather_ema(ema) if ema is not None else None
-    if d.main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _barrier(d)
+def _save(run_dir: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None,
+          cfg: TrainConfig, d: Dist) -> Path:
     try:
-        torch.save(_rng_state(), tmp / f"rng_rank{d.rank}.pt")
-        if d.main:
-            # keys relative to the policy (= hub keys, plus peft's lora_/base_layer names under LoRA)
-            save_tensors(tmp / "trainable.safetensors",
-                         {k.removeprefix("policy."): v.contiguous() for k, v in msd.items()})
-            torch.save(osd, tmp / "optimizer.pt")
-            if ema_sd is not None:
-                save_tensors(tmp / "ema.safetensors", ema_sd)
-        _barrier(d)
-        if d.main:
-            (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": d.world,
-                                                        "config": cfg.resume_key()}) + "\n")
-            fsync_tree(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            fsync_path(root)
-            for _, old in list_checkpoints(run_dir)[:-max(cfg.keep_last, 1)]:
-                shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
-        if d.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        good = list_checkpoints(run_dir)
-        last = f"the last good checkpoint is {good[-1][1]}" if good else "no earlier checkpoint exists"
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise TrainError("disk_full", f"disk full while saving the checkpoint of step {step} under {root}; "
-                             f"{last} (untouched). Free space (or lower --keep-last) and resume with --resume.",
-                             step) from e
-        raise TrainError("save_failed", f"saving the checkpoint of step {step} failed ({e}); {last}.", step) from e
-    _barrier(d)
-    return final
-
-
-def _gather_ema(ema: EMA) -> dict[str, Tensor]:
-    out = {}
-    for n, t in ema.shadow.items():
-        full = t.full_tensor() if hasattr(t, "full_tensor") else t
-        out[n] = full.detach().cpu().contiguous()
-    return out
-
-
-def load_checkpoint(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None, d: Dist) -> int:
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    state = json.loads((ckpt / "state.json").read_text())
-    msd = {"policy." + k: v for k, v in load_file(str(ckpt / "trainable.safetensors")).items()}
-    osd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False)
-    opts = StateDictOptions(full_state_dict=True, strict=False, broadcast_from_rank0=False)
-    set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd, options=opts)
-    if ema is not None and (ckpt / "ema.safetensors").is_file():
-        sd = load_file(str(ckpt / "ema.safetensors"))
-        for n, t in ema.shadow.items():
-            src = sd[n]
-            if hasattr(t, "full_tensor"):  # FSDP2: keep our shard of the full tensor
-                from torch.distributed.tensor import distribute_tensor
-
-                src = distribute_tensor(src.to(t.device), t.device_mesh, t.placements)
-            t.copy_(src)
-    rng = ckpt / f"rng_rank{d.rank}.pt"
-    if rng.is_file() and int(state.get("world_size", 1)) == d.world:
-        _set_rng_state(torch.load(rng, weights_only=False))
-    return int(state["step"])
+        return save_checkpoint(run_dir, step, model, opt, ema, resume_key=cfg.resume_key(), keep_last=cfg.keep_last,
+                               rank=d.rank, world=d.world)
+    except SaveError as e:
+        raise TrainError(e.error, str(e), e.step) from e
 
 
 def _barrier(d: Dist) -> None:
@@ -703,12 +480,13 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
             policy = build_policy(cfg, folder, model_config, precision, device)
         except torch.OutOfMemoryError as e:
             raise TrainError("out_of_memory", _oom_message(device, cfg, precision)) from e
-        if d.main:  # rank 0 first: a tiny tokenizer is trained into the run folder once
-            tok_path = tokenizer_path(cfg, run_dir, policy.config)
+        from finetune.tokenizer import PromptTokenizer, tokenizer_for_run
+
+        if d.main:  # rank 0 first: a small model's tokenizer is trained into the run folder once
+            tok_path = tokenizer_for_run(cfg.tokenizer, run_dir, policy.config.vocab_size)
         _barrier(d)
         if not d.main:
-            tok_path = tokenizer_path(cfg, run_dir, policy.config)
-        from finetune.tokenizer import PromptTokenizer
+            tok_path = tokenizer_for_run(cfg.tokenizer, run_dir, policy.config.vocab_size)
 
         tokenizer = PromptTokenizer(tok_path, max_len=policy.config.max_token_len)
         if cfg.batch_size % d.world:
@@ -733,7 +511,7 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
         if resume and list_checkpoints(run_dir):
             last_step, last = list_checkpoints(run_dir)[-1]
             report(ev.Status(f"resuming from {last}"))
-            step = load_checkpoint(last, model, opt, ema, d)
+            step = load_checkpoint(last, model, opt, ema, rank=d.rank, world=d.world)
             resumed = True
         trainable = sum(p.numel() for _, p in named)
         total = sum(p.numel() for p in policy.parameters())
@@ -807,7 +585,7 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
                         report(dataclasses.replace(v, ema=ema is not None))
                 stop_now = _agree(stop.requested, d)
                 if step % cfg.save_every == 0 or step == cfg.steps or stop_now:
-                    path = save_checkpoint(run_dir, step, model, opt, ema, cfg, d)
+                    path = _save(run_dir, step, model, opt, ema, cfg, d)
                     report(ev.CheckpointSaved(step, str(path)))
                 if stop_now:
                     reason = "cancelled"
@@ -879,5 +657,4 @@ def _metrics_summary(path: Path) -> dict[str, Any]:
     return last
 
 
-__all__ = ["CONFIGS", "Dist", "LossModule", "SyntheticData", "TrainConfig", "TrainError", "list_checkpoints",
-           "step_delays", "step_noise", "train"]
+__all__ = ["Dist", "LossModule", "TrainConfig", "TrainError", "build_policy", "step_delays", "step_noise", "train"]

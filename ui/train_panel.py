@@ -19,28 +19,15 @@ from PyQt6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout, Q
                              QVBoxLayout, QWidget)
 
 from finetune import events as ev
+from finetune import presets
+from finetune.presets import TrainPreset
+from finetune.train_state import list_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_POLICY = "trials/policy"
 
 
-@dataclass(frozen=True)
-class Preset:
-    label: str
-    config: str
-    lora: bool
-    steps: int
-    batch: int
-    note: str
-
-
-PRESETS: tuple[Preset, ...] = (
-    Preset("LoRA (one 24 GB card)", "pi0", True, 20_000, 32,
-           "rank 16/32 adapters, gradient checkpointing; estimated 16-24 GB at batch 32"),
-    Preset("Full fine-tune (80 GB card, or several)", "pi0", False, 20_000, 32,
-           "fp32 master weights + bf16; estimated ~62 GB at batch 32 (use several GPUs below 80 GB)"),
-    Preset("Tiny test model (CPU)", "tiny", False, 200, 4, "a two-layer model: checks the data and the set-up"),
-)
+PRESETS = presets.PRESETS  # every `workbench train --config` preset, in the table's order
 FILTER_OUTCOMES = ("All labels", "success", "failure", "partial", "unlabeled")  # the export filters
 FILTER_QUALITY = ("All quality", "pass", "warn", "fail")
 TRIAL_CHOICES = (  # DataConfig.trials: (value, label)
@@ -55,7 +42,7 @@ class TrainRequest:
     dataset: str
     base: str
     out: str
-    preset: Preset
+    preset: TrainPreset
     steps: int
     batch: int
     outcome: str = ""
@@ -63,12 +50,14 @@ class TrainRequest:
     trials: str = "exclude"
 
     def argv(self) -> list[str]:
-        a = ["--dataset", self.dataset, "--out", self.out, "--config", self.preset.config, "--steps",
-             str(self.steps), "--batch", str(self.batch), "--json"]
-        if self.base:
+        """`workbench train` selecting the preset by name; only what the form changed is passed on."""
+        a = ["--dataset", self.dataset, "--out", self.out, "--config", self.preset.name, "--json"]
+        if self.steps != self.preset.steps:
+            a += ["--steps", str(self.steps)]
+        if self.batch != self.preset.batch_size:
+            a += ["--batch", str(self.batch)]
+        if self.base and self.base != self.preset.base:
             a += ["--base", self.base]
-        if self.preset.lora:
-            a.append("--lora")
         if self.outcome:
             a += ["--outcome", self.outcome]
         if self.quality:
@@ -131,11 +120,13 @@ class TrainPanel(QWidget):
         form.addRow("Trial episodes", self.trials)
         self.base = QComboBox()
         self.base.setEditable(True)
-        self.base.addItems(["lerobot/pi0_base"])
+        self.base.addItems(list(dict.fromkeys(p.base for p in PRESETS if not p.random_init)))
         self.base.setToolTip("a hub id, a local pi0 folder, or an earlier run (continue training a policy)")
         form.addRow("Base checkpoint", self.base)
         self.preset = QComboBox()
-        self.preset.addItems([p.label for p in PRESETS])
+        for p in PRESETS:
+            self.preset.addItem(p.label, p.name)
+            self.preset.setItemData(self.preset.count() - 1, p.note, Qt.ItemDataRole.ToolTipRole)
         self.preset_note = QLabel(PRESETS[0].note)
         self.preset_note.setWordWrap(True)
         form.addRow("Preset", self.preset)
@@ -215,8 +206,9 @@ class TrainPanel(QWidget):
         self.refresh_btn.clicked.connect(self.refresh_runs)
         self.use_btn.clicked.connect(lambda: self.use_in_trials())
         self.runs.itemSelectionChanged.connect(self._update_buttons)
-        self._preset_changed(int(self.settings.value("train/preset", 0)))
-        self.preset.setCurrentIndex(int(self.settings.value("train/preset", 0)))
+        saved = max(0, self.preset.findData(str(self.settings.value("train/preset", PRESETS[0].name))))
+        self._preset_changed(saved)
+        self.preset.setCurrentIndex(saved)
         self._update_buttons()
 
     def _browse_dataset(self) -> None:
@@ -227,16 +219,18 @@ class TrainPanel(QWidget):
     def _preset_changed(self, i: int) -> None:
         p = PRESETS[max(0, min(i, len(PRESETS) - 1))]
         self.steps.setValue(p.steps)
-        self.batch.setValue(p.batch)
+        self.batch.setValue(p.batch_size)
         self.preset_note.setText(p.note)
-        self.base.setEnabled(p.config != "tiny")
+        self.base.setEnabled(not p.random_init)  # random weights: nothing to choose
+        if not p.random_init:
+            self.base.setCurrentText(p.base)
 
     # ------------------------------------------------------------------ actions
     def request(self) -> TrainRequest:
         p = PRESETS[self.preset.currentIndex()]
         name = self.name.text().strip() or Path(self.dataset.text().rstrip("/")).name or "run"
         return TrainRequest(
-            dataset=self.dataset.text().strip(), base="" if p.config == "tiny" else self.base.currentText().strip(),
+            dataset=self.dataset.text().strip(), base="" if p.random_init else self.base.currentText().strip(),
             out=str(self.runs_root / name), preset=p, steps=self.steps.value(), batch=self.batch.value(),
             outcome="" if self.outcome_f.currentIndex() == 0 else self.outcome_f.currentText(),
             quality="" if self.quality_f.currentIndex() == 0 else self.quality_f.currentText(),
@@ -248,7 +242,7 @@ class TrainPanel(QWidget):
             self.status.setText("Choose a dataset folder first.")
             return
         self.settings.setValue("train/dataset", req.dataset)
-        self.settings.setValue("train/preset", self.preset.currentIndex())
+        self.settings.setValue("train/preset", req.preset.name)
         self.settings.setValue("train/trials", req.trials)
         self._launch(Path(req.out), req.argv())
 
@@ -364,10 +358,8 @@ class TrainPanel(QWidget):
             step = json.loads(policy.read_text()).get("step", "") if policy.is_file() else ""
             item = QTreeWidgetItem([run.name, str(step), state])
             item.setData(0, Qt.ItemDataRole.UserRole, str(run))
-            ckroot = run / "checkpoints"
-            for ck in sorted(ckroot.glob("step_*")) if ckroot.is_dir() else []:
-                if (ck / "state.json").is_file():
-                    item.addChild(QTreeWidgetItem([ck.name, str(int(ck.name[5:])), "checkpoint"]))
+            for step, ck in list_checkpoints(run):
+                item.addChild(QTreeWidgetItem([ck.name, str(step), "checkpoint"]))
             self.runs.addTopLevelItem(item)
             if selected == run:
                 item.setSelected(True)
@@ -403,7 +395,7 @@ class TrainPanel(QWidget):
         run = self.selected_run()
         self.train_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
-        self.resume_btn.setEnabled(not running and run is not None and (run / "checkpoints").is_dir())
+        self.resume_btn.setEnabled(not running and run is not None and bool(list_checkpoints(run)))
         self.use_btn.setEnabled(run is not None and (run / "policy" / "policy.json").is_file())
 
     def shutdown(self) -> None:

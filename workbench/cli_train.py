@@ -1,15 +1,17 @@
 """`workbench train`: recorded episodes -> a fine-tuned pi0 policy folder; `workbench policy push`: to the hub.
 
-One GPU: runs in this process. `--gpus N`: this command re-runs itself under `torchrun --nproc-per-node N`
-(PyTorch's launcher). `--host user@box`: the same command runs on a GPU machine over SSH (finetune.remote).
+`--config NAME` picks a named preset (finetune.presets: model, base, LoRA, steps, batch, lr, intervals, ...); the
+other options override single values of it. One GPU: runs in this process. `--gpus N`: this command re-runs itself
+under torchrun, `--host user@box`: on a GPU machine over SSH (both finetune.launch).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from finetune import presets
 
 EXIT_CANCELLED = 130
 
@@ -21,58 +23,69 @@ def _at_least_one(text: str) -> int:
     return n
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None (an option left out: the preset's value, said in the option's help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="fine-tune pi0 on a dataset (one GPU, several with --gpus, or a remote --host)",
         description="Fine-tune pi0 on recorded episodes and write a policy folder (OUT/policy) for the trials. "
                     "Progress: step, loss, lr, samples/s, ETA; OUT/metrics.jsonl has every event as JSON. "
                     "Ctrl-C writes a checkpoint, then stops; --resume continues exactly.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_Help)
     p.add_argument("--dataset", help="dataset folder (ours or LeRobot v3.0), a hub dataset id, or 'synthetic'")
-    p.add_argument("--base", default=None,
-                   help="hub id, local pi0 folder, an earlier run (runs/NAME) or policy folder, or 'random' "
-                        "[default: lerobot/pi0_base; random with --config tiny]")
+    p.add_argument("--config", choices=presets.NAMES, default=presets.DEFAULT,
+                   help="training preset (finetune/presets.py): "
+                        + "; ".join(f"{x.name}: {x.label}" for x in presets.PRESETS)
+                        + ". The options below override its values")
+    p.add_argument("--base", help="hub id, local pi0 folder, an earlier run (runs/NAME) or policy folder, or "
+                                  f"'{presets.RANDOM_BASE}' [default: the preset's: {presets.describe('base')}]")
     p.add_argument("--revision", help="hub revision of --base")
     p.add_argument("--out", required=True, help="run folder (runs/NAME)")
-    p.add_argument("--config", choices=("pi0", "small", "tiny"), default="pi0",
-                   help="model size: pi0 (needs a GPU); small (1.6 M parameters, the CPU closed loop) or tiny "
-                        "(the unit-test model) train on a CPU")
-    p.add_argument("--lora", action="store_true",
+    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
                    help="LoRA (rank 16 on Gemma 2B, 32 on the action expert; fits a 24 GB card) instead of full "
-                        "fine-tuning")
-    p.add_argument("--steps", type=int, help="optimizer steps [default: 20000; tiny: 200]")
-    p.add_argument("--batch", type=int, help="global batch size [default: 32; tiny: 4]")
-    p.add_argument("--lr", type=float, help="peak learning rate [default: 2.5e-5; tiny: 3e-3]")
+                        f"fine-tuning [default: the preset's: {presets.describe('lora')}]")
+    p.add_argument("--steps", type=int, help=f"optimizer steps [default: {presets.describe('steps')}]")
+    p.add_argument("--batch", type=int, help=f"global batch size [default: {presets.describe('batch_size')}]")
+    p.add_argument("--lr", type=float, help=f"peak learning rate [default: {presets.describe('lr')}]")
     p.add_argument("--warmup", type=int, help="warm-up steps [default: min(1000, steps/10)]")
     p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights, e.g. 0.99 (off by default)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16-amp", "bf16-sr"), default="auto",
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16-amp", "bf16-sr"),
                    help="auto: bf16 compute with fp32 master weights on CUDA, fp32 on the CPU; bf16-sr: bf16 "
-                        "weights with stochastic rounding (less memory)")
+                        f"weights with stochastic rounding (less memory) [default: {presets.describe('precision')}]")
     p.add_argument("--grad-ckpt", action=argparse.BooleanOptionalAction, default=None,
-                   help="gradient checkpointing [default: on for pi0, off for tiny]")
+                   help=f"gradient checkpointing [default: {presets.describe('gradient_checkpointing')}]")
     p.add_argument("--attention", choices=("sdpa", "flex", "eager"), default="sdpa")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     p.add_argument("--gpus", type=int, default=1, help="GPUs on this machine (runs under torchrun)")
     p.add_argument("--fsdp", action="store_true", help="with --gpus: shard the model (FSDP2) for full fine-tuning")
     p.add_argument("--host", help="run on a GPU machine over SSH (user@host); the dataset is sent with rsync")
     p.add_argument("--remote-dir", default="~/workbench-runs", help="working folder on --host")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
+    p.add_argument("--device", help=f"auto, cuda, cuda:N or cpu [default: {presets.describe('device')}]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="data loader processes per GPU")
     p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--val-every", type=int, help="validation interval, 0 = none [default: 1000; tiny: 50]")
-    p.add_argument("--save-every", type=_at_least_one, help="checkpoint interval [default: 1000; tiny: 50]")
+    p.add_argument("--val-every", type=int,
+                   help=f"validation interval, 0 = none [default: {presets.describe('val_every')}]")
+    p.add_argument("--save-every", type=_at_least_one,
+                   help=f"checkpoint interval [default: {presets.describe('save_every')}]")
     p.add_argument("--keep-last", type=int, default=2, help="checkpoints kept")
-    p.add_argument("--tokenizer", help="tokenizer.model file or repo [default: lerobot/pi0's; tiny: its own]")
+    p.add_argument("--tokenizer", help="tokenizer.model file or repo [default: lerobot/pi0's; small and tiny: their "
+                                       "own, trained into the run folder]")
     p.add_argument("--outcome", action="append", help="only episodes with this outcome (repeatable)")
     p.add_argument("--quality", action="append", help="only episodes with this quality verdict (repeatable)")
     p.add_argument("--episode", action="append", help="only these episodes (repeatable)")
     p.add_argument("--prompt", choices=("task", "segment", "mix"), default="task",
                    help="prompt per frame: the task, the segment's text, or a mix")
     p.add_argument("--no-augment", action="store_true", help="no image augmentation")
-    p.add_argument("--cache-images", action="store_true",
+    p.add_argument("--cache-images", action=argparse.BooleanOptionalAction, default=None,
                    help="decode and resize every frame once and keep them in RAM (small models on a CPU, where "
-                        "decoding costs more than the step); refused when it would not fit")
+                        "decoding costs more than the step); refused when it would not fit "
+                        f"[default: {presets.describe('cache_images')}]")
     p.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
     p.add_argument("--trials", choices=("exclude", "corrections", "all"), default="exclude",
                    help="trial episodes (policy rollouts): leave out, only the operator's correction spans "
@@ -96,73 +109,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     push.set_defaults(func=run_push)
 
 
-def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
-    from finetune.precision import OptimConfig
-    from finetune.train import CONFIGS, TrainConfig
+# CLI option -> the preset field it overrides (None = not given: the preset's value)
+PRESET_OPTIONS = {"base": "base", "lora": "lora", "steps": "steps", "batch": "batch_size", "lr": "lr",
+                  "warmup": "warmup_steps", "ema": "ema_decay", "precision": "precision",
+                  "grad_ckpt": "gradient_checkpointing", "val_every": "val_every", "save_every": "save_every",
+                  "cache_images": "cache_images", "device": "device"}
 
-    tiny = args.config != "pi0"  # the random-init CPU models
-    preset = CONFIGS[args.config]
-    steps = args.steps or (200 if tiny else 20_000)
-    warmup = args.warmup if args.warmup is not None else min(1000, steps // 10)
-    lr = args.lr or (3e-3 if tiny else 2.5e-5)
-    optim = OptimConfig(peak_lr=lr, end_lr=lr / 10, warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
-                        ema_decay=args.ema)
-    data = {"prompt": args.prompt, "augment": not args.no_augment, "val_fraction": args.val_fraction}
-    if args.cache_images:
-        data["cache_images"] = True
-    for key, val in (("outcomes", args.outcome), ("quality", args.quality), ("episodes", args.episode)):
-        if val:
-            data[key] = list(val)
-    if args.trials != "exclude":  # the default stays out of train_config.json: earlier runs still resume
-        data["trials"] = args.trials
+
+def preset_from_args(args: argparse.Namespace) -> presets.TrainPreset:
+    """--config's preset with the options given on the command line in place of its values."""
+    return presets.preset(args.config).replace(**{f: getattr(args, a) for a, f in PRESET_OPTIONS.items()})
+
+
+def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
+    from finetune.train import TrainConfig
+
     if not args.dataset:
         if args.resume and (Path(args.out) / "train_config.json").is_file():  # resume with the run's settings
             import dataclasses
             import json
 
-            from finetune.train import TrainConfig as TC
-
-            cfg = TC.from_json(json.loads((Path(args.out) / "train_config.json").read_text()))
+            cfg = TrainConfig.from_json(json.loads((Path(args.out) / "train_config.json").read_text()))
             return dataclasses.replace(cfg, steps=args.steps or cfg.steps, out=args.out,
-                                       num_workers=args.workers, device=args.device)
+                                       num_workers=args.workers, device=args.device or cfg.device)
         raise SystemExit("error: --dataset is required (a dataset folder, a LeRobot dataset, or 'synthetic')")
-    return TrainConfig(
-        dataset=args.dataset,
-        out=args.out,
-        base=args.base or preset.get("base", "lerobot/pi0_base"),
-        revision=args.revision,
-        model=preset["model"],
-        lora=args.lora,
-        steps=steps,
-        batch_size=args.batch or (4 if tiny else 32),
-        optim=optim,
-        precision=args.precision if args.precision != "auto" else preset.get("precision", "auto"),
-        gradient_checkpointing=args.grad_ckpt if args.grad_ckpt is not None else preset.get(
-            "gradient_checkpointing", True),
-        attention=args.attention,
-        compile=args.compile,
-        fsdp=args.fsdp,
-        seed=args.seed,
-        num_workers=args.workers,
-        log_every=args.log_every,
-        # `is None`, not `or`: --val-every 0 means no validation, not the default
-        val_every=args.val_every if args.val_every is not None else (50 if tiny else 1000),
-        save_every=args.save_every if args.save_every is not None else (50 if tiny else 1000),
-        keep_last=args.keep_last,
-        device=args.device,
-        tokenizer=args.tokenizer,
-        data=data,
-        rtc_max_delay=args.rtc_max_delay,
-    )
+    data = {"prompt": args.prompt, "augment": not args.no_augment, "val_fraction": args.val_fraction}
+    for key, val in (("outcomes", args.outcome), ("quality", args.quality), ("episodes", args.episode)):
+        if val:
+            data[key] = list(val)
+    if args.trials != "exclude":  # the default stays out of train_config.json: earlier runs still resume
+        data["trials"] = args.trials
+    return TrainConfig.from_preset(
+        preset_from_args(args), dataset=args.dataset, out=args.out, data=data, revision=args.revision,
+        attention=args.attention, compile=args.compile, fsdp=args.fsdp, seed=args.seed, num_workers=args.workers,
+        log_every=args.log_every, keep_last=args.keep_last, tokenizer=args.tokenizer,
+        rtc_max_delay=args.rtc_max_delay)
 
 
 def run_train(args: argparse.Namespace) -> int:
     if args.host:
-        from finetune.remote import run_remote
+        from finetune.launch import run_remote
 
         return run_remote(args.host, _argv(args), remote_dir=args.remote_dir, json_out=args.json)
     if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
-        return _torchrun(args)
+        from finetune.launch import run_torchrun
+
+        return run_torchrun(_argv(args), args.gpus)
     cfg = config_from_args(args)
     from finetune import events as ev
     from finetune.train import TrainError, train
@@ -186,32 +178,9 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _torchrun(args: argparse.Namespace) -> int:
-    """Re-runs this command under torchrun (one process per GPU); progress comes from rank 0."""
-    rest = _drop_option(_argv(args), "--gpus")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}",
-           "-m", "workbench.cli", *rest]
-    return subprocess.call(cmd)
-
-
 def _argv(args: argparse.Namespace) -> list[str]:
     """The command line as typed (tests and programs may set args.argv)."""
     return list(getattr(args, "argv", None) or sys.argv[1:])
-
-
-def _drop_option(argv: list[str], name: str) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == name:
-            skip = True
-            continue
-        if a.startswith(name + "="):
-            continue
-        out.append(a)
-    return out
 
 
 def run_push(args: argparse.Namespace) -> int:

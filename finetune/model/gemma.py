@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from finetune.config import GemmaConfig, Pi0Config
+from finetune.model_config import GemmaConfig, Pi0Config
 from finetune.model.siglip import SiglipVisionTower
 
 # openpi's masked-logit value: large but finite, so a fully masked (padding) query row stays finite.

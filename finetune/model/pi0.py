@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.model.gemma import AttentionInputs, KVCache, PaliGemmaWithExpert, text_embedding_scale
 from finetune.model.rtc import DEFAULT_MAX_GUIDANCE, check_prefix, guidance_weight, prefix_weights
 

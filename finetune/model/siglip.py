@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from torch import Tensor, nn
 
-from finetune.config import SiglipConfig
+from finetune.model_config import SiglipConfig
 
 
 class SiglipEmbeddings(nn.Module):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 
 TRANSFORMS_FILE = "transforms.json"
 FORMAT = "aloha-workbench/pi0-transforms"

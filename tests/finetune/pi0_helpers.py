@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.model.pi0 import Pi0, random_observation
 
 PREFIX = "paligemma_with_expert."

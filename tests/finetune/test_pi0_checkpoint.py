@@ -18,7 +18,7 @@ from finetune.checkpoint import (
     save_pi0,
     save_tensors,
 )
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.normalize import NormStats, find_norm_stats, load_norm_stats, normalize, unnormalize
 from pi0_helpers import PREFIX, reference_hub_keys, tiny_model, tiny_obs
 

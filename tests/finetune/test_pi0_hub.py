@@ -89,3 +89,17 @@ def test_hub_errors_are_translated():
 
         with pytest.raises(HubError, match=expected):
             _call(boom, "google/paligemma-3b-pt-224", "v9")
+
+
+def test_download_progress_reaches_the_callback():
+    """The tqdm stand-in huggingface-hub drives (finetune.hub.progress_class): throttled byte counts, then the
+    total at the end; the trainer turns them into Download events."""
+    from finetune.hub import progress_class
+
+    seen: list[tuple[str, int, int]] = []
+    bar = progress_class(lambda *a: seen.append(a))(total=300, initial=0, desc="model.safetensors")
+    with bar:
+        for _ in range(3):
+            bar.update(100)
+    assert seen[0] == ("model.safetensors", 100, 300) and seen[-1] == ("model.safetensors", 300, 300)
+    assert list(bar) == [] and bar.get_lock() is not None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from finetune.checkpoint import build_model, checkpoint_key_shapes
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.model.gemma import MASK_VALUE
 from finetune.model.pi0 import Observation, Pi0, count_parameters, flow_time_embedding, make_attention_mask
 from pi0_helpers import PREFIX, numel, reference_hub_keys, tiny_model, tiny_obs

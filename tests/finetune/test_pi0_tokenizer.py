@@ -59,3 +59,26 @@ def test_from_local_folder_and_missing_file(sp_model, tmp_path):
     assert tok.tokenize("fold").mask.sum() >= 3
     with pytest.raises(FileNotFoundError):
         PromptTokenizer(tmp_path / "nope.model")
+
+
+def test_a_small_models_tokenizer_is_trained_into_the_run_folder_once(tmp_path):
+    """tokenizer_for_run: the small vocabulary gets the same SentencePiece model the earlier trainer wrote into its
+    run folders (the committed old run holds one), trained once; a given source or the full vocabulary resolve."""
+    import tarfile
+
+    from finetune.model_config import PALIGEMMA_VOCAB_SIZE
+    from finetune.tokenizer import TOKENIZER_FILE, tokenizer_for_run
+    from train_helpers import ROOT
+
+    path = tokenizer_for_run(None, tmp_path, vocab_size=512)
+    assert path == tmp_path / TOKENIZER_FILE and sorted(p.name for p in tmp_path.iterdir()) == [TOKENIZER_FILE]
+    with tarfile.open(ROOT / "tests" / "data" / "train_run_v1_tiny_step2.tar.xz") as tar:
+        old = spm.SentencePieceProcessor(model_proto=tar.extractfile(f"./{TOKENIZER_FILE}").read())
+    new = spm.SentencePieceProcessor(model_file=str(path))  # the file also records the training paths: not bytes
+    pieces = lambda sp: [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]  # noqa: E731
+    assert pieces(new) == pieces(old)
+    tok = PromptTokenizer(path, max_len=16)
+    assert tok.vocab_size == 120 and tok.tokenize("pick up the cube").mask.sum() > 2
+    mtime = path.stat().st_mtime_ns
+    assert tokenizer_for_run(None, tmp_path, vocab_size=512).stat().st_mtime_ns == mtime  # kept, not retrained
+    assert tokenizer_for_run(str(path), tmp_path / "elsewhere", vocab_size=PALIGEMMA_VOCAB_SIZE) == path

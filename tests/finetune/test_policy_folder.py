@@ -10,10 +10,11 @@ from safetensors.torch import load_file
 
 from finetune import train as T
 from finetune.checkpoint import TIED_ALIAS, build_model, random_init_
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.model.pi0 import random_observation
 from finetune.policy_folder import PolicyFolderError, is_policy_folder, load_policy, push_policy, write_policy_folder
 from finetune.precision import OptimConfig
+from finetune.train_state import list_checkpoints
 from pi0_helpers import reference_hub_keys
 
 
@@ -60,7 +61,7 @@ def test_trainer_exports_the_trained_weights_with_hub_keys(tmp_path, lora):
             "metrics.json", "dataset.json"} <= files
     weights = load_file(str(folder / "model.safetensors"))
     assert not any("lora" in k or "base_layer" in k for k in weights)
-    (_, ckpt), = T.list_checkpoints(tmp_path / "run")
+    (_, ckpt), = list_checkpoints(tmp_path / "run")
     trained = load_file(str(ckpt / "trainable.safetensors"))
     if not lora:
         assert all(torch.equal(weights[k], v) for k, v in trained.items() if k != TIED_ALIAS)

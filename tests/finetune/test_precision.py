@@ -98,3 +98,27 @@ def test_ema_tracks_in_fp32_and_swaps():
         assert p[0].item() == pytest.approx(expected, rel=1e-2)
     assert p[0].item() == 1.0
     assert not math.isnan(ema.shadow["w"].sum().item())
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_trainer_keeps_master_weights_fp32_only_for_what_trains(lora):
+    """bf16-amp (finetune.train.build_policy): every trainable weight is an fp32 master weight; frozen ones (the
+    Gemma stacks under LoRA, the weights the loss never reaches in a full fine-tune) stay in bf16 storage, except
+    those pi0's mixed-precision policy keeps fp32 whatever (norms, vision patch/position embeddings)."""
+    from finetune import presets
+    from finetune.model.gemma import unused_in_training
+    from finetune.model.pi0 import param_dtype
+    from finetune.model_config import Pi0Config
+    from finetune.train import TrainConfig, build_policy
+
+    cfg = TrainConfig.from_preset(presets.preset("tiny").replace(lora=lora, precision="bf16-amp"),
+                                  dataset="synthetic", out="unused")
+    mc = Pi0Config.variant("pi0_tiny")
+    policy = build_policy(cfg, None, mc, "bf16-amp", torch.device("cpu"))
+    frozen = {n: p.dtype for n, p in policy.named_parameters() if not p.requires_grad}
+    trainable = {n: p.dtype for n, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all(d == torch.float32 for d in trainable.values())
+    assert any(n.startswith(unused_in_training(mc)) for n in frozen)
+    wrong = {n: d for n, d in frozen.items() if d != param_dtype(n, torch.bfloat16)}
+    assert not wrong, sorted(wrong)[:5]
+    assert sum(d == torch.bfloat16 for d in frozen.values()) >= (4 if not lora else 20)

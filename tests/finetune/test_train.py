@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 from finetune import events as ev
 from finetune import train as T
 from finetune.precision import OptimConfig
+from finetune.synthetic_data import SyntheticData
+from finetune.train_state import list_checkpoints
 from train_helpers import ROOT, TINY_ARGS, env, events, run_cli, sim_dataset, step_losses, train_cmd, wait_for
 
 
@@ -73,7 +75,7 @@ def test_disk_full_during_save_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     with pytest.raises(T.TrainError) as info:
         T.train(cfg)
     assert info.value.error == "disk_full" and "step_00000002" in str(info.value) and "--resume" in str(info.value)
-    ckpts = T.list_checkpoints(tmp_path / "run")
+    ckpts = list_checkpoints(tmp_path / "run")
     assert [s for s, _ in ckpts] == [2]
     assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
     good = load_file(str(ckpts[0][1] / "trainable.safetensors"))
@@ -86,12 +88,12 @@ def test_disk_full_during_save_keeps_the_last_good_checkpoint(tmp_path, monkeypa
 
 def test_keep_last_and_atomic_names(tmp_path):
     T.train(tiny_cfg(tmp_path / "run", steps=6, save_every=1, keep_last=2))
-    assert [s for s, _ in T.list_checkpoints(tmp_path / "run")] == [5, 6]
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [5, 6]
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000005", "step_00000006"]
 
 
 def test_nan_loss_stops_before_the_update_and_names_the_step(tmp_path, monkeypatch):
-    real = T.SyntheticData._samples
+    real = SyntheticData._samples
 
     def poisoned(self, positions):
         positions = list(positions)
@@ -100,12 +102,12 @@ def test_nan_loss_stops_before_the_update_and_names_the_step(tmp_path, monkeypat
             batch["actions"][0, 0, 0] = float("nan")
         return batch
 
-    monkeypatch.setattr(T.SyntheticData, "_samples", poisoned)
+    monkeypatch.setattr(SyntheticData, "_samples", poisoned)
     with pytest.raises(T.TrainError) as info:
         T.train(tiny_cfg(tmp_path / "run"))
     assert info.value.error == "nan_loss" and info.value.step == 3
     assert "step 4" in str(info.value) and "step_00000002" in str(info.value)
-    assert [s for s, _ in T.list_checkpoints(tmp_path / "run")] == [2]
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [2]
     assert max(step_losses(tmp_path / "run")) == 3
 
 
@@ -127,7 +129,7 @@ def test_sigint_writes_a_checkpoint_and_stops(tmp_path):
     kinds = [e for e in (ev.parse(line) for line in out.splitlines()) if e is not None]
     fin = [e for e in kinds if isinstance(e, ev.Finished)]
     assert fin and fin[-1].reason == "cancelled"
-    (step, _), = T.list_checkpoints(run)
+    (step, _), = list_checkpoints(run)
     assert step == fin[-1].step < 500
     assert (run / "policy" / "model.safetensors").is_file()
 

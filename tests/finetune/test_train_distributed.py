@@ -7,6 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from finetune import events as ev
+from finetune import presets
 from train_helpers import events, run_cli
 
 ARGS = ["--config", "tiny", "--dataset", "synthetic", "--steps", "2", "--batch", "4", "--workers", "0",
@@ -43,5 +44,6 @@ def test_two_processes_equal_one_on_the_combined_batch(tmp_path, single, mode):
     assert w1.keys() == w2.keys()
     worst = max((w1[k] - w2[k]).abs().max().item() for k in w1)
     # gradients agree to float rounding (different summation order); Adam divides by sqrt(v), which can turn a
-    # 1e-7 gradient difference of a near-zero gradient into ~1e-6 of a lr=1e-3 step: 1e-5 is 1% of one step
-    assert worst < 1e-5
+    # 1e-7 gradient difference of a near-zero gradient into a visible part of a step (~lr per weight): within 1%
+    # of one step at the preset's learning rate (measured: 1.06e-5 at tiny's 3e-3)
+    assert worst < 0.01 * presets.preset("tiny").lr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.data import DataConfig, StepBatchSampler, build_training_data, load_dataset_record
 from finetune.episodes import EpisodeDataError, split_episodes
 from finetune.model.pi0 import Observation

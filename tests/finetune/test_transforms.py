@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from finetune.augment import AugmentConfig, Augmenter, sample_rng
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.normalize import NormStats, load_norm_stats
 from finetune.stats import NearConstantError, NearConstantWarning, compute_norm_stats
 from finetune.transforms import PolicyTransforms, TransformConfig

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PyQt6.QtCore import QSettings
 
-from finetune.config import Pi0Config
+from finetune.model_config import Pi0Config
 from finetune.data import DataConfig, build_training_data
 from finetune.episodes import EpisodeDataError
 from recorder.quality import QualityThresholds

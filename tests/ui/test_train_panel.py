@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "tests" / "finetune"))
 from train_helpers import sim_dataset  # noqa: E402
 from ui.train_panel import PRESETS, SETTINGS_POLICY, TrainPanel  # noqa: E402
 
-TINY = next(i for i, p in enumerate(PRESETS) if p.config == "tiny")
+TINY = next(i for i, p in enumerate(PRESETS) if p.name == "tiny")
 
 
 @pytest.fixture
@@ -31,6 +31,26 @@ def panel(qtbot, tmp_path):
     p.shutdown()
 
 
+def test_the_tab_offers_every_preset_of_the_cli_and_selects_it_by_name(panel, tmp_path):
+    from finetune import presets
+    from workbench.cli import build_parser
+    from workbench.cli_train import config_from_args
+
+    assert [panel.preset.itemData(i) for i in range(panel.preset.count())] == list(presets.NAMES)
+    assert "small" in presets.NAMES  # the model that learns on a CPU
+    panel.dataset.setText(str(tmp_path / "cube"))
+    for i, p in enumerate(presets.PRESETS):
+        panel.preset.setCurrentIndex(i)
+        assert (panel.steps.value(), panel.batch.value(), panel.preset_note.text()) == (p.steps, p.batch_size, p.note)
+        assert panel.base.isEnabled() == (not p.random_init)
+        panel.steps.setValue(p.steps + 1)
+        argv = panel.request().argv()
+        cfg = config_from_args(build_parser().parse_args(["train", *argv]))
+        assert (cfg.model, cfg.base, cfg.lora, cfg.steps, cfg.batch_size) == (
+            p.model, p.base, p.lora, p.steps + 1, p.batch_size), p.name
+        assert argv[argv.index("--config") + 1] == p.name and "--batch" not in argv  # only what the form changed
+
+
 def _finished(panel) -> bool:
     return not panel.is_running() and isinstance(panel.last_event, (ev.Finished, ev.Failed))
 
@@ -38,7 +58,7 @@ def _finished(panel) -> bool:
 def test_train_end_to_end_shows_loss_and_hands_the_policy_to_trials(qtbot, panel):
     panel.dataset.setText(str(sim_dataset()))
     panel.preset.setCurrentIndex(TINY)
-    assert (panel.steps.value(), panel.batch.value()) == (PRESETS[TINY].steps, PRESETS[TINY].batch)
+    assert (panel.steps.value(), panel.batch.value()) == (PRESETS[TINY].steps, PRESETS[TINY].batch_size)
     panel.steps.setValue(20)
     panel.name.setText("cube")
     seen: list[ev.Event] = []

@@ -80,6 +80,27 @@ def test_the_gpu_run_trains_pi0_from_the_base_checkpoint(tmp_path):
     assert tc.val_every == 500 and tc.save_every == 2000 and tc.data["augment"] is True
 
 
+def test_the_cpu_run_takes_its_training_set_up_from_the_small_preset(tmp_path):
+    """Without overrides the loop trains `workbench train --config small` with that preset's values (random
+    weights, steps, batch, cached frames); the report records what ran."""
+    from finetune import presets
+    from workbench.cli import build_parser
+    from workbench.cli_train import config_from_args
+
+    c = config(tmp_path, model="small", steps=None, batch=None, device=None, train_args=())
+    loop = ClosedLoop(c, say=lambda s: None)
+    small = presets.preset("small")
+    assert loop.preset == small
+    assert (loop.report.config["steps"], loop.report.config["base"]) == (small.steps, presets.RANDOM_BASE)
+    cmd = loop.train_command(tmp_path / "round1" / "run", tmp_path / "demos", small.base, small.steps)
+    tc = config_from_args(build_parser().parse_args(cmd[3:]))
+    assert (tc.model, tc.base, tc.lora, tc.steps, tc.batch_size, tc.optim.peak_lr, tc.precision) == (
+        small.model, small.base, False, small.steps, small.batch_size, small.lr, small.precision)
+    assert tc.data["cache_images"] is True and tc.val_every == small.steps // 10
+    with pytest.raises(ValueError, match="unknown training preset"):
+        config(tmp_path, model="huge")
+
+
 def test_the_simulated_operator_takes_over_when_the_policy_stops_making_progress():
     watch = StallWatch(ticks=100, top=4)
     # closing in on the cube 1 cm every 50 ticks (1 s) for 20 s: progress, no takeover even though no reward yet

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from drivers.sim.aloha_sim import task_spec
+from finetune import presets
 from recorder.store import DatasetStore
 from workbench import events as ev
 from workbench.deploy.policy_source import ExecConfig
@@ -44,7 +45,6 @@ Say = Callable[[str], None]
 TRIAL_SEED_BASE = 100_000
 CORRECTION_SEED_BASE = 200_000
 TOUCHED = "touched, no grasp"  # grippers on the object without the reward's first stage (e.g. the other finger)
-CPU_MODELS = ("tiny", "small")  # random init, frames cached in RAM
 TASK_RIGS = {"sim-transfer-cube": "transfer_cube", "sim-insertion": "insertion"}
 
 
@@ -54,13 +54,14 @@ class ClosedLoopConfig:
     demos: int
     trials: int
     out: str
-    model: str = "small"  # workbench train --config: small / tiny (CPU) | pi0
-    base: str | None = None  # default: random (tiny), lerobot/pi0_base (pi0)
-    lora: bool = False
-    steps: int = 3000
-    batch: int = 16
+    # the training preset (finetune.presets, `workbench train --config`); None below = the preset's value
+    model: str = "small"
+    base: str | None = None
+    lora: bool | None = None
+    steps: int | None = None
+    batch: int | None = None
     lr: float | None = None
-    device: str = "auto"
+    device: str | None = None  # training, and serving the policy in the trials
     demo_seeds: tuple[int, ...] | None = None
     trial_seeds: tuple[int, ...] | None = None
     allow_overlap: bool = False
@@ -80,6 +81,7 @@ class ClosedLoopConfig:
     def __post_init__(self) -> None:
         if self.task not in TASK_RIGS:
             raise ValueError(f"--task must be one of {sorted(TASK_RIGS)}, not {self.task!r}")
+        self.preset  # validates the preset name
         if self.demos < 1 or self.trials < 1:
             raise ValueError("--demos and --trials must be at least 1")
         if self.rounds not in (1, 2):
@@ -98,6 +100,12 @@ class ClosedLoopConfig:
         trial = self.trial_seeds if self.trial_seeds is not None else \
             tuple(range(TRIAL_SEED_BASE, TRIAL_SEED_BASE + self.trials))
         return tuple(demo), tuple(trial)
+
+    @property
+    def preset(self) -> presets.TrainPreset:
+        """The training preset with this configuration's overrides."""
+        return presets.preset(self.model).replace(base=self.base, lora=self.lora, steps=self.steps,
+                                                   batch_size=self.batch, lr=self.lr, device=self.device)
 
     @property
     def prompt(self) -> str:
@@ -198,7 +206,10 @@ class ClosedLoop:
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         demo, trial = config.seeds()
+        self.preset = config.preset
         cfg = asdict(config)
+        p = self.preset  # what runs: the preset's values where the configuration left them open
+        cfg.update(base=p.base, lora=p.lora, steps=p.steps, batch=p.batch_size, lr=p.lr, device=p.device)
         self.report = Report(cfg, list(demo), list(trial))
         old = self.out / "closed_loop.json"
         if old.is_file():  # keep the times of stages this run skips
@@ -210,7 +221,8 @@ class ClosedLoop:
     # -- stages ----------------------------------------------------------------------------------------------
     def run(self) -> Report:
         self.record_demos()
-        policy = self.train(1, self.out / "demos", base=self.c.base, steps=self.c.steps)
+        steps = self.preset.steps
+        policy = self.train(1, self.out / "demos", base=self.preset.base, steps=steps)
         r1 = self.evaluate(1, policy)
         self.report.rounds = [r1]
         self.report.save(self.out)
@@ -218,7 +230,7 @@ class ClosedLoop:
             n = self.c.corrections if self.c.corrections is not None else max(1, r1.n - r1.successes)
             self.collect_corrections(policy, n)
             policy2 = self.train(2, self.out / "demos", base=str(self.out / "round1" / "run"),
-                                 steps=self.c.correction_steps or max(1, self.c.steps // 2),
+                                 steps=self.c.correction_steps or max(1, steps // 2),
                                  extra=("--trials", "corrections"))
             r2 = self.evaluate(2, policy2)
             self.report.rounds = [r1, r2]
@@ -235,7 +247,7 @@ class ClosedLoop:
 
     def _rig(self):
         from workbench.config import load_rig_config
-        from workbench.rig import build_rig
+        from workbench.backends import build_rig
 
         rig = build_rig(load_rig_config(self.c.task))
         rig.connect(progress=lambda m: None)
@@ -269,13 +281,12 @@ class ClosedLoop:
 
         self._timed("demonstrations", record)
 
-    def train(self, rnd: int, dataset: Path, base: str | None, steps: int, extra: tuple[str, ...] = ()) -> Path:
+    def train(self, rnd: int, dataset: Path, base: str, steps: int, extra: tuple[str, ...] = ()) -> Path:
         run = self.out / f"round{rnd}" / "run"
         policy = run / "policy"
         if (policy / "policy.json").is_file():
             self.say(f"round {rnd} policy: {policy} exists (training skipped)")
             return policy
-        base = base or ("random" if self.c.model in CPU_MODELS else "lerobot/pi0_base")
         cmd = self.train_command(run, dataset, base, steps, extra)
 
         def go() -> None:
@@ -299,19 +310,15 @@ class ClosedLoop:
         return policy
 
     def train_command(self, run: Path, dataset: Path, base: str, steps: int, extra: tuple[str, ...] = ()) -> list[str]:
-        """The `workbench train` child's command line: the same CLI an operator would type."""
+        """The `workbench train` child's command line: the same CLI an operator would type, selecting the preset
+        by name (its image caching, precision, ... apply) with this loop's values spelled out."""
+        p = self.preset
         cmd = [sys.executable, "-m", "workbench", "train", "--dataset", str(dataset), "--out", str(run),
-               "--config", self.c.model, "--base", base, "--steps", str(steps), "--batch", str(self.c.batch),
-               "--device", self.c.device, "--json",
-               # a few validations and checkpoints per run (tiny's default of every 50 steps costs minutes)
+               "--config", p.name, "--base", base, "--steps", str(steps), "--batch", str(p.batch_size),
+               "--lr", str(p.lr), "--device", p.device, "--lora" if p.lora else "--no-lora", "--json",
+               # a few validations and checkpoints per run, whatever the length (every 50 steps costs minutes)
                "--val-every", str(max(steps // 10, 1)), "--save-every", str(max(steps // 10, 1)),
                *extra]
-        if self.c.lora:
-            cmd.append("--lora")
-        if self.c.model in CPU_MODELS:
-            cmd.append("--cache-images")  # a tiny model trains faster than JPEGs decode (finetune.data)
-        if self.c.lr is not None:
-            cmd += ["--lr", str(self.c.lr)]
         if (run / "checkpoints").is_dir():
             cmd.append("--resume")
         return cmd + list(self.c.train_args)  # last: the operator's own arguments win
@@ -341,10 +348,10 @@ class ClosedLoop:
                 on_session=None) -> list:
         from workbench.deploy.policy_launcher import open_policy
         from workbench.session import RigSession
-        from workbench.deploy.trials import TrialRunner, TrialSettings
+        from workbench.deploy.trials import TrialRunner, TrialSettings, start_trials
 
         rig = self._rig()
-        policy = open_policy(policy_folder, rig=rig.config, device=self.c.device,
+        policy = open_policy(policy_folder, rig=rig.config, device=self.preset.device,
                              log=lambda line: log.info("[server] %s", line))
         try:
             with RigSession(rig) as session:
@@ -359,7 +366,7 @@ class ClosedLoop:
                     seeds=seeds, policy=str(policy_folder)))
                 if on_session is not None:
                     on_session(session, runner)
-                session.start_trials(runner)
+                start_trials(session, runner)
                 session.wait()
                 if session.last_error is not None:
                     raise session.last_error

@@ -1,5 +1,6 @@
-"""Remote training over SSH against a real sshd on loopback: the dataset goes over with rsync, progress streams
-back as typed events, the policy folder comes home."""
+"""Launching training (finetune.launch): the argument rewriting for torchrun and a remote host, and remote training
+over SSH against a real sshd on loopback: the dataset goes over with rsync, progress streams back as typed
+events, the policy folder comes home."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from finetune import events as ev
-from finetune.remote import RemoteTarget, remote_argv
+from finetune.launch import RemoteTarget, drop_options, remote_argv, torchrun_command
 from train_helpers import ROOT, events, sim_dataset
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
@@ -30,6 +31,18 @@ def test_arguments_are_rewritten_for_the_host(tmp_path):
     assert args == ["train", "--dataset", "/srv/wb/datasets/cube", "--out", "/srv/wb/runs/a", "--lora", "--json"]
     assert (local_run, remote_run, local_ds, remote_ds) == (tmp_path / "runs" / "a", "/srv/wb/runs/a", ds,
                                                             "/srv/wb/datasets/cube")
+
+
+def test_options_are_dropped_with_their_values_in_both_spellings():
+    argv = ["train", "--gpus", "2", "--out", "r", "--gpus=4", "--host", "me@gpu", "--hostile", "--lora"]
+    assert drop_options(argv, ("--gpus",)) == ["train", "--out", "r", "--host", "me@gpu", "--hostile", "--lora"]
+    assert drop_options(argv, ("--gpus", "--host")) == ["train", "--out", "r", "--hostile", "--lora"]
+
+
+def test_torchrun_reruns_the_command_without_its_gpus():
+    cmd = torchrun_command(["train", "--config", "tiny", "--gpus=2", "--out", "r", "--fsdp"], 2)
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "workbench.cli",
+                       "train", "--config", "tiny", "--out", "r", "--fsdp"]
 
 
 def _free_port() -> int:

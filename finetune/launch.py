@@ -1,7 +1,13 @@
-"""Training on a remote GPU machine over SSH: `workbench train ... --host user@gpu-box`.
+"""Launching `workbench train` elsewhere: on several local GPUs under torchrun, or on a remote GPU machine over SSH.
 
-For labs whose robot PC has no GPU. The same `workbench train` runs on the remote machine (it must have the
-workbench installed); this side only moves files and relays progress:
+Both re-run the same command line (workbench/cli_train.py stays a thin CLI over this module), rewritten with one
+helper (`drop_options`).
+
+Several GPUs (`--gpus N`): `torchrun_command` re-runs the command under PyTorch's launcher (`torch.distributed.run
+--standalone --nproc-per-node N`), one process per GPU; the trainer reads torchrun's environment (finetune.train).
+
+A remote GPU machine (`--host user@gpu-box`), for labs whose robot PC has no GPU. The same `workbench train` runs on
+the remote machine (it must have the workbench installed); this side only moves files and relays progress:
 
   1. rsync the dataset folder (and, on --resume, the run folder) to REMOTE_DIR on the host (incremental, resumable);
   2. ssh host "workbench train <same arguments, remote paths> --json", relaying its JSON events line by line
@@ -26,7 +32,7 @@ from typing import Callable
 
 from finetune import events as ev
 
-DROP_WITH_VALUE = ("--host", "--remote-dir", "--gpus-local")
+DROP_WITH_VALUE = ("--host", "--remote-dir", "--gpus-local")  # options of this side only, never sent to the host
 
 
 class RemoteError(RuntimeError):
@@ -79,7 +85,8 @@ def _replace(argv: list[str], name: str, value: str) -> list[str]:
     return out
 
 
-def _drop(argv: list[str], names: tuple[str, ...]) -> list[str]:
+def drop_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """argv without the options `names` and their values (both "--name value" and "--name=value")."""
     out, skip = [], False
     for a in argv:
         if skip:
@@ -91,10 +98,23 @@ def _drop(argv: list[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ torchrun
+def torchrun_command(argv: list[str], gpus: int) -> list[str]:
+    """`workbench <argv>` again under torchrun with `gpus` processes (argv without its --gpus)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
+            "-m", "workbench.cli", *drop_options(argv, ("--gpus",))]
+
+
+def run_torchrun(argv: list[str], gpus: int) -> int:
+    """Runs the command under torchrun and waits; progress comes from rank 0 (the exit status is torchrun's)."""
+    return subprocess.call(torchrun_command(argv, gpus))
+
+
+# ------------------------------------------------------------------------------------------------ SSH host
 def remote_argv(argv: list[str], target: RemoteTarget) -> tuple[list[str], Path, str, Path | None, str | None]:
     """The local `workbench train ...` arguments -> the remote ones, plus (local run, remote run, local dataset
     to ship, its remote path)."""
-    args = [a for a in _drop(argv, DROP_WITH_VALUE)]
+    args = drop_options(argv, DROP_WITH_VALUE)
     if args and args[0] == "train":
         args = args[1:]
     args = [a for a in args if a not in ("-v", "--verbose")]
@@ -191,4 +211,5 @@ def run_remote(host: str, argv: list[str], *, remote_dir: str = "~/workbench-run
     return rc
 
 
-__all__ = ["RemoteError", "RemoteTarget", "remote_argv", "run_remote"]
+__all__ = ["RemoteError", "RemoteTarget", "drop_options", "remote_argv", "run_remote", "run_torchrun",
+           "torchrun_command"]
