@@ -175,13 +175,15 @@ class ReplayPolicy:
         return (self.transforms.config.action_horizon, self.transforms.config.rig_dim)
 
     def metadata(self) -> dict[str, Any]:
+        from finetune.rig_check import rig_metadata
+
         snap = self.rig_snapshot
         return {"policy": str(self.folder), "policy_type": "replay", "replay": True,
                 "episode": self.record.get("episode"), "episode_steps": self.steps, "step": None,
                 "model": "replay", "cameras": list(self.cameras), "action_horizon": self.action_shape[0],
                 "action_dim": self.action_shape[1], "rig": snap.name if snap else None,
                 "control_hz": (snap.control_hz if snap else None) or self.record.get("control_hz"),
-                "task": self.record.get("task")}
+                **rig_metadata(snap), "task": self.record.get("task")}
 
     def recorded(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(recorded state at `step`, recorded actions[step : step+H] padded) in rig units, for checks."""

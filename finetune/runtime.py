@@ -15,73 +15,35 @@ other policy is inpainted towards the whole prefix by guidance (Pi0.denoise_guid
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from finetune.episodes import ALOHA_DIM_NAMES, RIG_FILE, RigSnapshot
+from finetune.episodes import RIG_FILE, RigSnapshot
 from finetune.model.rtc import DEFAULT_MAX_GUIDANCE
 from finetune.policy_folder import LoadedPolicy, PolicyFolderError, load_policy
+from finetune.rig_check import (GRIPPER_TOL, RigCheck, RigDescription, compare_rigs, rig_differences,  # noqa: F401
+                                rig_metadata)
 
 POLICY_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
-GRIPPER_TOL = 1e-6
+log = logging.getLogger(__name__)
 
 
 class RigMismatchError(PolicyFolderError):
-    """The policy was trained for a different rig (cameras, joints or gripper constants)."""
+    """The policy was trained for a different rig (cameras, joints, control rate or gripper constants)."""
 
 
-@dataclass(frozen=True)
-class RigDescription:
-    """What a policy needs to match: camera names, joint layout, gripper constants (None: not checked)."""
-
-    cameras: tuple[str, ...]
-    joint_names: tuple[str, ...] | None = None
-    gripper: Mapping[str, float] | None = None
-
-    @staticmethod
-    def of(rig: Any) -> "RigDescription":
-        """From a RigDescription, a workbench RigConfig, a RigSnapshot or a rig.json-like mapping."""
-        if isinstance(rig, RigDescription):
-            return rig
-        get = (lambda k: rig.get(k)) if isinstance(rig, Mapping) else (lambda k: getattr(rig, k, None))
-        cams = tuple(c if isinstance(c, str) else c.name for c in (get("cameras") or ()))
-        joints = get("joint_names")
-        if joints is None and get("arms") is not None:  # a RigConfig: ALOHA's two 7-joint follower arms
-            joints = ALOHA_DIM_NAMES
-        gripper = get("gripper")
-        if gripper is not None and is_dataclass(gripper):
-            gripper = asdict(gripper)
-        return RigDescription(cams, tuple(joints) if joints is not None else None,
-                              dict(gripper) if gripper is not None else None)
-
-
-def rig_differences(trained: RigDescription, rig: RigDescription) -> list[str]:
-    """Human-readable differences between the rig a policy was trained for and the given rig ([] if none)."""
-    out: list[str] = []
-    missing = [c for c in trained.cameras if c not in rig.cameras]
-    extra = [c for c in rig.cameras if c not in trained.cameras]
-    if missing or extra:
-        out.append(f"cameras: policy trained on {list(trained.cameras)}, rig has {list(rig.cameras)}"
-                   + (f" (missing {missing})" if missing else "") + (f" (not in training {extra})" if extra else ""))
-    if trained.joint_names is not None and rig.joint_names is not None \
-            and tuple(trained.joint_names) != tuple(rig.joint_names):
-        out.append(f"joint layout: policy {list(trained.joint_names)}, rig {list(rig.joint_names)}")
-    if trained.gripper is not None and rig.gripper is not None:
-        for k in sorted(set(trained.gripper) | set(rig.gripper)):
-            a, b = trained.gripper.get(k), rig.gripper.get(k)
-            if a is None or b is None or abs(float(a) - float(b)) > GRIPPER_TOL:
-                out.append(f"gripper constant {k}: policy {a}, rig {b}")
-    return out
-
-
-def check_rig(folder: Path, rig: Any, made_for: str) -> RigSnapshot | None:
-    """The folder's rig snapshot (rig.json, None if absent); with `rig`, refuses a folder made for another rig,
-    naming the differences. `made_for` words the refusal ("policy {folder} was trained for")."""
+def check_rig(folder: Path, rig: Any, made_for: str, *, allow_sim_policy: bool | None = None) -> RigSnapshot | None:
+    """The folder's rig snapshot (rig.json, None if absent); with `rig`, refuses a folder made for another rig
+    (camera names, joint layout, control rate, gripper constants: finetune.rig_check), naming the differences, and
+    logs one line saying what was checked and what could not be. `made_for` words the refusal ("policy {folder}
+    was trained for"). allow_sim_policy: see compare_rigs; the default (None) is the server's: a policy trained on a
+    simulated backend for a real rig is noted, and the robot side (open_policy) refuses it unless allowed."""
     snapshot = None
     if (folder / RIG_FILE).is_file():
         snapshot = RigSnapshot.from_json(json.loads((folder / RIG_FILE).read_text()))
@@ -89,11 +51,53 @@ def check_rig(folder: Path, rig: Any, made_for: str) -> RigSnapshot | None:
         if snapshot is None:
             raise RigMismatchError(f"{folder} has no {RIG_FILE}; cannot check it against rig "
                                    f"{getattr(rig, 'name', '')!r}")
-        diffs = rig_differences(RigDescription.of(snapshot), RigDescription.of(rig))
-        if diffs:
+        check = compare_rigs(snapshot, rig, allow_sim_policy=allow_sim_policy, policy=str(folder))
+        if check.differences:
             raise RigMismatchError(f"{made_for.format(folder=folder)} rig {snapshot.name!r}, which differs from this "
-                                   f"rig:\n  " + "\n  ".join(diffs))
+                                   f"rig:\n  " + "\n  ".join(check.differences)
+                                   + (f"\n(not checked: {'; '.join(check.unchecked)})" if check.unchecked else ""))
+        (log.warning if check.unchecked or check.notes else log.info)("%s", check.summary())
     return snapshot
+
+
+# The trained range a client checks every chunk against (metadata "action_bounds"): the training actions' q01..q99
+# (which leave out 2% of the data by design) widened on each side by this fraction of their span, and by at least
+# ACTION_BOUND_FLOOR (rad; gripper: normalized) so that a joint that barely moved in training may still move a little.
+ACTION_BOUND_MARGIN = 0.25
+ACTION_BOUND_FLOOR = 0.05
+
+
+def action_bounds(config: Any, stats: Any, margin: float = ACTION_BOUND_MARGIN,
+                  floor: float = ACTION_BOUND_FLOOR) -> dict[str, Any] | None:
+    """The range of the training actions in rig units, for the robot side's chunk check (workbench.deploy.
+    chunk_check): {"lo": [D], "hi": [D], "relative": [D], "margin", "floor"}; a `relative` dim (the delta-action arm
+    joints) bounds the offset of an action from the state its chunk was computed from, the others the action itself.
+
+    The statistics are in pi0's space (finetune.stats: after the joint flip, the gripper conversion and the delta
+    joints, over every step of every chunk); each of those maps is linear per dim, so q01/q99 convert exactly:
+    a_rig = scale * a_pi + offset (+ state when relative). None without quantiles (nothing to announce)."""
+    q01, q99 = getattr(stats, "q01", None), getattr(stats, "q99", None)
+    if config is None or q01 is None or q99 is None:
+        return None
+    d = int(config.rig_dim)
+    q01, q99 = np.asarray(q01, np.float64)[:d], np.asarray(q99, np.float64)[:d]
+    if q01.shape != (d,) or q99.shape != (d,) or not (np.isfinite(q01).all() and np.isfinite(q99).all()):
+        return None
+    scale, offset = np.ones(d), np.zeros(d)
+    relative = np.array(config.delta_mask, dtype=bool) if config.delta_actions else np.zeros(d, bool)
+    if config.adapt_to_pi:
+        scale = np.asarray(config.joint_flip, np.float64).copy()
+        g = config.gripper
+        for j in config.gripper_dims:  # a_pi = flip * a * (open - closed) + closed - offset (gripper_action_to_pi)
+            span = g.joint_open - g.joint_closed
+            scale[j], offset[j] = scale[j] / span, scale[j] * (g.action_offset - g.joint_closed) / span
+            if relative[j]:  # a delta gripper is relative to a non-linearly converted state: no offset bound
+                return None
+    a, b = scale * q01 + offset, scale * q99 + offset
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    widen = np.maximum(margin * (hi - lo), floor)
+    return {"lo": (lo - widen).tolist(), "hi": (hi + widen).tolist(), "relative": relative.tolist(),
+            "margin": float(margin), "floor": float(floor)}
 
 
 def _resolve(folder_or_hub_id: str | Path, revision: str | None, token: str | bool | None) -> Path:
@@ -145,7 +149,10 @@ class PolicyRuntime:
                 "model": self.policy.manifest.get("model"), "cameras": list(self.cameras),
                 "action_horizon": self.action_shape[0], "action_dim": self.action_shape[1],
                 "rig": snap.name if snap else None, "control_hz": snap.control_hz if snap else None,
-                "rtc": self.rtc_mode, "rtc_max_delay": self.rtc_max_delay, "task": self.training_task}
+                **rig_metadata(snap),
+                "rtc": self.rtc_mode, "rtc_max_delay": self.rtc_max_delay, "task": self.training_task,
+                "action_bounds": action_bounds(self.policy.transforms.config,
+                                               self.policy.transforms.norm_stats.get("actions"))}
 
     @property
     def training_task(self) -> str | None:
@@ -208,6 +215,14 @@ class PolicyRuntime:
                 raise ValueError(f"noise must be [{c.action_horizon}, {c.action_dim}], got {list(noise.shape)}")
             noise = noise.to(self.device)
         rig_prefix = self._check_prefix(prefix, delay)
+        if rig_prefix is not None and self.rtc_mode == "trained" and int(delay) > self.rtc_max_delay:
+            # a trained-RTC policy only learned clean prefixes up to rtc_max_delay: a longer one is outside what
+            # it was trained on, so it gets the longest it knows (the rest of the prefix is simply not frozen)
+            if not getattr(self, "_delay_warned", False):
+                self._delay_warned = True
+                log.warning("RTC delay %d exceeds the %d this policy was trained with; using %d (further cases "
+                            "are clamped silently)", int(delay), self.rtc_max_delay, self.rtc_max_delay)
+            delay = self.rtc_max_delay
         with self._lock:
             obs = self.policy.transforms.observation(state, {k: np.asarray(v) for k, v in images.items()}, prompt,
                                                      device=self.device)
@@ -256,4 +271,5 @@ class PolicyRuntime:
                                     max_guidance=self.max_guidance)
 
 
-__all__ = ["PolicyRuntime", "RigDescription", "RigMismatchError", "check_rig", "rig_differences"]
+__all__ = ["PolicyRuntime", "RigCheck", "RigDescription", "RigMismatchError", "check_rig", "compare_rigs",
+           "rig_differences", "rig_metadata"]

@@ -221,6 +221,7 @@ def _arms(r: _Reader, doc: dict, backend: str) -> tuple[ArmEntry, ...]:
             elif "port" in settings:
                 r.fail(f"{key}.port", "the virtual rig assigns emulator ports itself; remove it")
             _check_fields(r, key, settings, DynamixelArmConfig, exclude={"name", "role", "gripper"})
+            _check_arm_model(r, key, settings)
         elif settings and backend == "sim":
             r.fail(key, f"simulated arms take no settings, got {', '.join(settings)}")
         entries.append(ArmEntry(name=name, role=role, side=side, settings=settings))
@@ -236,6 +237,14 @@ def _arms(r: _Reader, doc: dict, backend: str) -> tuple[ArmEntry, ...]:
             r.fail("arms", f"only a {leaders[0]} leader arm; give leaders on both sides (teleop) or none "
                            "(a deployment-only rig)")
     return tuple(entries)
+
+
+def _check_arm_model(r: _Reader, key: str, settings: dict) -> None:
+    """An arm's `model` must be one the Dynamixel driver has a motor layout for (drivers.dynamixel.layout)."""
+    from drivers.dynamixel.layout import ARM_MODELS
+
+    if "model" in settings and settings["model"] not in ARM_MODELS:
+        r.fail(f"{key}.model", f"unknown arm model {settings['model']!r}; known models: {', '.join(ARM_MODELS)}")
 
 
 def _cameras(r: _Reader, doc: dict, backend: str, control_hz: float) -> tuple[CameraEntry, ...]:
@@ -295,12 +304,15 @@ def _check_fields(r: _Reader, key: str, settings: dict, cls, exclude: set[str]) 
 def _safety(r: _Reader, doc: dict) -> SafetyConfig:
     t = r.table(doc, "safety", required=False)
     ranges = {"max_joint_step": 1.0, "max_gripper_step": 1.0, "max_joint_velocity": 10.0, "max_goal_error": 3.2,
-              "start_gap": 3.2, "realign_velocity": 5.0}  # upper bounds: beyond them a value is a typo
-    r.keys(t, "safety", {*ranges, "estop_action", "joint_limits"})
+              "start_gap": 3.2, "realign_velocity": 5.0,
+              "max_chunk_age_s": 10.0}  # upper bounds: beyond them a value is a typo
+    r.keys(t, "safety", {*ranges, "estop_action", "joint_limits", "max_chunk_refusals"})
     kwargs: dict[str, Any] = {}
     for k, hi in ranges.items():
         if k in t:
             kwargs[k] = float(r.number(t, f"safety.{k}", lo=1e-6, hi=hi))
+    if "max_chunk_refusals" in t:
+        kwargs["max_chunk_refusals"] = r.number(t, "safety.max_chunk_refusals", lo=1, hi=1000, integer=True)
     if "estop_action" in t:
         kwargs["estop_action"] = r.choice(t, "safety.estop_action", ("hold", "torque_off"))
     if "joint_limits" in t:

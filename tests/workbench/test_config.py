@@ -84,3 +84,19 @@ def test_rt_priority_default_and_range(tmp_path):
     assert parse_rig_config(text, "x.toml").rt_priority == 0
     e = _err(preset_text("virtual").replace('backend = "virtual"', 'backend = "virtual"\nrt_priority = 120'), tmp_path)
     assert e.key == "rig.rt_priority" and "outside" in str(e)
+
+
+def test_unknown_arm_model_is_refused_naming_the_known_ones(tmp_path, capsys):
+    from drivers.dynamixel.layout import ARM_MODELS
+    from workbench.cli import main
+
+    e = _err(preset_text("aloha").replace('model = "vx300s"', 'model = "vx999"', 1), tmp_path)
+    assert e.key == "arms.follower_left.model" and "'vx999'" in e.problem
+    assert all(m in e.problem for m in ARM_MODELS)
+    e = _err(preset_text("virtual").replace('model = "wx250s"', 'model = "vx999"', 1), tmp_path)
+    assert e.key == "arms.leader_left.model"
+    # `workbench rig check` refuses it (exit 2, the message on stderr)
+    assert main(["rig", "check", str(tmp_path / "rig.toml")]) == 2
+    assert "unknown arm model 'vx999'" in capsys.readouterr().err
+    for m in ARM_MODELS:  # the known models still load
+        parse_rig_config(preset_text("aloha").replace('model = "vx300s"', f'model = "{m}"'), "x.toml")
