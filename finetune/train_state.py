@@ -100,6 +100,43 @@ def gather_ema(ema: EMA) -> dict[str, Tensor]:
     return out
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """torch.save, with a failed write reported as the OSError it is. torch.save reports a full disk as a
+    RuntimeError without the errno ("unexpected pos 576 vs 534", "basic_ios::clear: iostream error"), so the
+    "disk full ... resume" message never came and .tmp-step_N stayed behind. After such a RuntimeError the save
+    is tried once more through a Python file: then our own write raises the OSError (ENOSPC, EDQUOT, EIO) and
+    torch passes it on as the RuntimeError's context (or, the failure having passed, the save succeeds). Without
+    an OSError either, a disk with no space left is taken for the cause."""
+    import torch
+
+    try:
+        torch.save(obj, path)
+        return
+    except RuntimeError as e:
+        first = e
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+    except RuntimeError as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, f"{cause.strerror or cause} (writing {path.name}: {first})") from first
+        if _no_space_left(path.parent):
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (writing {path.name}: {first})") from first
+        raise first from None
+
+
+def _no_space_left(folder: Path, slack: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < slack
+
+
 def _barrier(world: int) -> None:
     if world > 1:
         import torch.distributed as dist
@@ -111,8 +148,6 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim
                     resume_key: Mapping[str, Any], keep_last: int, rank: int = 0, world: int = 1) -> Path:
     """Writes checkpoints/step_N atomically (tmp folder, fsync, rename) and drops all but the last `keep_last`.
     `model` is what the optimizer steps (the loss module, possibly DDP/FSDP-wrapped: keys start with "policy.")."""
-    import torch
-
     from finetune.checkpoint import save_tensors
     from recorder.durable import fsync_path, fsync_tree
 
@@ -127,11 +162,11 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim
         tmp.mkdir(parents=True)
     _barrier(world)
     try:
-        torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
+        _torch_save(rng_state(), tmp / f"rng_rank{rank}.pt")
         if main:
             save_tensors(tmp / "trainable.safetensors",
                          {k.removeprefix("policy."): v.contiguous() for k, v in msd.items()})
-            torch.save(osd, tmp / "optimizer.pt")
+            _torch_save(osd, tmp / "optimizer.pt")
             if ema_sd is not None:
                 save_tensors(tmp / "ema.safetensors", ema_sd)
         _barrier(world)
@@ -145,16 +180,21 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim
             fsync_path(root)
             for _, old in list_checkpoints(run_dir)[:-max(keep_last, 1)]:
                 shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch (e.g. a failed write torch reports without errno)
+        full = e.errno in _DISK_FULL if isinstance(e, OSError) else _no_space_left(root)  # before freeing tmp
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
         good = list_checkpoints(run_dir)
         last = f"the last good checkpoint is {good[-1][1]}" if good else "no earlier checkpoint exists"
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if full:
             raise SaveError("disk_full", f"disk full while saving the checkpoint of step {step} under {root}; "
                             f"{last} (untouched). Free space (or lower --keep-last) and resume with --resume.",
                             step) from e
         raise SaveError("save_failed", f"saving the checkpoint of step {step} failed ({e}); {last}.", step) from e
+    except BaseException:  # interrupted (Ctrl-C): no half checkpoint either
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _barrier(world)
     return final
 

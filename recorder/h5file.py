@@ -7,10 +7,16 @@ JPEG rows live in a (T, width) uint8 dataset chunked (1, IMAGE_CHUNK_BYTES) and 
 dimensions: a longer frame widens the dataset, and the padding of shorter rows is never written to disk
 (unallocated chunks read back as zeros, which cv2.imdecode ignores) - ALOHA 2's padded layout without its
 cost.
+
+A full disk never reaches HDF5 (see `GuardedFile`): the builder raises the write error (OSError, errno kept)
+itself, and closing or aborting the file afterwards always succeeds.
 """
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +31,124 @@ from recorder.journal import StepRecord
 from recorder.quality import CameraTrack, QualityInput
 
 _GROW = 512
+log = logging.getLogger(__name__)
+
+
+class GuardedFile:
+    """The episode file as HDF5 sees it (h5py's "fileobj" driver), so that HDF5 itself never sees a failed write.
+
+    HDF5 does not survive a failed write: a dataset or file close whose flush fails on a full disk (ENOSPC)
+    leaves its identifier half torn down, and the library closes it again later - when h5py drops its last
+    reference to the dataset, at the next close, or in HDF5's atexit handler - and crashes the process with
+    SIGSEGV / SIGBUS (issue 19: 3 of 7 runs of a disk filling mid-recording, in the process driving the arms).
+    So the first failed write is recorded here (`error`) and reported to HDF5 as done; from then on nothing more
+    goes to the disk: writes are kept in memory (reads see them) until the file is closed, which therefore always
+    succeeds, and `EpisodeFileBuilder` raises the recorded error at its next call. `discard()` does the same on
+    purpose (abandoning a file: nothing more is written). What is kept in memory is bounded by what HDF5 still
+    has to flush at close (chunk and metadata caches), because the builder refuses any further rows."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._pos = 0
+        self.error: OSError | None = None  # the first failed write (or truncate)
+        self._discarding = False
+        self._held: list[tuple[int, bytes]] = []  # (offset, bytes) written after a failure, in order
+        self._held_end = 0
+
+    # -- file-object protocol used by the driver ---------------------------------------------------------
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET:
+            self._pos = pos
+        elif whence == os.SEEK_CUR:
+            self._pos += pos
+        else:
+            self._pos = self._eof() + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        view = memoryview(b).cast("B")
+        pos = self._pos
+        if not self._holding:
+            try:
+                done = 0
+                while done < len(view):
+                    n = os.pwrite(self._fd, view[done:], pos + done)
+                    if n <= 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += n
+            except OSError as e:
+                self._fail(e)
+        if self._holding:
+            self._held.append((pos, view.tobytes()))
+            self._held_end = max(self._held_end, pos + len(view))
+        self._pos = pos + len(view)
+        return len(view)
+
+    def read(self, size: int = -1) -> bytes:
+        pos = self._pos
+        if size < 0:
+            size = max(0, self._eof() - pos)
+        buf = os.pread(self._fd, size, pos)
+        if len(buf) < size or self._held:  # past the end reads as zeros (as HDF5's own sec2 driver does)
+            out = bytearray(buf.ljust(size, b"\0"))
+            for off, data in self._held:
+                lo, hi = max(off, pos), min(off + len(data), pos + size)
+                if lo < hi:
+                    out[lo - pos:hi - pos] = data[lo - off:hi - off]
+            buf = bytes(out)
+        self._pos = pos + size
+        return buf
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        if not self._holding:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as e:
+                self._fail(e)
+        return size
+
+    def flush(self) -> None:
+        pass  # unbuffered: every write is a pwrite
+
+    # -- ours ---------------------------------------------------------------------------------------------
+    @property
+    def _holding(self) -> bool:
+        return self.error is not None or self._discarding
+
+    def _fail(self, e: OSError) -> None:
+        if self.error is None:
+            self.error = e
+
+    def _eof(self) -> int:
+        return max(os.fstat(self._fd).st_size, self._held_end)
+
+    def discard(self) -> None:
+        """Write nothing more to the disk (the file is being abandoned)."""
+        self._discarding = True
+
+    def fsync(self) -> None:
+        if not self._holding:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._held = []
 
 
 class EpisodeFileBuilder:
@@ -32,7 +156,12 @@ class EpisodeFileBuilder:
         self.path = Path(path)
         self.cameras = list(cameras)
         self.n_joints = n_joints
-        self.f = h5py.File(self.path, "w")  # default libver: readable by old HDF5 in existing ALOHA tooling
+        self._io = GuardedFile(self.path)
+        try:
+            self.f = h5py.File(self._io, "w")  # default libver: readable by old HDF5 in existing ALOHA tooling
+        except BaseException:
+            self._io.close()
+            raise
         self._cap = 0
         self.n_steps = 0  # state rows received
         self.n_frames = [0] * len(self.cameras)  # image rows written per camera
@@ -42,20 +171,41 @@ class EpisodeFileBuilder:
         self._width = [0] * len(self.cameras)
         self.phase_runs: list[tuple[int, str]] = []
         self.hw_errors: list[tuple[int, str]] = []
-        f, nj = self.f, n_joints
-        for key in fmt.STATE_KEYS:
-            f.create_dataset(key, (0, nj), maxshape=(None, nj), dtype="f4", chunks=(256, nj))
-        for key in (fmt.TIME_T, fmt.TIME_WALL):
-            f.create_dataset(key, (0,), maxshape=(None,), dtype="f8", chunks=(1024,))
-        for cam in self.cameras:
-            g = f.require_group(f"{fmt.CAMERAS}/{cam}")
-            g.create_dataset("t", (0,), maxshape=(None,), dtype="f8", chunks=(1024,))
-            g.create_dataset("seq", (0,), maxshape=(None,), dtype="i8", chunks=(1024,))
-            g.create_dataset("crc32", (0,), maxshape=(None,), dtype="u4", chunks=(1024,))
-            f.create_dataset(f"{fmt.IMAGES}/{cam}", (0, 0), maxshape=(None, None), dtype="u1",
+        # Every dataset stays open until the file is closed (`self._ds`): no dataset is closed - and flushed -
+        # behind our back when a temporary h5py object is garbage-collected.
+        self._ds: dict[str, h5py.Dataset] = {}
+        try:
+            f, nj = self.f, n_joints
+            for key in fmt.STATE_KEYS:
+                self._create(key, (0, nj), maxshape=(None, nj), dtype="f4", chunks=(256, nj))
+            for key in (fmt.TIME_T, fmt.TIME_WALL):
+                self._create(key, (0,), maxshape=(None,), dtype="f8", chunks=(1024,))
+            for cam in self.cameras:
+                f.require_group(f"{fmt.CAMERAS}/{cam}")
+                for name, dt in (("t", "f8"), ("seq", "i8"), ("crc32", "u4")):
+                    self._create(f"{fmt.CAMERAS}/{cam}/{name}", (0,), maxshape=(None,), dtype=dt, chunks=(1024,))
+                self._create(f"{fmt.IMAGES}/{cam}", (0, 0), maxshape=(None, None), dtype="u1",
                              chunks=(1, fmt.IMAGE_CHUNK_BYTES), fillvalue=0)
-        f.create_dataset(fmt.COMPRESS_LEN, (len(self.cameras), 0), maxshape=(len(self.cameras), None),
+            self._create(fmt.COMPRESS_LEN, (len(self.cameras), 0), maxshape=(len(self.cameras), None),
                          dtype="i4", chunks=(len(self.cameras), 1024))
+            self._check()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create(self, key: str, shape, **kw) -> None:
+        self._ds[key] = self.f.create_dataset(key, shape, **kw)
+
+    def _check(self) -> None:
+        """Raise the write error HDF5 was not told about (see GuardedFile); every later call raises it again."""
+        e = self._io.error
+        if e is not None:
+            raise OSError(e.errno, f"{e.strerror or e} (writing {self.path.name})") from e
+
+    @property
+    def failed(self) -> OSError | None:
+        """The write error that stopped this file (None while it is healthy)."""
+        return self._io.error
 
     # -- rows ---------------------------------------------------------------------------------------------
     def _ensure_rows(self, n: int) -> None:
@@ -63,10 +213,11 @@ class EpisodeFileBuilder:
             return
         self._cap = max(n, self._cap + _GROW)
         for cam in self.cameras:
-            ds = self.f[f"{fmt.IMAGES}/{cam}"]
+            ds = self._ds[f"{fmt.IMAGES}/{cam}"]
             ds.resize((self._cap, ds.shape[1]))
 
     def append_step(self, rec: StepRecord) -> None:
+        self._check()
         if rec.index != self.n_steps:
             raise ValueError(f"step {rec.index} out of order (expected {self.n_steps})")
         self._pending.append(rec)
@@ -76,9 +227,10 @@ class EpisodeFileBuilder:
         self.hw_errors.extend((rec.index, m) for m in rec.hw_errors)
 
     def append_frame(self, cam_index: int, step: int, jpeg: bytes) -> None:
+        self._check()
         if step != self.n_frames[cam_index]:
             raise ValueError(f"frame for step {step} out of order (expected {self.n_frames[cam_index]})")
-        ds = self.f[f"{fmt.IMAGES}/{self.cameras[cam_index]}"]
+        ds = self._ds[f"{fmt.IMAGES}/{self.cameras[cam_index]}"]
         self._ensure_rows(step + 1)
         n = len(jpeg)
         if n > ds.shape[1]:
@@ -88,28 +240,30 @@ class EpisodeFileBuilder:
             ds[step, :n] = np.frombuffer(jpeg, dtype=np.uint8)
         self._fpending[cam_index].append((zlib.crc32(jpeg), n))
         self.n_frames[cam_index] += 1
+        self._check()
 
     def flush(self, sync: bool = False) -> None:
         """Write buffered rows; with sync, also flush HDF5 and fsync so the final close has little left to do."""
+        self._check()
         if self._pending:
             recs, self._pending = self._pending, []
             start, end = recs[0].index, recs[-1].index + 1
             state = np.stack([r.state for r in recs])  # (k, 5, nj)
             for i, key in enumerate(fmt.STATE_KEYS):
-                ds = self.f[key]
+                ds = self._ds[key]
                 ds.resize((end, self.n_joints))
                 ds[start:end] = state[:, i]
             for key, vals in ((fmt.TIME_T, [r.t for r in recs]), (fmt.TIME_WALL, [r.t_wall for r in recs])):
-                ds = self.f[key]
+                ds = self._ds[key]
                 ds.resize((end,))
                 ds[start:end] = vals
             cam_t = np.stack([r.cam_t for r in recs])
             cam_seq = np.stack([r.cam_seq for r in recs])
             for c, cam in enumerate(self.cameras):
-                g = self.f[f"{fmt.CAMERAS}/{cam}"]
                 for name, vals in (("t", cam_t[:, c]), ("seq", cam_seq[:, c])):
-                    g[name].resize((end,))
-                    g[name][start:end] = vals
+                    ds = self._ds[f"{fmt.CAMERAS}/{cam}/{name}"]
+                    ds.resize((end,))
+                    ds[start:end] = vals
         for c, cam in enumerate(self.cameras):
             rows = self._fpending[c]
             if not rows:
@@ -117,17 +271,19 @@ class EpisodeFileBuilder:
             self._fpending[c] = []
             start = self._fwritten[c]
             end = start + len(rows)
-            crc = self.f[f"{fmt.CAMERAS}/{cam}/crc32"]
+            crc = self._ds[f"{fmt.CAMERAS}/{cam}/crc32"]
             crc.resize((end,))
             crc[start:end] = [r[0] for r in rows]
-            cl = self.f[fmt.COMPRESS_LEN]
+            cl = self._ds[fmt.COMPRESS_LEN]
             if cl.shape[1] < end:
                 cl.resize((len(self.cameras), max(end, cl.shape[1] + 1024)))
             cl[c, start:end] = [r[1] for r in rows]
             self._fwritten[c] = end
         if sync:
             self.f.flush()
-            fsync_path(self.path)
+            self._check()
+            self._io.fsync()
+        self._check()
 
     @property
     def complete_steps(self) -> int:
@@ -139,32 +295,34 @@ class EpisodeFileBuilder:
                       timestamps_measured: bool = True, sim: bool = False) -> QualityInput:
         self.flush()
         n = self.complete_steps
-        f = self.f
+        d = self._ds
         tracks = {}
         for c, cam in enumerate(self.cameras):
-            g = f[f"{fmt.CAMERAS}/{cam}"]
-            tracks[cam] = CameraTrack(g["t"][:n], g["seq"][:n], g["crc32"][:n],
+            g = f"{fmt.CAMERAS}/{cam}"
+            tracks[cam] = CameraTrack(d[f"{g}/t"][:n], d[f"{g}/seq"][:n], d[f"{g}/crc32"][:n],
                                       int(writer_dropped[c]) if writer_dropped else 0)
-        return QualityInput(
-            t=f[fmt.TIME_T][:n], qpos=f[fmt.QPOS][:n], action=f[fmt.ACTION][:n], cameras=tracks,
+        qi = QualityInput(
+            t=d[fmt.TIME_T][:n], qpos=d[fmt.QPOS][:n], action=d[fmt.ACTION][:n], cameras=tracks,
             hw_errors=[(s, m) for s, m in self.hw_errors if s < n], control_hz=control_hz,
-            timestamps_measured=timestamps_measured, t_wall=f[fmt.TIME_WALL][:n], sim=sim)
+            timestamps_measured=timestamps_measured, t_wall=d[fmt.TIME_WALL][:n], sim=sim)
+        self._check()
+        return qi
 
     def finish(self, attrs: dict) -> int:
         """Trim every dataset to the complete steps, write the root attributes, close and fsync.
         Returns the number of steps."""
         self.flush()
         n = self.complete_steps
-        f = self.f
+        f, d = self.f, self._ds
         for key in fmt.STATE_KEYS:
-            f[key].resize((n, self.n_joints))
+            d[key].resize((n, self.n_joints))
         for key in (fmt.TIME_T, fmt.TIME_WALL):
-            f[key].resize((n,))
+            d[key].resize((n,))
         for c, cam in enumerate(self.cameras):
             for name in ("t", "seq", "crc32"):
-                f[f"{fmt.CAMERAS}/{cam}/{name}"].resize((n,))
-            f[f"{fmt.IMAGES}/{cam}"].resize((n, self._width[c]))
-        f[fmt.COMPRESS_LEN].resize((len(self.cameras), n))
+                d[f"{fmt.CAMERAS}/{cam}/{name}"].resize((n,))
+            d[f"{fmt.IMAGES}/{cam}"].resize((n, self._width[c]))
+        d[fmt.COMPRESS_LEN].resize((len(self.cameras), n))
         if self.phase_runs:
             phases = np.empty(n, dtype=object)
             phases[:] = ""
@@ -183,17 +341,30 @@ class EpisodeFileBuilder:
         base.update(attrs)
         for k, v in base.items():
             f.attrs[k] = v
-        f.close()
+        self._check()
+        self._close_file()
+        self._check()
         fsync_path(self.path)
         return n
 
+    def _close_file(self) -> None:
+        """Close the datasets, then the file, then its descriptor (idempotent). HDF5 never sees a failed write
+        (GuardedFile), so this cannot leave a half-closed identifier behind."""
+        self._ds.clear()  # drop our references first: h5py closes every object of the file with it
+        try:
+            if self.f.id.valid:
+                self.f.close()
+        except Exception:  # noqa: BLE001 - not a write error (those never reach HDF5); keep going
+            log.exception("closing %s failed", self.path)
+        finally:
+            self._io.close()
+
     def close(self) -> None:
-        """Close, also after a failed write: retry until HDF5 lets go of the file id, because an id left
-        open is flushed again at interpreter exit, where HDF5 crashes on the same write error."""
-        for _ in range(5):
-            try:
-                if self.f.id.valid:
-                    self.f.close()
-                return
-            except Exception:  # noqa: BLE001 - disk full: the close-time flush may fail again
-                continue
+        """Close and keep what was written (also after a failed write: then the file is incomplete)."""
+        self._close_file()
+
+    def abort(self) -> None:
+        """Close without writing anything more to the disk: for a file that is thrown away (after a failed
+        write, a discarded recording or a failed recovery). Always succeeds; delete the file afterwards."""
+        self._io.discard()
+        self._close_file()

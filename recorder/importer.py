@@ -61,7 +61,7 @@ def import_aloha_episode(src: Path, store: DatasetStore, *, task: str = "", fps:
             saved = finalize_file(b, store.root / f"{name}{fmt.EPISODE_SUFFIX}", header, [],
                                   extra_attrs={"imported_from": str(src), "imported_format": info.source})
         except BaseException:
-            b.close()
+            b.abort()
             tmp.unlink(missing_ok=True)
             raise
     store.list()

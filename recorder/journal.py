@@ -94,9 +94,13 @@ class JournalWriter:
     def __init__(self, path: Path, header: dict):
         self.path = path
         self._f: BinaryIO = open(path, "xb", buffering=1 << 20)
-        self._f.write(MAGIC)
-        self.write(HEADER, json.dumps(header).encode("utf-8"))
-        self.sync()
+        try:
+            self._f.write(MAGIC)
+            self.write(HEADER, json.dumps(header).encode("utf-8"))
+            self.sync()
+        except BaseException:  # e.g. a full disk: the caller removes the file
+            self.abandon()
+            raise
 
     def fileno(self) -> int:
         return self._f.fileno()

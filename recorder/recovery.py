@@ -66,7 +66,7 @@ def recover_journal(journal_path: Path, final_path: Path, reason: str = "crash")
         saved = finalize_file(builder, final_path, header, marks, dropped,
                               extra_attrs={"recovered": True, "recovery_note": note})
     except BaseException:
-        builder.close()
+        builder.abort()  # a full disk: nothing more is written, the close cannot fail (recorder.h5file.GuardedFile)
         tmp.unlink(missing_ok=True)
         raise
     return saved

@@ -4,16 +4,23 @@ Layout: `<root>/episode_<i>.hdf5` (+ `.labels.json` sidecars after edits), `inde
 from the files, refreshed when a file's mtime changes), `.trash/` (soft-deleted episodes), `.incoming/`
 (recordings in progress and their journals), `.quarantine/` (unrecoverable leftovers), `.lock`.
 Every mutation holds an exclusive fcntl lock on `.lock`; files are replaced atomically (tmp, fsync, rename).
+
+Reading writes nothing: listing, showing, reading, exporting and training work from a read-only mount or a full
+disk. A reader takes a shared lock on an existing `.lock` (never creating one), and the index is only refreshed
+when it can be written - otherwise the listing is read from the files, without a word. A mutation of a folder
+that cannot be written raises StoreError saying why (read-only, full disk, no permission).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from recorder import format as fmt
 from recorder.durable import fsync_path
@@ -29,6 +36,7 @@ TRASH = ".trash"
 INDEX = "index.json"
 INDEX_VERSION = 2  # 2: damaged episodes are indexed too (field `damaged`)
 READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError)
+log = logging.getLogger(__name__)
 
 
 class StoreError(ValueError):
@@ -87,13 +95,27 @@ def _index_or(name: str, default: int = -1) -> int:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (tmp, fsync, rename); a failure (full disk) leaves `path` as it was, no tmp."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     fsync_path(path.parent)
+
+
+def unwritable(root: Path, e: OSError, doing: str = "change") -> str:
+    """Why a dataset folder cannot be written, for the operator."""
+    why = {errno.EROFS: "it is on a read-only file system", errno.ENOSPC: "the disk is full",
+           errno.EDQUOT: "the disk quota is used up", errno.EACCES: "no write permission",
+           errno.EPERM: "no write permission"}.get(e.errno, e.strerror or str(e))
+    return f"cannot {doing} the dataset {root}: {why}. Listing, reading and exporting it still work."
 
 
 class DatasetStore:
@@ -123,13 +145,36 @@ class DatasetStore:
     # -- locking ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        """The exclusive lock of a mutation (creates the folder and `.lock` if needed). A folder that cannot be
+        written raises StoreError saying why."""
         self._ensure_root()
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(unwritable(self.root, e)) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A shared lock while reading (no mutation half-way through a listing), on an existing `.lock` opened
+        read-only: a reader never creates one, so it works on a read-only mount or a full disk. Without a
+        `.lock` (a folder this workbench never wrote) there is no writer to wait for."""
+        try:
+            fd = os.open(self.root / ".lock", os.O_RDONLY)
+        except OSError:
+            fd = -1
+        try:
+            if fd >= 0:
+                with contextlib.suppress(OSError):  # a file system without flock: read unlocked
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     # -- recording ----------------------------------------------------------------------------------------
     def next_index(self) -> int:
@@ -149,14 +194,15 @@ class DatasetStore:
             return EpisodeWriter(self.root, name, cameras, on_saved=self._on_saved, **writer_kwargs)
 
     def _on_saved(self, saved: SavedEpisode) -> None:
-        with self.locked():
-            idx = self._load_index()
-            idx[saved.name] = EpisodeSummary.of(read_info(saved.path), deleted=False)
-            self._save_index(idx)
+        summary = EpisodeSummary.of(read_info(saved.path), deleted=False)
+        self._update_index(lambda idx: {**idx, saved.name: summary})
 
     def recover(self) -> RecoveryResult:
         """Turn crashed recordings into episodes (or quarantine them) and refresh the index."""
-        res = recover_dataset(self.root)
+        try:
+            res = recover_dataset(self.root)
+        except OSError as e:
+            raise StoreError(unwritable(self.root, e, "recover episodes into")) from e
         if res.recovered or res.quarantined:
             self.list(include_deleted=True)
         return res
@@ -169,8 +215,24 @@ class DatasetStore:
                 return {}
             names = {f.name for f in fields(EpisodeSummary)}
             return {e["name"]: EpisodeSummary(**{k: v for k, v in e.items() if k in names}) for e in d["episodes"]}
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):
             return {}
+
+    def _update_index(self, update: Callable[[dict[str, EpisodeSummary]], dict[str, EpisodeSummary]]) -> None:
+        """Rewrite the index cache under the lock, if the folder can be written: on a read-only mount, a full disk
+        or without permission it is left as it is (listings then read the changed files again), without a word."""
+        try:
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            log.debug("%s: index cache not updated (%s)", self.root, e)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._save_index(update(self._load_index()))
+        except OSError as e:
+            log.debug("%s: index cache not updated (%s)", self.root, e)
+        finally:
+            os.close(fd)
 
     def _save_index(self, idx: dict[str, EpisodeSummary]) -> None:
         eps = sorted(idx.values(), key=lambda e: (e.index, e.name))
@@ -190,7 +252,7 @@ class DatasetStore:
         (unreadable, or missing data: `EpisodeSummary.damaged` says what) are left out unless asked for."""
         if not self.root.is_dir():
             return []  # nothing recorded yet; do not create the folder just to look at it
-        with self.locked():
+        with self._reading():  # reading takes no write lock and writes nothing (read-only mounts, full disks)
             idx = self._load_index()
             files = self._files()
             fresh: dict[str, EpisodeSummary] = {}
@@ -207,8 +269,8 @@ class DatasetStore:
                         e = EpisodeSummary.unreadable(path, unreadable_reason(path, err), deleted)
                     changed = True
                 fresh[name] = e
-            if changed:
-                self._save_index(fresh)
+        if changed:  # the index is a cache: refreshed when the folder can be written, else read without it
+            self._update_index(lambda _old: fresh)
         eps = sorted(fresh.values(), key=lambda e: (e.index, e.name))
         return [e for e in eps if (include_deleted or not e.deleted) and (include_damaged or not e.damaged)]
 
@@ -274,7 +336,10 @@ class DatasetStore:
             side = labels_path(path)
             d = json.loads(side.read_text()) if side.exists() else {}
             d.update(changes)
-            atomic_write(side, json.dumps(d, indent=1).encode())
+            try:
+                atomic_write(side, json.dumps(d, indent=1).encode())
+            except OSError as e:
+                raise StoreError(unwritable(self.root, e, f"save the labels of {path.stem} in")) from e
         return self.show(name)
 
     def label(self, name: str, outcome: str, notes: str | None = None) -> EpisodeInfo:
@@ -316,11 +381,14 @@ class DatasetStore:
                 raise StoreError(f"no episode {name!r} in {src}")
             if d.exists():
                 raise StoreError(f"{d} already exists")
-            dst.mkdir(exist_ok=True)
-            side = labels_path(s)
-            if side.exists():
-                os.replace(side, labels_path(d))
-            os.replace(s, d)
+            try:
+                dst.mkdir(exist_ok=True)
+                side = labels_path(s)
+                if side.exists():
+                    os.replace(side, labels_path(d))
+                os.replace(s, d)
+            except OSError as e:
+                raise StoreError(unwritable(self.root, e, f"move {name} in")) from e
         self.list(include_deleted=True)
 
     def remove(self, name: str) -> None:

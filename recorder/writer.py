@@ -14,6 +14,7 @@ the previous frame is reused and counted as a writer-dropped frame instead of qu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -48,7 +49,15 @@ log = logging.getLogger(__name__)
 
 
 class DiskFullError(RecorderError):
-    pass
+    """The disk is full (or nearly, below the writer's reserve): recording stopped, what was written is kept
+    (`saved`, or the journal the message names). Never a crash: see recorder.h5file.GuardedFile."""
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
 
 
 class FrameLike(Protocol):
@@ -121,7 +130,6 @@ class EpisodeWriter:
         self.cameras = list(cameras)
         self.final_path = self.dir / f"{name}{fmt.EPISODE_SUFFIX}"
         inc = self.dir / INCOMING
-        inc.mkdir(parents=True, exist_ok=True)
         self.journal_path = inc / f"{name}.journal"
         self.partial_path = inc / f"{name}.partial{fmt.EPISODE_SUFFIX}"
         self.header = {
@@ -139,9 +147,7 @@ class EpisodeWriter:
         self._min_free = min_free_bytes
         self._low_space: str | None = None  # set by the writer thread when free space drops below the reserve
         self._on_saved = on_saved
-        self._journal = jr.JournalWriter(self.journal_path, self.header)
-        fcntl.flock(self._journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # "live": recovery leaves it alone
-        self._builder = EpisodeFileBuilder(self.partial_path, self.cameras, n_joints)
+        self._start_files(n_joints)
         self._pool = ThreadPoolExecutor(max_workers=encode_threads, thread_name_prefix=f"jpeg-{name}")
         self._q: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -152,9 +158,33 @@ class EpisodeWriter:
         self.writer_dropped = [0] * len(self.cameras)
         self._marks: list[tuple[int, str]] = []
         self.error: RecorderError | None = None
+        self._failing = False  # a write failed: recording has stopped, _salvage is keeping what was written
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"writer-{name}", daemon=True)
         self._thread.start()
+
+    def _start_files(self, n_joints: int) -> None:
+        """The journal and the partial episode file; on a full disk a DiskFullError and nothing left behind. (Below
+        the reserve but not full, recording starts and stops at the writer's first space check, keeping its steps.)"""
+        journal = None
+        try:
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            journal = jr.JournalWriter(self.journal_path, self.header)
+            fcntl.flock(journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # "live": recovery leaves it alone
+            self._builder = EpisodeFileBuilder(self.partial_path, self.cameras, n_joints)
+        except OSError as e:
+            if journal is not None:
+                journal.abandon()
+            if not isinstance(e, FileExistsError):  # never remove the files of another recording
+                for p in (self.partial_path, self.journal_path):
+                    with contextlib.suppress(OSError):
+                        p.unlink(missing_ok=True)
+            if _is_disk_full(e):
+                raise DiskFullError(f"{self.name}: disk full; not recording. Free some space in {self.dir} (or "
+                                    f"record into another dataset folder).") from e
+            raise RecorderError(f"{self.name}: cannot record into {self.dir} ({e.strerror or e}); not recording.") \
+                from e
+        self._journal = journal
 
     # -- control thread -----------------------------------------------------------------------------------
     def append(self, tick: TickLike) -> None:
@@ -163,6 +193,8 @@ class EpisodeWriter:
             raise self.error
         if self._closed:
             raise RecorderError(f"{self.name}: append after stop")
+        if self._failing:
+            return  # the writer thread is saving what it has after a failure; its error comes with the next append
         if self._low_space is not None:
             self._stop_for_space()
         step = self.steps
@@ -258,14 +290,21 @@ class EpisodeWriter:
             raise self.error from e  # type: ignore[misc]
         self._journal_done()
         saved.save_latency_s = time.monotonic() - t0
-        if self._on_saved:
-            self._on_saved(saved)
+        self._notify_saved(saved)
         return saved
+
+    def _notify_saved(self, saved: SavedEpisode) -> None:
+        if self._on_saved:
+            try:
+                self._on_saved(saved)
+            except Exception:  # noqa: BLE001 - the index is a rebuildable cache; the episode is safe
+                log.exception("index update after saving %s failed", saved.name)
 
     def discard(self) -> None:
         """Re-record: throw the current episode away."""
         self._shutdown()
-        self._builder.close()
+        self._builder.abort()
+        self._journal.abandon()
         for p in (self.partial_path, self.journal_path):
             p.unlink(missing_ok=True)
 
@@ -339,16 +378,13 @@ class EpisodeWriter:
         """Stop after a failure (typically a full disk) and keep what reached the journal."""
         if self.error is not None:
             return
+        self._failing = True
         self._journal.abandon()
-        # Free the partial file's blocks *before* HDF5 closes it: its close-time metadata flush then fits,
-        # instead of failing again on a full disk (which leaves the HDF5 library in a bad state).
-        try:
-            os.truncate(self.partial_path, 0)
-        except OSError:
-            pass
-        self._builder.close()
+        # The partial file is dropped (the journal is the truth): abort() writes nothing more and cannot fail,
+        # because HDF5 never saw the failed write (recorder.h5file.GuardedFile); the unlink frees its space.
+        self._builder.abort()
         self.partial_path.unlink(missing_ok=True)
-        disk_full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        disk_full = _is_disk_full(exc)
         what = "disk full" if disk_full else f"write failed ({exc})"
         try:
             saved = recover_journal(self.journal_path, self.final_path)
@@ -359,11 +395,11 @@ class EpisodeWriter:
         else:
             msg = (f"{self.name}: {what}; recording stopped. Kept {saved.steps} steps ({saved.duration_s:.1f} s) "
                    f"as {saved.path}.")
-            if self._on_saved:
-                try:
-                    self._on_saved(saved)
-                except Exception:  # noqa: BLE001 - the index is rebuildable; the episode is safe
-                    log.exception("index update after salvage failed")
+            try:
+                self._journal_done()  # published: the journal is no longer needed (and its space is wanted)
+            except OSError:
+                log.warning("%s: could not remove %s (recover removes it later)", self.name, self.journal_path)
+            self._notify_saved(saved)
         cls = DiskFullError if disk_full else RecorderError
         self.error = cls(msg, saved)
         log.error(msg)

@@ -29,4 +29,21 @@ def load_served_policy(folder_or_hub: str | Path, device: Any = "cpu", *, rig: A
     return PolicyRuntime.load(folder, device=device, rig=rig, num_steps=num_steps)
 
 
-__all__ = ["load_served_policy"]
+def image_inputs(policy: Any) -> dict[str, Any]:
+    """What the server announces about the frames `policy` reads (serving.protocol's "image_cameras" and
+    "image_size"), so that a client sends only those cameras, already resized: a trained policy's transforms
+    config names its rig cameras (camera_map) and the side it resizes them to (image_size); a replay policy reads
+    no images ([] and None). {} for anything else (a client then sends every camera as it is)."""
+    meta = policy.metadata()
+    if "image_cameras" in meta:  # the policy says itself
+        return {"image_cameras": list(meta["image_cameras"]), "image_size": meta.get("image_size")}
+    if meta.get("replay") is True or meta.get("policy_type") == "replay":
+        return {"image_cameras": [], "image_size": None}
+    cfg = getattr(getattr(getattr(policy, "policy", None), "transforms", None), "config", None)
+    cams, size = getattr(cfg, "rig_cameras", None), getattr(cfg, "image_size", None)
+    if cams is None or not isinstance(size, int):
+        return {}
+    return {"image_cameras": [str(c) for c in cams], "image_size": int(size)}
+
+
+__all__ = ["image_inputs", "load_served_policy"]

@@ -10,7 +10,17 @@ optional extensions (an unmodified openpi client never sends them, and then noth
   "inference_delay": int, 0 <= d <= k   how many prefix actions execute before the new chunk arrives
 the reply is {"actions": float32 [50,14], "server_timing": {...}, "policy_timing": {...}} or {"error": str}.
 numpy arrays travel as maps {"__ndarray__": True, "data": bytes, "dtype": dtype.str, "shape": [...]} (never
-pickle). GET /healthz answers 200. With an api key, clients send `Authorization: Api-Key <key>`.
+pickle). GET /healthz answers 200. With an api key, clients send `Authorization: Api-Key <key>`; after
+`auth_max_failures` wrong keys from one address within `auth_window_s` the server answers that address 429 for
+`auth_cooldown_s` (the right key included). `workbench serve --tls-cert/--tls-key` serves the same over `wss://`.
+
+What a client should send (the metadata, this project's; an openpi client ignores them and sends full frames, which
+the server resizes itself):
+  "image_cameras": [str]   the rig cameras the policy reads; other cameras need not be sent ([]: no images at all,
+                           e.g. a replay policy; absent: unknown, send every camera)
+  "image_size": int|None   the square side the policy resizes frames to (with padding, aspect kept): a client
+                           sends frames already shrunk with `resize_with_pad`, the same pixels as the server's
+                           resize (None: send frames as they are)
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ MAX_PROMPT_CHARS = 10_000
 HEALTH_PATH = "/healthz"  # GET answers 200 (no websocket, no api key)
 AUTH_HEADER = "Authorization"
 EXTENSION_FIELDS = ("step", "action_prefix", "inference_delay")  # optional, this project's
+IMAGE_CAMERAS_KEY = "image_cameras"  # metadata: the cameras the policy reads ([]: none)
+IMAGE_SIZE_KEY = "image_size"  # metadata: the square side the policy resizes frames to (None: as they are)
 
 
 class ProtocolError(ValueError):
@@ -123,8 +135,8 @@ def parse_observation(msg: Any, state_dim: int = 14) -> tuple[np.ndarray, dict[s
         prompt = prompt.decode("utf-8", "replace")
     if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
         raise ProtocolError(f"prompt must be a string (at most {MAX_PROMPT_CHARS} characters)")
-    if not isinstance(images, Mapping) or not images:
-        raise ProtocolError("images must be a non-empty map {camera name: uint8 array}")
+    if not isinstance(images, Mapping):  # empty: a policy that reads no images (it says so in its metadata)
+        raise ProtocolError("images must be a map {camera name: uint8 array}")
     frames: dict[str, np.ndarray] = {}
     for cam, img in images.items():
         name = cam.decode("utf-8", "replace") if isinstance(cam, bytes) else cam
@@ -196,6 +208,47 @@ def observation_message(state: Any, images: Mapping[str, Any], prompt: str, *, s
     return obs
 
 
+# ------------------------------------------------------------------------------------------ robot-side images
+def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 -> size x size x 3: aspect preserved, centred, black padding (openpi's resize_with_pad). The same
+    pixels as the server's resize (finetune.transforms.images.resize_with_pad, which returns a frame of the right
+    size unchanged), so a chunk served from frames resized here equals the chunk served from the full frames.
+    Shrinking averages areas (like PIL's antialiased bilinear, which openpi uses); enlarging is bilinear."""
+    import cv2  # opencv-python-headless; only a client that resizes needs it
+
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 image, got shape {img.shape}")
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(img, dtype=np.uint8)
+    ratio = max(w / size, h / size)
+    nh, nw = max(1, int(h / ratio)), max(1, int(w / ratio))
+    interp = cv2.INTER_AREA if ratio > 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=interp)
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top: top + nh, left: left + nw] = resized
+    return out
+
+
+def policy_images(images: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The frames a client sends, from all of the rig's (HxWx3 uint8 by camera) and the server's metadata: only the
+    cameras in "image_cameras" (all when the server does not say), each larger than "image_size" shrunk with
+    resize_with_pad (a smaller one travels as it is: the server enlarges it, as it would have)."""
+    cams = metadata.get(IMAGE_CAMERAS_KEY)
+    size = metadata.get(IMAGE_SIZE_KEY)
+    if isinstance(cams, (list, tuple)) and all(isinstance(c, str) for c in cams):
+        images = {c: images[c] for c in cams if c in images}  # a missing one: the server names it
+    out: dict[str, np.ndarray] = {}
+    for cam, img in images.items():
+        a = np.asarray(img)
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0 and a.ndim == 3 and a.shape[2] == 3 \
+                and a.dtype == np.uint8 and (a.shape[0] > size or a.shape[1] > size):
+            a = resize_with_pad(a, size)
+        out[cam] = a
+    return out
+
+
 def api_key_value(api_key: str) -> str:
     """The AUTH_HEADER value a client sends and a server with that key expects."""
     return f"Api-Key {api_key}"
@@ -206,6 +259,7 @@ def auth_headers(api_key: str | None) -> dict[str, str] | None:
     return {AUTH_HEADER: api_key_value(api_key)} if api_key else None
 
 
-__all__ = ["AUTH_HEADER", "EXTENSION_FIELDS", "HEALTH_PATH", "MAX_IMAGE_SIDE", "MAX_MESSAGE_BYTES", "MAX_PROMPT_CHARS",
-           "ProtocolError", "api_key_value", "auth_headers", "observation_message", "packb",
-           "parse_extensions", "parse_observation", "unpackb"]
+__all__ = ["AUTH_HEADER", "EXTENSION_FIELDS", "HEALTH_PATH", "IMAGE_CAMERAS_KEY", "IMAGE_SIZE_KEY", "MAX_IMAGE_SIDE",
+           "MAX_MESSAGE_BYTES", "MAX_PROMPT_CHARS", "ProtocolError", "api_key_value", "auth_headers",
+           "observation_message", "packb", "parse_extensions", "parse_observation", "policy_images",
+           "resize_with_pad", "unpackb"]

@@ -12,7 +12,8 @@ PRESET_LABELS = {str(i): f"segment {i}" for i in range(1, 10)}
 def register(sub) -> None:
     p = sub.add_parser("record", help="record episodes into a dataset folder",
                        description="Record --episodes episodes of --episode-s seconds. Keys: n next, "
-                                   "r re-record, q stop, 1-9 preset segment labels, s + text + Enter segment. "
+                                   "r re-record, q stop, 1-9 preset segment labels, s + text + Enter segment, "
+                                   "e / space / Esc e-stop. "
                                    "On a simulated rig the scripted demonstrator performs the task unattended "
                                    "and its phases become segment annotations.")
     p.add_argument("--rig", default="sim-transfer-cube", help="preset name or rig TOML file")
@@ -76,7 +77,7 @@ def _record(args) -> int:
     def start(session) -> None:
         session.start_recording(store, settings, events, wait_for_squeeze=not args.no_squeeze)
         if keys:
-            keys.start()
+            keys.with_estop(session).start()
 
     try:
         session = run_session(args.rig, start)

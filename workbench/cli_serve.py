@@ -4,7 +4,8 @@ POLICY is a trained policy folder, a hub id, or a replay folder (a recorded epis
 serving.policies decides what is served. `--port 0` binds a free port; `--ready-file PATH` then tells a supervising
 process (workbench.deploy.policy_launcher.LocalPolicyServer) where: once the socket is bound, PATH is written
 atomically with {"host", "port", "url", "pid", "policy"} as JSON. `--exit-with-parent` ends the server when its stdin
-closes, so a child server never outlives the app that started it.
+closes, so a child server never outlives the app that started it. `--tls-cert CERT --tls-key KEY` serves `wss://`
+(TLS): off loopback the api key and the actions then no longer travel in clear.
 """
 from __future__ import annotations
 
@@ -23,14 +24,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve", help="serve a policy to openpi clients (websocket + msgpack)",
         description="Serve a trained policy folder (or hub id, or a replay folder) with openpi's remote inference "
                     "protocol; GET /healthz answers 200. Any host but a loopback address needs --api-key "
-                    "(or WORKBENCH_API_KEY); clients then send `Authorization: Api-Key <key>`.",
+                    "(or WORKBENCH_API_KEY); clients then send `Authorization: Api-Key <key>` (an address sending "
+                    "5 wrong keys within a minute is refused for 5 minutes). Off loopback, serve TLS "
+                    "(--tls-cert/--tls-key: wss://), or the key and the actions travel in clear.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("policy", metavar="POLICY", help="policy folder (runs/NAME/policy), hub id, or replay folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0: any free port (see --ready-file)")
     p.add_argument("--api-key", default=None, help="required unless --host is loopback [env WORKBENCH_API_KEY]")
+    p.add_argument("--tls-cert", default=None, metavar="CERT",
+                   help="PEM certificate (chain): serve wss:// (clients verify it; for a self-signed lab "
+                        "certificate they trust its CA: WORKBENCH_TLS_CA=lab-ca.pem)")
+    p.add_argument("--tls-key", default=None, metavar="KEY", help="the PEM private key of --tls-cert")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
-    p.add_argument("--rig", help="preset or rig TOML: refuse a policy trained for a different rig")
+    p.add_argument("--rig", help="preset or rig TOML: refuse a policy trained for a different rig (cameras, joint "
+                                 "layout, control rate, gripper constants); without it nothing is checked here, "
+                                 "clients check the announced metadata on their side")
     p.add_argument("--num-steps", type=int, default=None, help="denoising steps [default: the model's]")
     p.add_argument("--ready-file", default=None, metavar="PATH",
                    help="once listening, write {host, port, url, pid, policy} as JSON to PATH (atomically)")
@@ -39,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _write_ready(path: str, host: str, port: int, policy: str) -> None:
+def _write_ready(path: str, host: str, port: int, policy: str, scheme: str = "ws") -> None:
     target = Path(path)
     tmp = target.with_name(target.name + ".partial")
-    tmp.write_text(json.dumps({"host": host, "port": port, "url": f"ws://{host}:{port}", "pid": os.getpid(),
+    tmp.write_text(json.dumps({"host": host, "port": port, "url": f"{scheme}://{host}:{port}", "pid": os.getpid(),
                                "policy": policy}) + "\n")
     os.replace(tmp, target)
 
@@ -71,7 +80,8 @@ def _run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.exit_with_parent:
         _watch_stdin()
-    config = ServeConfig(host=args.host, port=args.port, api_key=args.api_key or os.environ.get("WORKBENCH_API_KEY"))
+    config = ServeConfig(host=args.host, port=args.port, api_key=args.api_key or os.environ.get("WORKBENCH_API_KEY"),
+                         tls_cert=args.tls_cert, tls_key=args.tls_key)
     try:
         config.check()
     except ValueError as e:
@@ -88,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     on_ready = None
     if args.ready_file:
         def on_ready(port: int) -> None:
-            _write_ready(args.ready_file, args.host, port, str(args.policy))
+            _write_ready(args.ready_file, args.host, port, str(args.policy), config.scheme)
     try:
         asyncio.run(server.serve(on_ready=on_ready))
     except KeyboardInterrupt:
@@ -104,6 +114,11 @@ def _load(args: argparse.Namespace):
         from workbench.config import load_rig_config
 
         rig = load_rig_config(args.rig)
+    else:
+        logging.getLogger(__name__).warning(
+            "rig NOT checked here (no --rig): this server does not compare %s with a rig; clients check it on their "
+            "side from the metadata it announces (cameras, joint names, control rate, backend, gripper constants)",
+            args.policy)
     device = args.device
     if device == "auto":
         import torch

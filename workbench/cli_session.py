@@ -1,8 +1,14 @@
 """What every arm-moving CLI command shares: build and connect the rig, one `RigSession`, its events printed as
-lines, Ctrl-C as a clean stop, and a close that parks the followers before torque off."""
+lines, Ctrl-C as a clean stop, and a close that parks the followers before torque off. A second Ctrl-C (while
+stopping or parking) means "stop now": the motion stops and the arms go limp where they stand, and it says so;
+nothing can interrupt that torque-off. The e-stop keys of the CLI sessions are `workbench.cli_keys.RawKeys.with_estop`.
+"""
 from __future__ import annotations
 
+import logging
+import signal
 import sys
+import threading
 from typing import Callable
 
 from workbench import events as ev
@@ -43,18 +49,49 @@ def run_session(rig_ref: str, start: Callable[[RigSession], None], *, park: bool
     rig.connect(progress=lambda m: None)
     session = RigSession(rig)
     session.subscribe(on_event)
-    interrupted = False
+    interrupted = second = False
     try:
         start(session)
         while not session.wait(0.2):
             pass
     except KeyboardInterrupt:
         interrupted = True
-        print("\ninterrupted: stopping (followers held)", flush=True)
+        print("\ninterrupted: stopping (followers held); Ctrl-C again: torque off where they stand", flush=True)
         session.stop()
-        session.wait(15.0)
+        try:
+            session.wait(15.0)
+        except KeyboardInterrupt:
+            second = True
     finally:
-        session.close(torque_off_here=not park or session.estopped)
+        if second:
+            _torque_off_now(session, "stopping")
+        else:
+            _close(session, park=park)
     if session.last_error is not None and not interrupted:
         raise session.last_error
     return session
+
+
+def _close(session: RigSession, park: bool) -> None:
+    """Close the session (parking first unless `park` is False or the e-stop holds); a Ctrl-C meanwhile aborts
+    the park: torque off where the arms stand."""
+    try:
+        session.close(torque_off_here=not park or session.estopped)
+    except KeyboardInterrupt:
+        _torque_off_now(session, "parking")
+
+
+def _torque_off_now(session: RigSession, during: str) -> None:
+    print(f"\nsecond Ctrl-C: {during} aborted; torque off where the arms stand (support them)", file=sys.stderr,
+          flush=True)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # nothing interrupts a torque-off
+    try:
+        session.close(torque_off_here=True)
+    except Exception as exc:  # noqa: BLE001 - the arms must still go limp
+        logging.getLogger(__name__).error("close failed (%s); disconnecting the rig", exc)
+        session.rig.disconnect()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    print("torque off, rig disconnected", file=sys.stderr, flush=True)

@@ -100,7 +100,13 @@ def _trials(args) -> int:
                 print(f"trial {e.index + 1}/{e.total} ({e.name}{seed}): {e.prompt!r}", flush=True)
             elif isinstance(e, ev.TrialEnded):
                 tts = "" if e.time_to_success_s is None else f", success at {e.time_to_success_s:.1f} s"
-                print(f"  -> {e.outcome} ({e.ended_by}{tts}, {e.interventions} interventions)", flush=True)
+                if e.ended_by == "aborted":
+                    print(f"  -> {e.outcome} (aborted: {e.message})", flush=True)
+                else:
+                    print(f"  -> {e.outcome} ({e.ended_by}{tts}, {e.interventions} interventions)", flush=True)
+            elif isinstance(e, ev.ChunkRefused):
+                print(f"  chunk refused ({e.in_a_row}/{e.limit} in a row, {e.kind}): {e.reason}; holding, asking "
+                      "again", flush=True)
             elif isinstance(e, ev.TakeoverChanged):
                 print(f"  {'operator took over' if e.operator else 'policy back in control'} ({e.reason})",
                       flush=True)
@@ -113,11 +119,13 @@ def _trials(args) -> int:
             nonlocal keys
             runner = service.start(session)
             if sys.stdin.isatty():
-                keys = TrialKeys(runner)
+                keys = TrialKeys(runner).with_estop(session)  # e / space / Esc: the e-stop
                 keys.start()
 
+        safety = service.rig_config.safety
         print(f"{plan.describe()}: {args.trials} trials on {args.rig}, mode {args.mode}; episodes in "
-              f"{plan.dataset}", flush=True)
+              f"{plan.dataset}; chunks older than {safety.max_chunk_age_s:g} s or wild are refused, "
+              f"{safety.max_chunk_refusals} in a row abort a trial", flush=True)
         try:
             run_session(args.rig, start, on_event=on_event)
         finally:

@@ -128,6 +128,23 @@ class ChunkArrived:
 
 
 @dataclass(frozen=True)
+class ChunkRefused:
+    """A policy chunk was refused before any of it ran: too old (its observation older than the rig's
+    `[safety] max_chunk_age_s` when it would be entered, or no reply by then), failed, or asking for what the arms
+    must not do (workbench.deploy.chunk_check). None of it runs: the followers hold (or go on with the chunk they
+    had) and a fresh observation is sent. `in_a_row` reaching `limit` aborts the trial (TrialEnded "aborted")."""
+
+    tick: int  # trial tick of the refusal
+    step: int  # policy slot of its observation
+    kind: str  # stale / failed / shape / non_finite / joint_limits / trained_range / jump / velocity
+    reason: str  # one line for the operator
+    age_s: float  # from its observation to the refusal, on the rig's clock (s)
+    max_age_s: float  # the rig's limit
+    in_a_row: int  # refusals in a row, this one included
+    limit: int  # refusals in a row that abort the trial
+
+
+@dataclass(frozen=True)
 class TakeoverChanged:
     operator: bool  # True: the leaders drive the followers; False: the policy does
     tick: int
@@ -147,11 +164,12 @@ class TrialEnded:
     name: str  # episode name
     outcome: str  # success / failure / partial / unlabeled (the operator labels it then)
     outcome_source: str  # auto (simulator reward) / operator / none
-    ended_by: str  # success / time_limit / operator / estop / error
+    ended_by: str  # success / time_limit / operator / estop / error / aborted (the policy's chunks were refused)
     duration_s: float
     time_to_success_s: float | None
     interventions: int
     trial: Any = None  # workbench.deploy.trials.TrialInfo
+    message: str = ""  # aborted: why, in one line for the operator
 
 
 @dataclass(frozen=True)
@@ -161,5 +179,5 @@ class TrialsFinished:
 
 RigEvent = Union[ModeChanged, PhaseChanged, StepMessage, Countdown, EpisodeStarted, EpisodeSaved,
                      EpisodeDiscarded, ReplayFinished, EstopChanged, SessionError, Stopped, TrialStarted,
-                     ChunkArrived, TakeoverChanged, PromptChanged, TrialEnded, TrialsFinished]
+                     ChunkArrived, ChunkRefused, TakeoverChanged, PromptChanged, TrialEnded, TrialsFinished]
 Subscriber = Callable[[RigEvent], None]

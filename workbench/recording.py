@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import queue
 import threading
 import time
@@ -86,12 +87,23 @@ def episode_rig_info(config: RigConfig, cameras: list[str] | None = None) -> Rig
                    gripper=gripper_dict(config.gripper))
 
 
+SEED_CLAIMS = ".sim_seeds"  # in the dataset folder: one file per simulation seed a recording session took
+
+
+def claimed_sim_seeds(store: DatasetStore) -> list[int]:
+    """Seeds recording sessions claimed in this dataset (claim_sim_seed), recorded or not."""
+    folder = store.root / SEED_CLAIMS
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
 def next_sim_seed(store: DatasetStore) -> int:
-    """One past the highest simulation seed in the dataset (trash included), so a new session never repeats a
-    demonstration an earlier session recorded."""
+    """One past the highest simulation seed in the dataset (trash included) or claimed by a recording session, so
+    a new session never repeats a demonstration an earlier session recorded (or one still recording takes)."""
     from recorder.reader import read_info
 
-    top = -1
+    top = max(claimed_sim_seeds(store), default=-1)
     for e in store.list(include_deleted=True):
         try:
             seed = read_info(store.path(e.name, include_deleted=True)).sim_seed
@@ -101,6 +113,25 @@ def next_sim_seed(store: DatasetStore) -> int:
         if seed is not None:
             top = max(top, seed)
     return top + 1
+
+
+def claim_sim_seed(store: DatasetStore, start: int | None = None) -> int:
+    """A simulation seed for one episode that no other session on this dataset uses: the first seed from `start`
+    (default: next_sim_seed) nobody claimed, claimed atomically by creating `<dataset>/.sim_seeds/<seed>` with
+    O_CREAT | O_EXCL. Two sessions (threads or processes, one machine or a shared folder) asking at once get
+    different seeds: one creates the file, the other finds it and takes the next."""
+    folder = store.root / SEED_CLAIMS
+    folder.mkdir(parents=True, exist_ok=True)
+    seed = next_sim_seed(store) if start is None else int(start)
+    while True:
+        try:
+            fd = os.open(folder / str(seed), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            seed += 1
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"pid {os.getpid()} at {time.time():.3f}\n")
+        return seed
 
 
 class RecordingSession:
@@ -113,11 +144,21 @@ class RecordingSession:
         self._stop_session = False
         self.current: EpisodeWriter | None = None  # the episode being recorded
         sim = rig.sim is not None
-        # simulation: a concrete seed per episode (replays recreate the scene), continuing the dataset's
-        self.base_seed = settings.seed if settings.seed is not None else (next_sim_seed(store) if sim else 0)
+        # simulation: a concrete seed per episode (replays recreate the scene): the given ones, else seeds claimed
+        # one episode at a time from the dataset's (two sessions on one dataset never record the same scene)
+        self._claim = sim and settings.seed is None
+        self.base_seed = settings.seed if settings.seed is not None else (claim_sim_seed(store) if sim else 0)
+        self.seeds: list[int] = [self.base_seed] if sim else []  # per episode number (a re-record keeps its seed)
 
     def _say(self, text: str) -> None:
         self.emit(ev.StepMessage(text))
+
+    def _seed(self, k: int) -> int:
+        """Episode k's simulation seed: the given seeds count on; claimed ones are claimed when first needed."""
+        while len(self.seeds) <= k:
+            nxt = self.seeds[-1] + 1
+            self.seeds.append(claim_sim_seed(self.store, nxt) if self._claim else nxt)
+        return self.seeds[k]
 
     def _writer(self) -> EpisodeWriter:
         cfg = self.rig.config
@@ -149,9 +190,9 @@ class RecordingSession:
         """Record until the episode count, a STOP key event or `stop` (the session's stop, set once)."""
         steps = int(round(self.s.episode_s * self.rig.config.control_hz))
         k = 0
-        sim, base_seed = self.rig.sim is not None, self.base_seed
+        sim = self.rig.sim is not None
         while k < self.s.episodes and not self._stop_session and not stop.is_set():
-            seed = base_seed + k if sim else None
+            seed = self._seed(k) if sim else None
             self.rig.begin_episode(seed)  # a concrete seed per episode: replays recreate the scene
             self._wait(self.s.countdown_s, f"episode {k + 1}/{self.s.episodes} starts in", ev.Phase.COUNTDOWN, stop)
             if self._stop_session or stop.is_set():

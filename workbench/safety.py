@@ -38,12 +38,20 @@ class SafetyConfig:
     realign_velocity: float = 0.5  # rad/s of that slow re-alignment
     estop_action: Literal["hold", "torque_off"] = "hold"
     joint_limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # narrows the arm models' ranges
+    # s: a policy chunk computed from an older observation (capture -> entry, on the loop's clock) is refused, and
+    # policy clients give up waiting for a reply after this long. pi0 answers in ~0.1 s on a GPU (0.2-0.3 s over a
+    # network); 0.5 s is 25 ticks at 50 Hz, half a 50-action chunk: an older plan is of a world that moved on.
+    max_chunk_age_s: float = 0.5
+    max_chunk_refusals: int = 3  # chunks refused in a row (too old, or wild: deploy.chunk_check) abort the trial
 
     def __post_init__(self):
         for k in ("max_joint_step", "max_gripper_step", "max_joint_velocity", "max_goal_error", "start_gap",
-                  "realign_velocity"):
+                  "realign_velocity", "max_chunk_age_s"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        if isinstance(self.max_chunk_refusals, bool) or not isinstance(self.max_chunk_refusals, int) \
+                or self.max_chunk_refusals < 1:
+            raise ValueError(f"max_chunk_refusals must be an integer >= 1, got {self.max_chunk_refusals!r}")
         if self.estop_action not in ("hold", "torque_off"):
             raise ValueError(f"estop_action must be 'hold' or 'torque_off', got {self.estop_action!r}")
         unknown = set(self.joint_limits) - set(JOINT_NAMES)

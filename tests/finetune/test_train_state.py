@@ -44,3 +44,43 @@ def test_a_run_written_by_the_earlier_trainer_resumes_from_its_step(tmp_path):
         assert float(t.abs().sum()) == pytest.approx(abs_total, rel=1e-4, abs=1e-6), k
         assert float(t.sum()) == pytest.approx(total, rel=1e-3, abs=1e-4 * max(abs_total, 1e-3)), k
     assert Path(run / "checkpoints" / "step_00000004" / "state.json").is_file()
+
+
+def test_a_full_disk_while_saving_says_disk_full_and_leaves_no_partial_checkpoint(tmp_path):
+    """Issue 19 point 8: on a real full disk (a 5 MB tmpfs) torch.save fails with a RuntimeError, not an OSError;
+    the save must still end in SaveError("disk_full") naming the last good checkpoint and --resume, with no
+    .tmp-step_N left behind and the good checkpoint untouched."""
+    import errno
+    import subprocess
+
+    import torch
+
+    from finetune.train_state import SaveError, list_checkpoints, load_checkpoint, save_checkpoint
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); needs root / CAP_SYS_ADMIN")
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(512, 512)  # 1 MB of weights, 2 MB of Adam state: one checkpoint fits, two do not
+        opt = torch.optim.Adam(model.parameters())
+        model(torch.randn(4, 512)).square().mean().backward()
+        opt.step()
+        run = mnt / "run"
+        kw = dict(resume_key={"model": "linear"}, keep_last=2)
+        good = save_checkpoint(run, 1, model, opt, None, **kw)
+        before = {p.name: p.read_bytes() for p in good.iterdir()}
+        with pytest.raises(SaveError) as ei:  # trainable.safetensors still fits; torch.save of optimizer.pt fails
+            save_checkpoint(run, 2, model, opt, None, **kw)
+        e = ei.value
+        assert e.error == "disk_full" and e.step == 2, str(e)
+        assert isinstance(e.__cause__, OSError) and e.__cause__.errno == errno.ENOSPC  # the errno of the write
+        assert "disk full" in str(e) and str(good) in str(e) and "--resume" in str(e)
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [good.name]  # no .tmp-step_00000002
+        assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+        assert list_checkpoints(run) == [(1, good)]
+        assert load_checkpoint(good, model, opt, None) == 1
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -8,12 +8,13 @@ from typing import Any
 from serving.protocol import unpackb
 
 
-def openpi_client(port: int, api_key: str | None = None) -> Any:
+def openpi_client(port: int | None, api_key: str | None = None, host: str = "127.0.0.1") -> Any:
+    """openpi's client of 127.0.0.1:port (or of the URL `host`, e.g. wss://..., with port None)."""
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
     with warnings.catch_warnings():  # openpi's client opens its connection without `with` (websockets deprecates that)
         warnings.filterwarnings("ignore", "connect\\(\\) must be used as a context manager", DeprecationWarning)
-        return WebsocketClientPolicy(host="127.0.0.1", port=port, api_key=api_key)
+        return WebsocketClientPolicy(host=host, port=port, api_key=api_key)
 
 
 def send_raw(client: Any, data: bytes | str, timeout: float = 30.0) -> dict[str, Any]:

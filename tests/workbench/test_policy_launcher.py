@@ -1,7 +1,8 @@
 """The serving path the trial runner uses (workbench.deploy.policy_launcher): `workbench serve` as a real child
 process on loopback (a tiny trained pi0 and a replay policy), RemotePolicy round trips with step / prefix / delay,
 openpi's unmodified client against the same server, and failures -- a killed child, a folder that cannot load, a
-rig mismatch, malformed fields -- as PolicyConnectionError without hangs. The client alone: tests/serving."""
+rig mismatch, malformed fields -- as PolicyConnectionError without hangs; a `wss://` server opened with the lab's
+CA, and a plaintext one on another machine said to be unencrypted. The client alone: tests/serving."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
 from finetune.replay_policy import ReplayPolicy, make_replay_policy  # noqa: E402
 from finetune.runtime import PolicyRuntime  # noqa: E402
@@ -25,6 +27,8 @@ from train_helpers import sim_dataset  # noqa: E402
 from workbench.config import parse_rig_config, preset_text  # noqa: E402
 from workbench.deploy.chunk_policy import ChunkPolicy  # noqa: E402
 from workbench.deploy.policy_launcher import LocalPolicyServer, open_policy  # noqa: E402
+from serving.server import PolicyServer, ServeConfig  # noqa: E402
+from tls_helpers import make_lab_certs  # noqa: E402
 
 CAMS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 
@@ -171,3 +175,138 @@ def test_malformed_extension_fields_get_error_replies_and_the_child_keeps_servin
         policy.close()
         srv.proc.stdin.close()  # what the child sees when its parent dies: it exits by itself (--exit-with-parent)
         assert srv.proc.wait(10) == 0
+
+
+# -- issue 19.9: checks before a policy moves arms ------------------------------------------------------------------
+
+def _aloha_like(**replace) -> object:
+    """A real-arms ("dynamixel") rig with the replay's three cameras (the aloha preset less cam_low)."""
+    import dataclasses
+
+    text = preset_text("aloha")
+    start = text.index("[cameras.cam_low]")
+    text = text[:start] + text[text.index("[cameras.cam_left_wrist]"):]
+    rig = parse_rig_config(text, "<aloha-3cams>")
+    return dataclasses.replace(rig, **replace) if replace else rig
+
+
+def test_a_remote_server_is_checked_on_rate_backend_gripper_and_cameras(replay_folder):
+    import dataclasses
+    import re
+
+    from workbench.config import load_rig_config
+
+    sim = load_rig_config("sim-transfer-cube")
+    lines: list[str] = []
+    with LocalPolicyServer(str(replay_folder), device="cpu", log=lines.append) as srv:  # "remote": we open its URL
+        assert any("rig NOT checked here (no --rig)" in line and "clients check it" in line for line in lines)
+        meta_keys = {"control_hz", "backend", "gripper", "gripper_set", "joint_names", "cameras"}
+        cases = {"control rate: policy trained at 50 Hz, rig runs at 25 Hz": dataclasses.replace(sim, control_hz=25.0),
+                 "gripper constant follower_joint_open": dataclasses.replace(sim, gripper=dataclasses.replace(
+                     sim.gripper, follower_joint_open=sim.gripper.follower_joint_open + 0.1)),
+                 "not in training ['cam_low']": parse_rig_config(
+                     preset_text("sim-transfer-cube") + '\n[cameras.cam_low]\nkind = "sim"\nfps = 50\n', "<4cams>"),
+                 "--allow-sim-policy": _aloha_like()}
+        for want, rig in cases.items():
+            with pytest.raises(PolicyConnectionError, match=re.escape(want)) as info:
+                open_policy(srv.url, rig=rig, warmup=False)
+            assert info.value.kind == "rig" and srv.url in str(info.value)
+        out: list[str] = []
+        policy = open_policy(srv.url, rig=_aloha_like(), warmup=False, allow_sim_policy=True, log=out.append)
+        assert meta_keys <= set(policy.metadata) and policy.metadata["backend"] == "sim"
+        assert policy.rig_check.ok and any("allowed by --allow-sim-policy" in n for n in policy.rig_check.notes)
+        policy.close()
+        out.clear()
+        policy = open_policy(srv.url, rig="sim-transfer-cube", warmup=False, log=out.append)
+        (report,) = [line for line in out if line.startswith("rig check")]
+        for what in ("rig check OK", "cameras", "joint layout (14 joints)", "control rate (50 Hz)",
+                     "backend (sim -> sim)", "gripper constants"):
+            assert what in report
+        policy.close()
+        out.clear()
+        open_policy(srv.url, warmup=False, log=out.append).close()
+        assert any("NOT checked against a rig" in line for line in out)
+
+
+def test_a_child_server_of_a_sim_policy_on_real_arms_needs_the_override(replay_folder):
+    lines: list[str] = []
+    with pytest.raises(PolicyConnectionError, match="sim-to-real.*--allow-sim-policy") as info:
+        open_policy(str(replay_folder), rig=_aloha_like(), device="cpu", warmup=False, log=lines.append)
+    assert info.value.kind == "rig"
+    # the child (given --rig) checked it and said why it did not refuse; the robot side refused
+    assert any("the robot side refuses it unless --allow-sim-policy" in line for line in lines)
+    lines.clear()
+    policy = open_policy(str(replay_folder), rig=_aloha_like(), device="cpu", warmup=False, log=lines.append,
+                         allow_sim_policy=True)
+    try:
+        assert policy.rig_check.ok and any("allowed by --allow-sim-policy" in line for line in lines)
+    finally:
+        policy.close()
+    assert not policy.server.alive
+
+
+def test_relative_policy_and_rig_paths_work_from_any_folder(replay_folder, tmp_path, monkeypatch):
+    import shutil
+
+    from workbench.config import load_rig_config
+
+    shutil.copytree(replay_folder, tmp_path / "runs" / "policy")
+    (tmp_path / "my.toml").write_text(preset_text("sim-transfer-cube"))
+    monkeypatch.chdir(tmp_path)  # not the repository root, where the child server runs
+    for rig in ("my.toml", load_rig_config("my.toml")):  # a path, and a RigConfig read from a relative path
+        lines: list[str] = []
+        policy = open_policy("runs/policy", rig=rig, device="cpu", warmup=False, log=lines.append)
+        try:
+            assert policy.metadata["policy"] == str(tmp_path / "runs" / "policy")
+            assert any(line.startswith("rig check OK") for line in lines)
+            assert policy.server.command(tmp_path / "r.json")[-2:] == ["--rig", str(tmp_path / "my.toml")]
+        finally:
+            policy.close()
+
+
+def _lan_address() -> str | None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: it only picks the outgoing interface
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def test_open_policy_wss_with_the_lab_ca_and_a_warning_for_plaintext_off_loopback(replay, tmp_path, monkeypatch):
+    monkeypatch.delenv("WORKBENCH_TLS_CA", raising=False)
+    certs = make_lab_certs(tmp_path / "certs")
+    srv = PolicyServer(replay, ServeConfig(host="127.0.0.1", port=0, api_key="k", tls_cert=certs.cert,
+                                           tls_key=certs.key))
+    port = srv.start_in_thread()
+    try:
+        lines: list[str] = []
+        policy = open_policy(f"wss://127.0.0.1:{port}", rig="sim-transfer-cube", api_key="k", tls_ca=certs.ca,
+                             log=lines.append)  # the warm-up went over TLS too
+        state, want = replay.recorded(4)
+        np.testing.assert_allclose(policy.infer(ChunkRequest(state, _images(), "x", step=4)).actions, want, atol=1e-5)
+        assert policy.encrypted and not any("not encrypted" in line for line in lines)
+        policy.close()
+        with pytest.raises(PolicyConnectionError, match="certificate") as info:  # no CA: the system's trust store
+            open_policy(f"wss://127.0.0.1:{port}", api_key="k")
+        assert info.value.kind == "tls"
+    finally:
+        srv.stop()
+    srv = PolicyServer(replay, ServeConfig(host="0.0.0.0", port=0, api_key="k"))
+    port = srv.start_in_thread()
+    try:
+        lines = []
+        open_policy(f"ws://127.0.0.1:{port}", api_key="k", log=lines.append).close()
+        assert not [line for line in lines if "not encrypted" in line]  # loopback: never leaves the machine
+        addr = _lan_address()
+        if addr is None:
+            pytest.skip("this machine has no network address but loopback")
+        policy = open_policy(f"ws://{addr}:{port}", api_key="k", log=lines.append)
+        warned = [line for line in lines if "not encrypted" in line]
+        assert not policy.encrypted and len(warned) == 1 and addr in warned[0]
+        policy.close()
+    finally:
+        srv.stop()

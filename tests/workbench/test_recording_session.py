@@ -175,3 +175,50 @@ def test_replay_can_be_recorded_like_teleop(recorded, sim_rig, tmp_path):
         joints = list(ARM_JOINT_COLUMNS)  # arm joints once the approach transient is over
         assert np.abs(np.asarray(rep.qpos)[10:, joints] - np.asarray(orig.qpos)[10:, joints]).max() < 0.05
     assert e.outcome == "success"
+
+
+def test_two_sessions_on_one_dataset_never_take_the_same_seed(tmp_path):
+    """Two `workbench record` sessions started on one dataset before either saved anything: each claims its
+    episodes' seeds, so their scenes differ (both used to start at the dataset's next seed: identical episodes)."""
+    from types import SimpleNamespace
+
+    from workbench import recording
+    from workbench.recording import RecordingSession
+
+    store = DatasetStore(tmp_path / "ds", create=True)
+    sim_rig = SimpleNamespace(sim=object())  # what a session asks of its rig before it runs: simulated or not
+    settings = SessionSettings(task="transfer the cube", episodes=3, episode_s=1.0)
+    a, b = RecordingSession(sim_rig, store, settings), RecordingSession(sim_rig, store, settings)
+    assert a.base_seed != b.base_seed  # the first episode's scene (the start-up ceremony runs in it)
+    seeds_a = [a._seed(k) for k in range(3)]
+    seeds_b = [b._seed(k) for k in range(3)]
+    assert not set(seeds_a) & set(seeds_b), (seeds_a, seeds_b)
+    assert a._seed(1) == seeds_a[1]  # a re-recorded episode keeps its scene
+    assert recording.claimed_sim_seeds(store) == sorted(seeds_a + seeds_b)
+    assert recording.next_sim_seed(store) == max(seeds_a + seeds_b) + 1
+    # a seed given on the command line is used as given (a deliberate repeat), and claims nothing
+    fixed = RecordingSession(sim_rig, store, SessionSettings(task="t", episodes=2, episode_s=1.0, seed=0))
+    assert [fixed._seed(k) for k in range(2)] == [0, 1] and len(recording.claimed_sim_seeds(store)) == 6
+
+
+CLAIMER = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+from recorder.store import DatasetStore
+from workbench.recording import claim_sim_seed
+store = DatasetStore(sys.argv[2])
+print(" ".join(str(claim_sim_seed(store)) for _ in range(int(sys.argv[3]))), flush=True)
+'''
+
+
+def test_seed_claims_are_atomic_across_processes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    DatasetStore(tmp_path / "ds", create=True)
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(root), str(tmp_path / "ds"), "40"],
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    seeds = [int(x) for p in procs for x in p.communicate(timeout=120)[0].split()]
+    assert len(seeds) == 120 and len(set(seeds)) == 120, sorted(seeds)

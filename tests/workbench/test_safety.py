@@ -57,12 +57,20 @@ def test_joint_limits_clamp(virtual_rig, follower):
         SafetyLayer({follower.name: follower}, SafetyConfig(joint_limits={"shoulder": (2.0, 3.0)}))
 
 
-def test_non_finite_command_is_refused(virtual_rig, follower):
-    target = np.full(7, np.nan)
-    with pytest.raises(SafetyError, match="non-finite"):
-        virtual_rig.safety.command(follower.name, target)
+def test_non_finite_command_is_refused(virtual_rig, follower, monkeypatch):
+    """Refused by the safety layer itself: the servo is never commanded (the driver would refuse a NaN with the
+    same words, so the message alone cannot tell who refused it)."""
+    virtual_rig.safety.sync([follower.name])
+    sent = []
+    monkeypatch.setattr(follower, "command", lambda position: sent.append(np.array(position)))
+    for bad in (np.full(7, np.nan), np.r_[START_POSE, [np.inf]], np.r_[np.nan, START_POSE[1:], [0.5]]):
+        with pytest.raises(SafetyError, match="non-finite"):
+            virtual_rig.safety.command(follower.name, bad)
     with pytest.raises(SafetyError, match="7 values"):
         virtual_rig.safety.command(follower.name, np.zeros(6))
+    assert sent == [], "a refused command reached the servo"
+    virtual_rig.safety.command(follower.name, virtual_rig.safety.last_command(follower.name))
+    assert len(sent) == 1  # the spy sees what the safety layer sends
 
 
 def test_estop_holds_and_refuses_until_released(virtual_rig, follower):

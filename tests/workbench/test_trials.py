@@ -2,6 +2,7 @@
 execution modes, language commands, the trial episode's fields, errors. Policies here are in-process stand-ins;
 tests/workbench/test_trials_served.py runs served and trained policies."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -34,8 +35,12 @@ def test_chunks_are_entered_at_the_slot_of_their_observation(sim_session, tmp_pa
     for slots that passed are skipped (async), none is executed twice (sync: the new chunk continues after the
     last executed slot)."""
     policy = RampPolicy()
-    runner, seen = run_trials(sim_session, DatasetStore(tmp_path), policy, time_limit_s=2.0,
-                              execution=ExecConfig(mode=mode, delay_ticks=delay), takeover=False)
+    ticks = ticks_of(sim_session)
+    try:
+        runner, seen = run_trials(sim_session, DatasetStore(tmp_path), policy, time_limit_s=2.0,
+                                  execution=ExecConfig(mode=mode, delay_ticks=delay), takeover=False)
+    finally:
+        sim_session.remove_tick_listener(ticks.append)
     chunks = runner.results[0].info.chunks
     assert len(chunks) >= 3
     # the first chunk is entered at its index 0 (nothing ran before it), later ones at the slot after the last
@@ -48,6 +53,23 @@ def test_chunks_are_entered_at_the_slot_of_their_observation(sim_session, tmp_pa
             assert c["start"] == c["tick"] + delay
     # the requested steps are the slots executed before each observation: policy time, not ticks
     assert [r["step"] for r in policy.requests][:len(chunks)] == [c["step"] for c in chunks]
+    # latency compensation, seen in what was executed: the tick a chunk is entered at executes the action for
+    # the slot that is next *now*, counted from its observation's slot. Async / rtc kept executing the old chunk
+    # meanwhile, so that is index (ticks since the observation); sync held, so index 1 (the observation's own
+    # tick executed index 0's slot). The first chunk starts at index 0. (RampPolicy's actions differ per index:
+    # entering a chunk at its index 0 on arrival is a visible step back.)
+    arrived = [e for e in seen if isinstance(e, ev.ChunkArrived)]
+    assert len(arrived) >= 3
+    by_index = {t.index: t for t in ticks}
+    for n, e in enumerate(arrived):
+        if e.loop_tick not in by_index:  # entered after the trial's last tick
+            continue
+        passed = 0 if n == 0 else (1 if mode == "sync" else e.start_tick - e.tick)
+        if delay is not None and n > 0 and mode != "sync":
+            assert passed == delay
+        executed = by_index[e.loop_tick].action
+        assert np.array_equal(executed, e.actions[passed]), \
+            (n, passed, [int(np.argmin(np.abs(e.actions[:, 0] - executed[0])))])
 
 
 def test_sync_executes_k_then_holds_while_waiting(sim_session, tmp_path):
@@ -159,17 +181,120 @@ def test_a_trial_episode_carries_policy_prompts_chunks_latency_and_outcome(sim_s
     assert store.show(runner.results[1].name).outcome == "partial"
 
 
-def test_policy_failure_holds_the_followers_and_keeps_the_episode(sim_session, tmp_path):
+def test_policy_failure_aborts_the_trial_keeps_the_episode_and_the_next_trial_runs(sim_session, tmp_path):
+    """A policy that fails (its server went away): each failed request is a refused chunk (the followers hold, a
+    fresh observation is asked for); three in a row abort the trial, recorded with the reasons; the next trial
+    runs; the session ends normally."""
     store = DatasetStore(tmp_path)
-    runner, seen = run_trials(sim_session, store, FailingPolicy(fail_at=2), time_limit_s=3.0,
+    runner, seen = run_trials(sim_session, store, FailingPolicy(fail_at=2), time_limit_s=3.0, trials=2,
                               execution=ExecConfig(mode="sync", delay_ticks=2), takeover=False)
+    assert not [e for e in seen if isinstance(e, ev.SessionError)]
+    stopped = [e for e in seen if isinstance(e, ev.Stopped)][-1]
+    assert stopped.reason == "done"
+    assert [r.info.ended_by for r in runner.results] == ["aborted", "aborted"]
+    first = runner.results[0].info
+    assert len(first.chunks) == 2 and [r["kind"] for r in first.refusals] == ["failed"] * 3
+    assert "policy server went away" in first.refusals[0]["reason"] and "policy server went away" in first.aborted
+    assert [e.in_a_row for e in seen if isinstance(e, ev.ChunkRefused)] == [1, 2, 3, 1, 2, 3]
+    ended = [e for e in seen if isinstance(e, ev.TrialEnded)]
+    assert [e.ended_by for e in ended] == ["aborted"] * 2 and all("refused 3 times in a row" in e.message
+                                                                   for e in ended)
+    saved = store.list()
+    assert len(saved) == 2 and read_info(store.path(saved[0].name)).trial["ended_by"] == "aborted"
+    assert runner.results[1].info.duration_s < 1.0  # aborted at once: nothing ran
+
+
+class SleepyPolicy(RampPolicy):
+    """Request `slow` is answered only once the simulation has run `late_s` past it (the loop goes on meanwhile),
+    with a plan that would take the left waist down 0.5 rad; every other request answers at once."""
+
+    def __init__(self, clock, slow: int = 1, late_s: float = 0.6):
+        super().__init__()
+        self.clock, self.slow, self.late_s = clock, slow, late_s
+
+    def infer(self, state, images, prompt, **kw):
+        n = len(self.requests)
+        chunk = super().infer(state, images, prompt, **kw)
+        if n == self.slow:
+            t0 = self.clock.now()
+            end = time.monotonic() + 60
+            while self.clock.now() < t0 + self.late_s and time.monotonic() < end:
+                time.sleep(0.002)
+            chunk[:, 0] = state[0] - 0.01 * np.arange(len(chunk))
+        return chunk
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_stale_chunk_never_runs_on_the_simulated_clock(sim_session, tmp_path, mode):
+    """The reply to the second request comes 0.6 s of sim time after its observation (limit 0.5 s): refused, the
+    operator told (ChunkRefused), a fresh observation sent; the old plan never runs (no 0.3 rad jump in async, no
+    25 actions of it in sync) and the trial goes on with the fresh chunks."""
+    policy = SleepyPolicy(sim_session.rig.clock)
+    ticks = ticks_of(sim_session)
+    runner, seen = run_trials(sim_session, DatasetStore(tmp_path), policy, time_limit_s=3.0,
+                              execution=ExecConfig(mode=mode), takeover=False)
+    sim_session.remove_tick_listener(ticks.append)
+    info = runner.results[0].info
+    assert info.ended_by == "time_limit" and info.max_chunk_age_s == 0.5
+    assert [r["kind"] for r in info.refusals] == ["stale"] and 0.5 < info.refusals[0]["age_s"] < 0.6
+    assert "no reply" in info.refusals[0]["reason"]  # refused as the limit passed, not when the reply came
+    (refused,) = [e for e in seen if isinstance(e, ev.ChunkRefused)]
+    assert refused.kind == "stale" and refused.max_age_s == 0.5 and refused.in_a_row == 1 and refused.limit == 3
+    assert all(c["age_s"] <= 0.5 for c in info.chunks) and len(info.chunks) >= 3
+    # the stale plan would take the waist down 0.01 rad a tick; a fresh chunk starts where the arm is (a few
+    # hundredths behind its command): at most one small step back per chunk boundary
+    steps = np.diff(np.array([t.action[0] for t in ticks]))
+    assert np.abs(steps).max() < 0.05 and (steps < -1e-6).sum() <= len(info.chunks), "the stale plan ran"
+
+
+def test_an_error_in_a_trial_holds_the_followers_where_they_are_and_keeps_the_episode(sim_session, tmp_path,
+                                                                                      monkeypatch):
+    """An error on the control thread during a trial (here a listener's bug; the policy's own failures are
+    refused chunks, above): the loop holds the followers at once, before the trial is saved, and the session
+    holds them again before it reports the stop; held means goal := where each joint is (not the last command,
+    which a lagging arm would go on moving to). Each hold is checked: the followers' servo goals equal their
+    positions, and a hold came before the episode was saved (the loop's) and one after (the session's)."""
+    rig = sim_session.rig
+    store = DatasetStore(tmp_path)
+    seen_at_hold: list[list] = []
+    real_hold = rig.safety.hold
+    events: list = []
+    sim_session.subscribe(events.append)
+
+    def hold():
+        seen_at_hold.append([type(e).__name__ for e in events])
+        real_hold()
+
+    monkeypatch.setattr(rig.safety, "hold", hold)
+    count = [0]
+
+    def listener_bug(tick):
+        count[0] += 1
+        if count[0] == 60:
+            raise RuntimeError("a listener bug")
+
+    sim_session.add_tick_listener(listener_bug)
+    try:
+        runner, seen = run_trials(sim_session, store, RampPolicy(rate=0.02), time_limit_s=3.0,
+                                  execution=ExecConfig(mode="async", delay_ticks=2), takeover=False)
+    finally:
+        sim_session.remove_tick_listener(listener_bug)
+        sim_session.unsubscribe(events.append)
     errors = [e for e in seen if isinstance(e, ev.SessionError)]
-    assert errors and "policy server went away" in str(errors[0].error)
+    assert errors and "a listener bug" in str(errors[0].error)
     stopped = [e for e in seen if isinstance(e, ev.Stopped)][-1]
     assert stopped.reason == "error" and stopped.held
     saved = store.list()
-    assert len(saved) == 1
-    assert read_info(store.path(saved[0].name)).trial["ended_by"] == "error"
+    assert len(saved) == 1 and read_info(store.path(saved[0].name)).trial["ended_by"] == "error"
+    # held where they are: every follower joint's servo goal is its position (the ramp had the waist lagging)
+    sim = rig.sim
+    for side in ("left", "right"):
+        ix = sim.arm_index(side)
+        with sim.lock:
+            goal, at = sim.data.ctrl[ix.actuators].copy(), sim.data.qpos[ix.qpos].copy()
+        assert np.array_equal(goal, at), (side, (goal - at).round(4).tolist())
+    # the loop's hold (before the trial was saved) and the session's (after it, before Stopped)
+    assert [("TrialEnded" in names, "Stopped" in names) for names in seen_at_hold] == [(False, False), (True, False)]
 
 
 def test_stop_ends_the_trial_as_operator(sim_session, tmp_path):

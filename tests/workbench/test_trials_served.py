@@ -3,7 +3,10 @@ websocket client, the transform chain, the PolicySource's chunk scheduling and t
 
 - A replay policy (a recorded demonstration's actions, served through the training transforms) completes the task
   from that demonstration's seed in sync and async modes: time steps, transforms, chunking and units line up.
-- A tiny trained pi0 runs in every mode, and in rtc mode the new chunk reproduces the committed prefix.
+- A tiny trained pi0 runs in every mode, and in rtc mode the new chunk reproduces the committed prefix. Trained for
+  two steps it is as good as random (chunks stepping ~1 rad per tick): with the default chunk check its chunks are
+  refused and the trial aborts; the mode tests run it with the check's tolerances opened (`ROUGH`), the safety
+  layer's caps still in force.
 """
 import sys
 from pathlib import Path
@@ -16,6 +19,7 @@ from recorder.store import DatasetStore
 from workbench import events as ev
 from workbench.config import load_rig_config
 from workbench.deploy.policy_launcher import open_policy
+from workbench.deploy.chunk_check import ChunkLimits
 from workbench.deploy.policy_source import ExecConfig
 from workbench.recording import SessionSettings
 from workbench.backends import build_rig
@@ -27,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
 from serve_helpers import tiny_policy  # noqa: E402
 
 SEED = 5
+ROUGH = ChunkLimits(first_action_steps=1e9, velocity_tolerance=1e9, limit_tolerance=1e9, trained_range=False)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +80,7 @@ def test_served_replay_policy_completes_the_task_from_its_seed(session, replay_s
     assert result.info.ended_by == "success" and result.info.closest_m == {"right": 0.0}  # fingers on the cube
     chunks = result.info.chunks
     assert len(chunks) >= 4 and all(c["roundtrip_ms"] > 0 for c in chunks)
+    assert not result.info.refusals and all(c["age_s"] <= 0.5 for c in chunks)  # a sane policy is never refused
     assert store.show(result.name).outcome == "success"
 
 
@@ -93,9 +99,24 @@ def tiny_server(session):
     policy.close()
 
 
-@pytest.mark.parametrize("execution", [ExecConfig(mode="sync", delay_ticks=3), ExecConfig(mode="async", delay_ticks=3),
-                                       ExecConfig(mode="rtc", delay_ticks=3),
-                                       ExecConfig(mode="async", delay_ticks=3, ensemble=True)],
+def test_a_barely_trained_pi0_is_refused_by_the_default_check(session, tiny_server, tmp_path):
+    """The server announces the trained range (norm_stats q01..q99 in rig units); the tiny policy's chunks are
+    wild (~1 rad per step): refused before any of them runs, the trial aborted, the followers held."""
+    bounds = tiny_server.metadata["action_bounds"]
+    assert len(bounds["lo"]) == len(bounds["hi"]) == 14
+    assert bounds["relative"] == [True] * 6 + [False] + [True] * 6 + [False]  # delta arm joints, absolute grippers
+    runner, seen = run_trials(session, DatasetStore(tmp_path), tiny_server, prompt="transfer the cube",
+                              time_limit_s=2.0, seeds=(SEED,), execution=ExecConfig(mode="sync", delay_ticks=3),
+                              takeover=False)
+    (result,) = runner.results
+    assert result.info.ended_by == "aborted" and not result.info.chunks and len(result.info.refusals) == 3
+    assert not [e for e in seen if isinstance(e, ev.ChunkArrived)]
+
+
+@pytest.mark.parametrize("execution", [ExecConfig(mode="sync", delay_ticks=3, chunk_limits=ROUGH),
+                                       ExecConfig(mode="async", delay_ticks=3, chunk_limits=ROUGH),
+                                       ExecConfig(mode="rtc", delay_ticks=3, chunk_limits=ROUGH),
+                                       ExecConfig(mode="async", delay_ticks=3, ensemble=True, chunk_limits=ROUGH)],
                          ids=["sync", "async", "rtc", "ensemble"])
 def test_tiny_trained_pi0_runs_in_every_mode(session, tiny_server, tmp_path, execution):
     assert tiny_server.metadata["task"] == "transfer the cube"  # the trials' default prompt: the training task
@@ -120,8 +141,8 @@ def test_rtc_reproduces_the_committed_prefix(session, tiny_server, tmp_path):
     chunks = {}
     for mode in ("rtc", "async"):
         _, seen = run_trials(session, DatasetStore(tmp_path / mode), tiny_server, prompt="transfer the cube",
-                             time_limit_s=1.5, seeds=(SEED,), execution=ExecConfig(mode=mode, delay_ticks=3),
-                             takeover=False)
+                             time_limit_s=1.5, seeds=(SEED,),
+                             execution=ExecConfig(mode=mode, delay_ticks=3, chunk_limits=ROUGH), takeover=False)
         chunks[mode] = [e for e in seen if isinstance(e, ev.ChunkArrived)]
     rtc, plain = frozen_gaps(chunks["rtc"], d), frozen_gaps(chunks["async"], d)
     assert len(rtc) >= 2

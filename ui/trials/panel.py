@@ -632,7 +632,8 @@ class TrialsPanel(QWidget):
 
     def _describe(self, r: TrialRow) -> None:
         by = {"success": "task done", "time_limit": "time limit", "operator": "ended by the operator",
-              "estop": "e-stop", "error": "error"}.get(r.ended_by, r.ended_by)
+              "estop": "e-stop", "error": "error",
+              "aborted": "aborted: the policy's chunks were refused"}.get(r.ended_by, r.ended_by)
         src = {"auto": " (simulator)", "operator": " (your label)"}.get(r.source, "")
         tts = "" if r.time_to_success_s is None else f", success at {r.time_to_success_s:.1f} s"
         self.outcome_label.setText(f"Trial {r.index + 1} · {r.name}: <b>{r.outcome}</b>{src} · {by}"
@@ -708,11 +709,15 @@ class TrialsPanel(QWidget):
             self.prompt_label.setText(f"prompt: “{e.prompt}”")
             self.trial_fig.set(f"{e.index + 1}<span style='font-size:16px; color:{theme.MUTED}'> / {e.total}</span>")
             self.latency_fig.set("—")
-            self.latency_label.setText("waiting for the first chunk…")
+            self.latency_label.setText(f"waiting for the first chunk…{self._age_limit_text()}")
             self._set_takeover(False, "")
             self.trialsChanged.emit(f"Trial {e.index + 1}/{e.total}", "ok")
         elif isinstance(e, ev.ChunkArrived):
             self._on_chunk(e)
+        elif isinstance(e, ev.ChunkRefused):
+            self.latency_label.setText(f"<span style='color:{theme.WARN}; font-weight:700'>chunk refused "
+                                       f"({e.in_a_row}/{e.limit} in a row, {e.kind})</span>: {e.reason} · "
+                                       f"the followers hold, asking again{self._age_limit_text()}")
         elif isinstance(e, ev.TakeoverChanged):
             self._set_takeover(e.operator, e.reason)
         elif isinstance(e, ev.PromptChanged):
@@ -732,7 +737,8 @@ class TrialsPanel(QWidget):
         self.latency_fig.set(f"{rt:.0f}", "ok" if rt < 100 else "warn")
         self.latency_label.setText(f"last chunk: inference {e.infer_ms:.0f} ms, round trip {rt:.0f} ms, entered "
                                    f"{delay} tick{'s' if delay != 1 else ''} after its observation · median round "
-                                   f"trip this trial {med:.0f} ms ({len(self.latencies)} chunks)")
+                                   f"trip this trial {med:.0f} ms ({len(self.latencies)} chunks)"
+                                   f"{self._age_limit_text()}")
         if e.prompt and not self.prompt_label.text().endswith(f"“{e.prompt}”"):
             self.prompt_label.setText(f"prompt: “{e.prompt}”")
         tick = self.ctl.latest_tick()
@@ -744,6 +750,12 @@ class TrialsPanel(QWidget):
         loop_ticks = int(e.loop_tick) + np.arange(len(actions)) - int(e.entry)
         times = tick.t + (loop_ticks - tick.index) / hz
         self.predictionChanged.emit((times, actions))
+
+    def _age_limit_text(self) -> str:
+        """" · chunks older than 500 ms are refused": the rig's [safety] max_chunk_age_s, shown with the latency."""
+        safety = getattr(self.ctl.config, "safety", None)
+        limit = getattr(safety, "max_chunk_age_s", None)
+        return "" if limit is None else f" · chunks older than {limit * 1e3:.0f} ms are refused"
 
     def _set_takeover(self, operator: bool, reason: str) -> None:
         self.operator = operator
@@ -770,6 +782,9 @@ class TrialsPanel(QWidget):
         self.trials_table.selectRow(i)
         self.notes.clear()
         self._describe(row)
+        if e.ended_by == "aborted" and e.message:
+            self.latency_label.setText(f"<span style='color:{theme.WARN}; font-weight:700'>trial aborted</span>: "
+                                       f"{e.message}")
         self._show_outcome(e.outcome if e.outcome != "unlabeled" else None)
         self._style_outcomes(attention=e.outcome == "unlabeled")
         self.refresh_results()

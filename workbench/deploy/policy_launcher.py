@@ -3,7 +3,7 @@ and `open_policy` (a client of a server, started here or somewhere else, checked
 The client itself is serving.client (`RemotePolicy`, `PolicyConnectionError`).
 
     policy = open_policy("runs/cube/policy", rig=rig_config, log=print)        # child server + client
-    policy = open_policy("ws://gpu-box:8000", api_key=key)                      # a server somewhere else
+    policy = open_policy("wss://gpu-box:8000", api_key=key, tls_ca="lab-ca.pem")  # a server somewhere else (TLS)
     reply = policy.infer(ChunkRequest(state, images, prompt, step=t))          # ChunkReply, actions [H, 14]
     policy.close()                                                              # also stops a child server
 
@@ -14,7 +14,13 @@ its stdin is a pipe from us, so it exits by itself if we die. Every failure on t
 a wrong api key (401), an error reply, the server dying mid-request, a malformed reply -- is one exception type,
 `PolicyConnectionError`, whose message names the URL (and for a child server its exit code and last output) and
 what to do; `.kind` tells them apart for code ("refused", "auth", "timeout", "closed", "server_error",
-"bad_reply", "server_exited", "rig", ...).
+"bad_reply", "server_exited", "rig", "tls", "rate_limited", ...).
+
+Encryption: the child server is on loopback (plaintext never leaves this machine). A server elsewhere should be
+`wss://` (`workbench serve --tls-cert CERT --tls-key KEY`; the client verifies its certificate against the system's
+trust store or `tls_ca`, default $WORKBENCH_TLS_CA); opening a `ws://` URL of another machine works but says, on
+`log` and the logging module, that the key, frames and actions travel in clear (`RemotePolicy.encrypted`,
+`.security_warning` for a UI).
 
 Warm-up: the first inference of a model is slow (CUDA context, kernel selection, allocator growth, the prompt's
 first tokenization). `open_policy(..., warmup=True)` (the default) sends one dummy request (zero state, black
@@ -43,17 +49,37 @@ _ROOT = Path(__file__).resolve().parents[2]  # the repository root (workbench/de
 
 
 # ------------------------------------------------------------------------------------------- child server
+def _caller_policy(policy: str | Path) -> str:
+    """A policy folder relative to our cwd -> absolute (the child server runs in the repository root); a hub id
+    ("owner/name", no such local folder) as is."""
+    s = str(policy)
+    local = os.path.expanduser(s)
+    hub_like = not isinstance(policy, Path) and not s.startswith(("/", ".", "~")) and s.count("/") == 1 \
+        and "\\" not in s
+    if s.startswith(("ws://", "wss://")) or (hub_like and not os.path.exists(local)):
+        return s
+    return os.path.abspath(local)
+
+
+def _caller_rig(rig: str | Path) -> str:
+    """A rig TOML path relative to our cwd -> absolute (the child runs in the repository root); a preset as is."""
+    from workbench.config import PRESETS
+
+    s = str(rig)
+    return s if s in PRESETS else os.path.abspath(os.path.expanduser(s))
+
+
 def _rig_arg(rig: Any, tmp: Path) -> str | None:
     """A preset name, a TOML path, or a RigConfig -> what `workbench serve --rig` takes."""
     if rig is None:
         return None
     if isinstance(rig, (str, Path)):
-        return str(rig)
+        return _caller_rig(rig)
     source = str(getattr(rig, "source", "") or "")
     if source.startswith("preset:"):
         return source.split(":", 1)[1]
     if source and Path(source).is_file():
-        return source
+        return os.path.abspath(source)  # the child runs in the repository root, not in our cwd
     text = getattr(rig, "text", None)
     if not text:
         raise ValueError(f"cannot pass rig {rig!r} to the policy server: give a preset name, a TOML path or a "
@@ -83,7 +109,9 @@ class LocalPolicyServer:
     def __init__(self, policy: str | Path, rig: Any = None, device: str = "auto", api_key: str | None = None,
                  log: Log | None = None, *, num_steps: int | None = None, startup_timeout: float = 300.0,
                  tail_lines: int = 40) -> None:
-        self.policy, self.rig, self.device, self.api_key = str(policy), rig, device, api_key
+        self.policy, self.rig, self.device, self.api_key = _caller_policy(policy), rig, device, api_key
+        if isinstance(rig, (str, Path)):
+            self.rig = _caller_rig(rig)  # resolved against the caller's cwd now, not the child's
         self.log, self.num_steps, self.startup_timeout = log, num_steps, float(startup_timeout)
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -265,35 +293,68 @@ class LocalPolicyServer:
 
 
 # ------------------------------------------------------------------------------------------------ open
-def _check_remote_rig(policy: RemotePolicy, rig: Any) -> None:
-    """For a server we did not start: its policy's cameras must be on the rig (the server checks the rest when it
-    was started with --rig)."""
-    if rig is None or isinstance(rig, (str, Path)):
-        if rig is None:
-            return
+def _check_remote_rig(policy: RemotePolicy, rig: Any, *, allow_sim_policy: bool = False) -> Any:
+    """The robot side's rig check, from the metadata the server announces (a child server or one elsewhere alike):
+    camera names, joint layout, control rate, backend kind (a policy trained on a simulated backend on a real
+    "dynamixel" rig is refused unless `allow_sim_policy`) and gripper constants (finetune.rig_check). Raises
+    PolicyConnectionError(kind="rig") naming the differences; -> the RigCheck (None without a rig), whose
+    summary() says what was checked and what the server did not announce."""
+    if rig is None:
+        return None
+    if isinstance(rig, (str, Path)):
         from workbench.config import load_rig_config
 
         rig = load_rig_config(rig)
-    cams = [c if isinstance(c, str) else c.name for c in (getattr(rig, "cameras", None) or ())]
-    wanted = [str(c) for c in (policy.metadata.get("cameras") or ())]
-    missing = [c for c in wanted if c not in cams]
-    if missing:
-        raise PolicyConnectionError(f"the policy at {policy.url} needs cameras {wanted}; rig "
-                                    f"{getattr(rig, 'name', '')!r} lacks {missing}", kind="rig", url=policy.url)
+    from finetune.rig_check import compare_rigs
+
+    meta = policy.metadata
+    check = compare_rigs(meta, rig, allow_sim_policy=bool(allow_sim_policy),
+                         policy=f"the policy at {policy.url} ({meta.get('policy') or '?'})")
+    if check.differences:
+        raise PolicyConnectionError(
+            f"the policy at {policy.url} ({meta.get('policy') or '?'}) was trained for rig "
+            f"{meta.get('rig') or '?'!r}, which differs from rig {getattr(rig, 'name', '')!r}:\n  "
+            + "\n  ".join(check.differences)
+            + (f"\n(not checked: {'; '.join(check.unchecked)})" if check.unchecked else ""), kind="rig", url=policy.url)
+    return check
+
+
+def _say(log: Log | None, line: str) -> None:
+    if log is not None:
+        try:
+            log(line)
+        except Exception:  # noqa: BLE001 - a broken log sink must not break opening
+            pass
+
+
+def _rig_report(policy: RemotePolicy, rig: Any, allow_sim_policy: bool, log: Log | None) -> None:
+    """The robot side's check (raises on a mismatch); its one-line report goes to `log`, and to `policy.rig_check`."""
+    check = _check_remote_rig(policy, rig, allow_sim_policy=allow_sim_policy)
+    policy.rig_check = check
+    _say(log, check.summary() if check is not None else
+         f"rig check: none (no rig given): the policy at {policy.url} was NOT checked against a rig")
 
 
 def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, device: str = "auto",
                 log: Log | None = None, *, warmup: bool = True, timeout: float = 30.0,
-                startup_timeout: float = 300.0) -> RemotePolicy:
+                startup_timeout: float = 300.0, tls_ca: str | Path | None = None,
+                allow_sim_policy: bool = False) -> RemotePolicy:
     """`ws://` / `wss://` URL -> RemotePolicy; a policy folder, replay folder or hub id -> a LocalPolicyServer child
     and a RemotePolicy whose close() also stops it. warmup: one dummy request before returning (see the module
-    docstring). `rig` checks the policy against the rig (the child server refuses a mismatch; a remote one is
-    checked for its cameras)."""
+    docstring). `rig` checks the policy against the rig: a child server is given it (`--rig`: refuses a mismatch
+    before loading the model), and for every server the metadata it announces is checked here (cameras, joint
+    layout, control rate, backend kind, gripper constants: `_check_remote_rig`), the one-line report going to
+    `log` and `policy.rig_check`. allow_sim_policy: run a policy trained on a simulated backend on a real
+    ("dynamixel") rig, which is refused otherwise (the operator's `--allow-sim-policy`). tls_ca: the CA file a
+    `wss://` server's certificate is verified against (default $WORKBENCH_TLS_CA, else the system's trust store); a
+    `ws://` URL of another machine is said to `log` to be unencrypted."""
     spec = str(spec)
     if spec.startswith(("ws://", "wss://")):
-        policy = RemotePolicy(spec, api_key, timeout)
+        policy = RemotePolicy(spec, api_key, timeout, tls_ca=tls_ca)
+        if policy.security_warning:
+            _say(log, policy.security_warning)  # ws:// to another machine: the key and the actions in clear
         try:
-            _check_remote_rig(policy, rig)
+            _rig_report(policy, rig, allow_sim_policy, log)
             if warmup:
                 policy.warmup()
         except BaseException:
@@ -307,6 +368,7 @@ def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, d
         policy = server.connect(timeout)
         policy.on_close(server.stop)
         policy.server = server
+        _rig_report(policy, rig, allow_sim_policy, log)
         if warmup:
             policy.warmup()
     except BaseException:

@@ -20,9 +20,20 @@ Modes (`ExecConfig.mode`):
   expected delay (Black et al. 2025), so the new chunk continues the old one instead of jumping;
 - `ensemble=True` (async/rtc): ACT's temporal ensembling, querying as often as the policy answers; each slot's
   action is the exponentially weighted mean of every chunk that covers it (oldest weighs most, w = exp(-m i)).
+
+No stale or wild chunk runs. A reply is refused when its observation is older than the rig's
+`[safety] max_chunk_age_s` at the tick it would be entered (measured on the loop's clock: the rig's monotonic clock
+on hardware, sim time on the simulator, where a fixed `delay_ticks` latency is exactly that many ticks), when no
+reply came by then, when the policy failed, and when `chunk_check.check_chunk` finds it wild (outside the joint
+limits or the trained range, a jump from the current command, a step beyond the velocity limit). None of a refused
+chunk runs: the followers hold (or go on with the chunk they had, in the async modes) and a fresh observation is
+sent at once. `max_chunk_refusals` refusals in a row abort the run (`aborted`, `on_abort`): the trial ends there.
+On a real-time rig the client's reply timeout (RemotePolicy.reply_timeout) is set to the age limit: a reply that
+would be refused is not waited for.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import queue
@@ -33,13 +44,16 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from drivers.arm import BIMANUAL_DOF
 from serving.chunks import ChunkReply, ChunkRequest
+from workbench.deploy.chunk_check import ARM_DIMS, ChunkBounds, ChunkLimits, ChunkRefusal, check_chunk
 from workbench.deploy.chunk_policy import ChunkPolicy
 from workbench.control import Tick
 from workbench.rig import Observation, Rig
 
 log = logging.getLogger(__name__)
+
+
+AGE_EPS_S = 1e-6  # clock rounding: a reply exactly at the age limit (sim time: N ticks of 20 ms) is not older
 
 
 class ExecMode(str, enum.Enum):
@@ -60,6 +74,9 @@ class ExecConfig:
     delay_ticks: int | None = None
     rtc_margin: int = 1  # rtc: frozen prefix = the expected delay in slots plus this margin
     seed: int | None = None  # noise seed of the first chunk (+1 per chunk): reproducible rollouts
+    # the wild-chunk check's tolerances (chunk_check); wider ones only for policies known to be rough (simulator
+    # tests of the modes with a barely trained model): the safety layer's caps apply whatever these say
+    chunk_limits: ChunkLimits = ChunkLimits()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ExecMode(self.mode))
@@ -101,6 +118,10 @@ class PolicyError(RuntimeError):
     """The policy failed (server gone, bad reply): the loop stops and the followers hold."""
 
 
+class ChunksRefused(PolicyError):
+    """`max_chunk_refusals` chunks in a row were refused (raised only without an `on_abort` handler)."""
+
+
 @dataclass
 class ChunkRecord:
     """One chunk as executed: for the trial episode and the timing figures."""
@@ -116,9 +137,10 @@ class ChunkRecord:
     delay_ticks: int = -1  # ticks from the observation to that entry
     obs_t_wall: float = 0.0  # perf_counter at the observation tick (end-to-end latency)
     entered_t_wall: float = 0.0  # perf_counter when its first action was handed to the safety layer
-    jump: float = 0.0  # largest joint change between the previous action and its first executed one (rad)
-    mismatch: float = float("nan")  # largest joint difference, at its entry slot, from the plan it replaced (rad)
-    _replaced: np.ndarray | None = None  # the previous chunk's action for the entry slot (None: it had none)
+    jump: float = 0.0  # largest arm-joint change from the previous command to its first executed action (rad)
+    mismatch: float = float("nan")  # largest arm-joint difference, at its entry slot, from the plan it replaced (rad)
+    age_s: float = float("nan")  # its observation's age when it was entered, on the loop's clock (s)
+    max_step: float = float("nan")  # largest change between two of its consecutive actions (rad)
 
 
 @dataclass
@@ -128,9 +150,12 @@ class _Pending:
     tick: int
     prompt: str
     t_wall: float
+    t_obs: float  # the loop's clock at its observation (Tick.t): its age is measured from here
+    state: np.ndarray  # the joints it was computed from (the trained-range check's reference)
     reply: ChunkReply | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False  # refused before its reply came: not sent if still queued, its reply dropped
 
 
 class PolicySource:
@@ -139,13 +164,25 @@ class PolicySource:
 
     def __init__(self, policy: ChunkPolicy, prompts: PromptSource | str, config: ExecConfig = ExecConfig(),
                  on_chunk: Callable[[ChunkRecord, np.ndarray], None] | None = None,
-                 on_prompt: Callable[[str, str, int], None] | None = None):
+                 on_prompt: Callable[[str, str, int], None] | None = None,
+                 on_refused: Callable[[dict], None] | None = None,
+                 on_abort: Callable[[str], None] | None = None):
         self.policy = policy
         self.prompts: PromptSource = OperatorPrompts(prompts) if isinstance(prompts, str) else prompts
         self.config = config
         self.on_chunk = on_chunk  # control thread, cheap: a GUI event with the chunk (plots it ahead of the present)
         self.on_prompt = on_prompt  # control thread: (text, source, tick) when a request first uses a new prompt
+        self.on_refused = on_refused  # control thread, cheap: each refusal's record (see `refusals`)
+        # control thread: the refusals reached the limit (the message); the followers hold from then on and the
+        # handler ends the run (a trial: the loop stops). None: ChunksRefused is raised (the loop holds and stops)
+        self.on_abort = on_abort
         self.records: list[ChunkRecord] = []
+        # every refused chunk: tick, obs_tick, step, age_s, in_a_row + ChunkRefusal.to_json() (kind, reason, ...)
+        self.refusals: list[dict] = []
+        self.aborted: str | None = None  # why the run was aborted (refusals in a row), None while it was not
+        self.max_age_s = 0.5  # from the rig's [safety] at start()
+        self.max_refusals = 3
+        self.bounds: ChunkBounds | None = None
         self.prompt_log: list[tuple[int, int, str, str]] = []  # (slot, tick, text, source) when a prompt changed
         self._requests: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -166,6 +203,10 @@ class PolicySource:
         self._last_request_slot = 0
         self.starved_ticks = 0  # async: ticks the current chunk had run out and the followers held
         self._loop_offset = 0  # loop tick index - self.tick, from the last observed tick (the loop's clock)
+        self.refusals = []
+        self.aborted = None
+        self._in_a_row = 0  # refusals since the last chunk that was entered
+        self._retry = False  # a chunk was refused: ask again at the next observation, whatever the schedule says
 
     # -- ActionSource ----------------------------------------------------------------------------------------
     def start(self, rig: Rig, observation: Observation) -> None:
@@ -173,15 +214,24 @@ class PolicySource:
         if self.config.delay_ticks is not None and self._realtime:
             raise ValueError("delay_ticks simulates inference latency on a simulated clock; on a real-time rig the "
                              "real latency applies")
+        cfg, hz = rig.config.safety, rig.config.control_hz
+        check_delay(self.config, cfg.max_chunk_age_s, hz)
         self._reset_state()
+        self.max_age_s, self.max_refusals = float(cfg.max_chunk_age_s), int(cfg.max_chunk_refusals)
+        self.bounds = ChunkBounds.for_rig(rig.safety, rig.follower_names, hz,
+                                          dict(getattr(self.policy, "metadata", {}) or {}), self.config.chunk_limits)
+        if rig.sim is None and hasattr(self.policy, "reply_timeout"):
+            # real time: a reply later than the age limit would be refused, so the client stops waiting for it then
+            # (and starts afresh for the next request); simulated time has no such relation to the wall clock
+            self.policy.reply_timeout = self.max_age_s
         self._last_action = observation.qpos.copy()
         self._thread = threading.Thread(target=self._serve, name="policy-inference", daemon=True)
         self._thread.start()
 
     def action(self, observation: Observation) -> np.ndarray:
-        self._adopt()
+        self._adopt(observation.t)
         self._executed_this_tick = False
-        a = None if self._paused else self._slot_action(self.slot)
+        a = None if self._paused or self.aborted is not None else self._slot_action(self.slot)
         if a is None:
             if self.config.mode is not ExecMode.SYNC and self._chunks and not self._paused:
                 self.starved_ticks += 1
@@ -197,7 +247,8 @@ class PolicySource:
         # the loop's tick index, so a chunk knows the loop tick it starts at (a request is always observed here
         # before its reply is entered, and a takeover, which skips observe, drops the pending request)
         self._loop_offset = tick.index - self.tick
-        if self._pending is None and not self._paused and self._due():
+        if self._pending is None and not self._paused and self.aborted is None and (self._retry or self._due()):
+            self._retry = False
             step = self.slot - 1 if self._executed_this_tick else self.slot
             self._request(tick, step)
         self.tick += 1
@@ -214,8 +265,11 @@ class PolicySource:
         """Control goes elsewhere (the operator's leaders): chunks and a pending reply are dropped."""
         self._paused = True
         self._gen += 1
+        if self._pending is not None:
+            self._pending.abandoned = True
         self._pending = None
         self._chunks.clear()
+        self._in_a_row, self._retry = 0, False
 
     def resume(self, hold: np.ndarray) -> None:
         """Control comes back: the next chunk is asked from the current state; `hold` until it arrives."""
@@ -261,7 +315,8 @@ class PolicySource:
         images = {name: fr.image for name, fr in tick.frames.items() if fr is not None}
         req = ChunkRequest(state=tick.qpos.copy(), images=images, prompt=prompt, step=step, prefix=prefix,
                            delay=delay, seed=seed)
-        self._pending = _Pending(self._gen, step, self.tick, prompt, time.perf_counter())
+        self._pending = _Pending(self._gen, step, self.tick, prompt, time.perf_counter(), float(tick.t),
+                                 req.state)
         self._last_request_slot = self.slot
         self._requests.put((self._pending, req))
 
@@ -271,40 +326,62 @@ class PolicySource:
         recent = self._latency_ticks[-5:]
         return max(recent) if recent else 1
 
-    def _adopt(self) -> None:
-        """Enter a finished reply at this tick (or wait for it, when a simulated delay says it is due now)."""
+    def _adopt(self, now: float) -> None:
+        """Enter a finished reply at this tick (or wait for it, when a simulated delay says it is due now), or
+        refuse it (too old at `now`, the loop's clock; failed; wild)."""
         p = self._pending
         if p is None:
             return
         if p.gen != self._gen:
             self._pending = None
             return
-        age = self.tick - p.tick  # ticks since its observation (>= 1 here)
+        age_ticks = self.tick - p.tick  # ticks since its observation (>= 1 here)
+        age = now - p.t_obs
         fixed = self.config.delay_ticks
         if fixed is not None:
-            if age < fixed:
+            if age_ticks < fixed:
                 return
             # a simulated clock: the world waits for the policy, as in a simulated evaluation
             if not p.done.wait(self.WAIT_S):
-                raise PolicyError(f"the policy did not answer within {self.WAIT_S:.0f} s")
+                self._refuse(p, ChunkRefusal("stale", f"no reply within {self.WAIT_S:.0f} s (the simulation "
+                                                      "waited for it)", self.WAIT_S, self.WAIT_S), age)
+                return
         elif not p.done.is_set():
+            if age > self.max_age_s + AGE_EPS_S:
+                self._refuse(p, ChunkRefusal("stale", f"no reply {age:.2f} s after its observation (at most "
+                                                      f"{self.max_age_s:.2f} s)", age, self.max_age_s), age)
             return
         self._pending = None
         if p.error is not None:
-            raise PolicyError(f"the policy failed: {p.error}") from p.error
+            self._refuse(p, ChunkRefusal("failed", f"the policy failed: {p.error}"), age)
+            return
+        if age > self.max_age_s + AGE_EPS_S:
+            self._refuse(p, ChunkRefusal("stale", f"its observation is {age:.2f} s old (at most "
+                                                  f"{self.max_age_s:.2f} s)", age, self.max_age_s), age)
+            return
         reply = p.reply
-        assert reply is not None
+        assert reply is not None and self.bounds is not None
+        entry = self.slot - p.step
+        replaced = self._slot_action_plain(self.slot)
+        # the running plan would go on in the async modes; in sync the followers hold between chunks
+        verdict = check_chunk(reply.actions, self.bounds, state=p.state, current=self._last_action, entry=entry,
+                              replaced=replaced if self.config.mode is not ExecMode.SYNC else None)
+        if verdict.refusal is not None:
+            self._refuse(p, verdict.refusal, age)
+            return
         actions = np.asarray(reply.actions, dtype=np.float64)
-        if actions.ndim != 2 or actions.shape[1] != BIMANUAL_DOF or len(actions) == 0 \
-                or not np.all(np.isfinite(actions)):
-            raise PolicyError(f"the policy answered actions of shape {actions.shape} (need [H, {BIMANUAL_DOF}], "
-                              "finite)")
         # entered at this tick, whose action (computed right after) is actions[entry]: its loop tick is this one
-        rec = ChunkRecord(p.step, p.tick, p.prompt, reply.infer_ms, reply.roundtrip_ms, entry=self.slot - p.step,
-                          loop_tick=self._loop_offset + self.tick, obs_t_wall=p.t_wall)
-        self._latency_ticks.append(age)
+        # the figures the check judged it on: jump (from the current command), mismatch (from the plan it replaces)
+        mismatch = verdict.mismatch
+        if replaced is not None and mismatch != mismatch and entry < len(actions):  # sync: a figure, not a check
+            mismatch = float(np.max(np.abs(actions[entry] - replaced)[ARM_DIMS]))
+        rec = ChunkRecord(p.step, p.tick, p.prompt, reply.infer_ms, reply.roundtrip_ms, entry=entry,
+                          loop_tick=self._loop_offset + self.tick, obs_t_wall=p.t_wall,
+                          jump=0.0 if verdict.jump != verdict.jump else verdict.jump, mismatch=mismatch,
+                          age_s=age, max_step=verdict.max_step)
+        self._in_a_row = 0
+        self._latency_ticks.append(age_ticks)
         self.records.append(rec)
-        rec._replaced = self._slot_action_plain(self.slot)
         if self.config.ensemble:
             self._chunks.append((p.step, actions, rec))
             self._chunks = [c for c in self._chunks if c[0] + len(c[1]) > self.slot]
@@ -312,6 +389,31 @@ class PolicySource:
             self._chunks = [(p.step, actions, rec)]
         if self.on_chunk is not None:
             self.on_chunk(rec, actions)
+
+    def _refuse(self, p: _Pending, refusal: ChunkRefusal, age: float) -> None:
+        """None of `p`'s chunk runs; a fresh observation is asked for at once; the limit aborts the run."""
+        p.abandoned = True
+        self._pending = None
+        self._retry = True
+        self._in_a_row += 1
+        if "\n" in refusal.reason:  # one line for the operator (a connection error may add a diagnosis line)
+            refusal = dataclasses.replace(refusal, reason="; ".join(x.strip() for x in refusal.reason.splitlines()
+                                                                    if x.strip()))
+        rec = {"tick": self.tick, "obs_tick": p.tick, "step": p.step, "age_s": round(float(age), 4),
+               "in_a_row": self._in_a_row, **refusal.to_json()}
+        self.refusals.append(rec)
+        log.warning("policy chunk refused (%s): %s", refusal.kind, refusal.reason)
+        if self.on_refused is not None:
+            self.on_refused(rec)
+        if self._in_a_row >= self.max_refusals and self.aborted is None:
+            ages = ", ".join(f"{r['age_s']:.2f}" for r in self.refusals[-self._in_a_row:])
+            self.aborted = (f"the policy's chunks were refused {self._in_a_row} times in a row (last: {refusal.kind}: "
+                            f"{refusal.reason}; observation ages {ages} s, at most {self.max_age_s:.2f} s); the "
+                            "followers hold")
+            self._retry = False
+            if self.on_abort is None:
+                raise ChunksRefused(self.aborted)
+            self.on_abort(self.aborted)
 
     def _slot_action_plain(self, slot: int) -> np.ndarray | None:
         """What the chunks held so far plan for `slot` (before a new one is added)."""
@@ -336,16 +438,15 @@ class PolicySource:
         if rec.start < 0:
             rec.start, rec.delay_ticks = self.tick, self.tick - rec.tick
             rec.entered_t_wall = time.perf_counter()
-            if self._last_action is not None:
-                rec.jump = float(np.max(np.abs(action - self._last_action)))
-            if rec._replaced is not None:
-                rec.mismatch = float(np.max(np.abs(action - rec._replaced)))
         return action
 
     def _serve(self) -> None:
         """The inference thread: one request at a time, in order."""
         while (item := self._requests.get()) is not None:
             pending, req = item
+            if pending.abandoned or pending.gen != self._gen:  # refused or dropped while it waited: not sent
+                pending.done.set()
+                continue
             try:
                 pending.reply = self.policy.infer(req)
             except BaseException as exc:  # noqa: BLE001 - handed to the control thread, which holds and stops
@@ -354,5 +455,13 @@ class PolicySource:
                 pending.done.set()
 
 
-__all__ = ["ChunkRecord", "ExecConfig", "ExecMode", "OperatorPrompts", "PolicyError", "PolicySource",
-           "PromptSource"]
+def check_delay(config: ExecConfig, max_age_s: float, control_hz: float) -> None:
+    """A simulated latency (`delay_ticks`) the age limit would refuse every chunk for is a settings error."""
+    if config.delay_ticks is not None and config.delay_ticks / control_hz > max_age_s:
+        raise ValueError(f"delay_ticks={config.delay_ticks} simulates {config.delay_ticks / control_hz:.2f} s of "
+                         f"inference latency, more than the rig's [safety] max_chunk_age_s ({max_age_s:g} s): every "
+                         "chunk would be refused as too old")
+
+
+__all__ = ["ChunkRecord", "ChunksRefused", "ExecConfig", "ExecMode", "OperatorPrompts", "PolicyError",
+           "PolicySource", "PromptSource", "check_delay"]

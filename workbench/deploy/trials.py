@@ -2,9 +2,12 @@
 
 Per trial: a new scene (simulation: its seed), the followers (and following leaders) move slowly to the start pose
 through the safety layer, the start-gap check, then the control loop runs a `TrialSource` until success (read from
-the simulator's reward), the time limit, the operator (next / stop) or the e-stop. The episode is recorded in the
+the simulator's reward), the time limit, the operator (next / stop), the e-stop, or the policy (its chunks refused
+`[safety] max_chunk_refusals` times in a row: too old, failed or wild; the trial ends "aborted", the followers hold
+and the next trial runs). The episode is recorded in the
 dataset's usual format, marked as a trial: policy id and checkpoint, execution mode, the prompt(s) with their
-ticks (lane "prompt"), chunk boundaries and per-chunk inference latency, and the operator's takeover spans (lane
+ticks (lane "prompt"), chunk boundaries and per-chunk inference latency and age, every refused chunk (why, how
+old), and the operator's takeover spans (lane
 "correction", the HG-DAgger data). The outcome is automatic on the simulator (success / partial: some reward /
 failure), and the operator's to give on hardware (`label`), and can be overridden afterwards either way.
 
@@ -34,9 +37,9 @@ from recorder.writer import EpisodeWriter, SavedEpisode
 from workbench import events as ev
 from workbench.deploy.chunk_policy import ChunkPolicy
 from workbench.control import ControlLoop, Tick
-from workbench.deploy.policy_source import ChunkRecord, ExecConfig, OperatorPrompts, PolicySource
+from workbench.deploy.policy_source import ChunkRecord, ExecConfig, OperatorPrompts, PolicySource, check_delay
 from workbench.rig import Rig
-from workbench.deploy.takeover import TakeoverControl, TrialSource
+from workbench.deploy.takeover import TakeoverControl, TrialSource, set_following
 
 if TYPE_CHECKING:
     from workbench.session import RigSession
@@ -87,6 +90,10 @@ class TrialInfo:
     seed: int | None = None
     max_reward: float | None = None
     closest_m: dict[str, float] | None = None  # simulation: per gripper, its closest approach to the object (m)
+    max_chunk_age_s: float | None = None  # the rig's limit on a chunk's observation age
+    # every refused chunk: tick, obs_tick, step, age_s, in_a_row, kind, reason, value, limit, joint, index
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+    aborted: str | None = None  # ended_by "aborted": why (the refusals in a row), in words
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -130,6 +137,7 @@ class TrialRunner:
         self._next = threading.Event()
         self._stop_all = threading.Event()
         self._loop: ControlLoop | None = None
+        check_delay(settings.execution, rig.config.safety.max_chunk_age_s, rig.config.control_hz)
         sim = rig.sim is not None
         if settings.seeds is not None and len(settings.seeds) < settings.trials:
             raise ValueError(f"{settings.trials} trials need {settings.trials} seeds, got {len(settings.seeds)}")
@@ -204,9 +212,13 @@ class TrialRunner:
                 break
 
     def _to_start(self, stop: threading.Event) -> bool:
-        """Followers (and following leaders) to the start pose, slowly, then the start-gap check."""
+        """Followers and following leaders to the start pose, slowly (the re-alignment speed, farthest joint of
+        any arm), then the start-gap check, then the leaders onto the followers' pose (slowly too): following
+        starts with no fast leader motion toward the operator's hands."""
         rig, cfg = self.rig, self.rig.config.safety
         pose = np.asarray(self.s.start_pose, dtype=np.float64) if self.s.start_pose is not None else None
+        leaders = [rig.leaders[s] for s in SIDES] if self.s.takeover and rig.has_leaders else []
+        set_following(rig, leaders, True)  # torque on, weak: they move with the followers, a hand overrides them
         targets = {}
         for i, s in enumerate(SIDES):
             arm = rig.followers[s]
@@ -214,8 +226,11 @@ class TrialRunner:
             goal = pose[i * 7:(i + 1) * 7] if pose is not None else \
                 np.concatenate([START_POSE, arm.read().position[6:7]])
             targets[arm.name] = goal
+            if leaders:
+                targets[leaders[i].name] = goal
         duration = rig.safety.move_duration(targets, cfg.realign_velocity)
-        self.emit(ev.StepMessage(f"Moving the followers to the start pose ({duration:.1f} s)"))
+        arms = "followers and leaders" if leaders else "followers"
+        self.emit(ev.StepMessage(f"Moving the {arms} to the start pose ({duration:.1f} s)"))
         if not rig.safety.move_to(targets, duration, rig.clock, rig.config.control_hz, stop.is_set):
             return False
         with rig.safety.io_lock:
@@ -224,6 +239,12 @@ class TrialRunner:
         if gap > cfg.start_gap:
             raise TrialAborted(f"the followers stopped {gap:.2f} rad from the start pose (allowed "
                                f"{cfg.start_gap:.2f}): check for an obstacle or a blocked joint, then start again")
+        if leaders:
+            with rig.safety.io_lock:
+                at = {leaders[i].name: rig.followers[s].read().position.copy() for i, s in enumerate(SIDES)}
+            if not rig.safety.move_to(at, rig.safety.move_duration(at, cfg.realign_velocity, minimum=0.0),
+                                      rig.clock, rig.config.control_hz, stop.is_set):
+                return False
         return True
 
     def _writer(self, seed: int | None) -> EpisodeWriter:
@@ -254,14 +275,22 @@ class TrialRunner:
         execution = self.s.execution
         if execution.seed is not None:  # reproducible noise, different in every trial
             execution = dataclasses.replace(execution, seed=execution.seed + 100_003 * k)
+        safety = rig.config.safety
+
+        def on_refused(r: dict) -> None:
+            self.emit(ev.ChunkRefused(tick=r["tick"], step=r["step"], kind=r["kind"], reason=r["reason"],
+                                      age_s=r["age_s"], max_age_s=safety.max_chunk_age_s, in_a_row=r["in_a_row"],
+                                      limit=safety.max_chunk_refusals))
+
         policy_src = PolicySource(self.policy, self.prompts, execution, on_chunk=on_chunk,
-                                  on_prompt=lambda text, src, tick: self.emit(ev.PromptChanged(text, src, tick)))
+                                  on_prompt=lambda text, src, tick: self.emit(ev.PromptChanged(text, src, tick)),
+                                  on_refused=on_refused, on_abort=lambda why: loop.request_stop())
         self.source = source = TrialSource(
             policy_src, self.control, takeover=self.s.takeover,
             on_change=lambda op, tick, why: self.emit(ev.TakeoverChanged(op, tick, why)))
         info = TrialInfo(k, self.session_id, self.s.policy, self.policy_id, self.checkpoint,
                          self.s.execution.mode.value, self.s.execution.execute_steps, self.s.execution.ensemble,
-                         self.s.execution.delay_ticks, seed=seed)
+                         self.s.execution.delay_ticks, seed=seed, max_chunk_age_s=safety.max_chunk_age_s)
         success_tick: list[int] = []
         max_reward = [0.0]
         sim = rig.sim
@@ -304,6 +333,8 @@ class TrialRunner:
             ended_by = "success"
         elif rig.safety.estopped:
             ended_by = "estop"
+        elif policy_src.aborted is not None:
+            ended_by = "aborted"
         elif stop.is_set() or self._next.is_set():
             ended_by = "operator"
         return self._finish(writer, info, source, policy_src, ended_by, success_tick, max_reward[0], k, closest)
@@ -323,8 +354,12 @@ class TrialRunner:
                         # observation -> its first action handed to the safety layer (wall clock)
                         "e2e_ms": round((r.entered_t_wall - r.obs_t_wall) * 1e3, 3) if r.start >= 0 else None,
                         "jump": round(r.jump, 5),
-                        "mismatch": None if r.mismatch != r.mismatch else round(r.mismatch, 5)}
+                        "mismatch": None if r.mismatch != r.mismatch else round(r.mismatch, 5),
+                        "age_s": None if r.age_s != r.age_s else round(r.age_s, 4),
+                        "max_step": None if r.max_step != r.max_step else round(r.max_step, 5)}
                        for r in policy_src.records]
+        info.refusals = list(policy_src.refusals)
+        info.aborted = policy_src.aborted
         info.interventions = [{"start": iv.start, "end": iv.end if iv.end >= 0 else steps, "reason": iv.reason}
                               for iv in source.interventions]
         outcome = "unlabeled"
@@ -346,7 +381,7 @@ class TrialRunner:
         with self._results_lock:  # before TrialEnded: a front end may label it the moment it hears of it
             self.results.append(result)
         self.emit(ev.TrialEnded(k, saved.name, outcome, info.outcome_source, ended_by, info.duration_s,
-                                info.time_to_success_s, len(info.interventions), info))
+                                info.time_to_success_s, len(info.interventions), info, message=info.aborted or ""))
         return result
 
 

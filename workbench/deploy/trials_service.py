@@ -6,7 +6,10 @@ a folder or hub id, a client for a ws:// URL), the prompt taken from the policy'
 policy's identity, the default dataset (one rule, `default_dataset`), the store and the `TrialSettings` (a
 `TrialsPlan`, shown by the front end), the `TrialRunner` run on a `RigSession` as a generic control-thread job, and
 the policy (with its server process) closed on every path. Front ends show the plan, follow the runner's typed
-events (workbench.events) and forward the operator's commands; they decide nothing a CLI user would miss.
+events (workbench.events) and forward the operator's commands; they decide nothing a CLI user would miss. The
+rig's `[safety]` says how old a chunk may be and how many refused chunks in a row abort a trial (the policy
+source applies both, and sets the client's reply timeout from the first; a `--delay-ticks` beyond the age limit
+is refused here, before anything starts).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from workbench.deploy.policy_source import ExecConfig
+from workbench.deploy.policy_source import ExecConfig, check_delay
 from workbench.deploy.trials import TrialResult, TrialRunner, TrialSettings, policy_identity, start_trials
 
 if TYPE_CHECKING:
@@ -154,6 +157,10 @@ class TrialsService:
         self.request = request
         self.rig_config = rig_config
         self.seeds = request.check(sim=rig_config.backend == "sim")  # fails before a server process starts
+        try:  # a simulated latency beyond the chunk age limit would refuse every chunk
+            check_delay(request.execution, rig_config.safety.max_chunk_age_s, rig_config.control_hz)
+        except ValueError as exc:
+            raise TrialsError(str(exc)) from None
         self.policy: ChunkPolicy | None = None
         self.plan: TrialsPlan | None = None
         self.store: DatasetStore | None = None
