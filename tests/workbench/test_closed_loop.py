@@ -11,13 +11,19 @@ import json
 
 import pytest
 
+from workbench.deploy.chunk_check import ChunkLimits
 from workbench.deploy.closed_loop import TOUCHED, ClosedLoop, ClosedLoopConfig, Report, RoundResult, StallWatch
 
 
 def config(out, **kw) -> ClosedLoopConfig:
     base = dict(task="sim-transfer-cube", demos=2, trials=6, demo_seeds=(0, 1), trial_seeds=(0, 1) * 3,
                 allow_overlap=True, model="tiny", steps=12000, batch=16, device="cpu", mode="async", ensemble=True,
-                delay_ticks=2, train_args=("--no-augment",), out=str(out))
+                delay_ticks=2, train_args=("--no-augment",), out=str(out),
+                # The tiny model's raw chunks spread ~0.1 rad per action (ensembling smooths what executes) and two
+                # demonstrations give a narrow trained range: the default chunk check refuses them. This is a
+                # pipeline check, so its tolerances are opened; the safety layer's caps stay in force.
+                chunk_limits=ChunkLimits(first_action_steps=1e9, velocity_tolerance=1e9, limit_tolerance=0.02,
+                                         trained_range=False))
     base.update(kw)
     return ClosedLoopConfig(**base)
 

@@ -37,6 +37,7 @@ from drivers.sim.aloha_sim import task_spec
 from finetune import presets
 from recorder.store import DatasetStore
 from workbench import events as ev
+from workbench.deploy.chunk_check import ChunkLimits
 from workbench.deploy.policy_source import ExecConfig
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class ClosedLoopConfig:
     correction_steps: int | None = None  # round 2 training steps (default: steps // 2)
     stall_s: float = 2.0
     train_args: tuple[str, ...] = ()  # passed to workbench train as is
+    # the chunk check's tolerances (None: workbench.deploy.chunk_check's defaults); the safety layer's caps hold
+    chunk_limits: ChunkLimits | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASK_RIGS:
@@ -113,8 +116,9 @@ class ClosedLoopConfig:
 
     @property
     def execution(self) -> ExecConfig:
+        extra = {} if self.chunk_limits is None else {"chunk_limits": self.chunk_limits}
         return ExecConfig(mode=self.mode, execute_steps=self.execute_steps, delay_ticks=self.delay_ticks,
-                          ensemble=self.ensemble, seed=self.noise_seed)
+                          ensemble=self.ensemble, seed=self.noise_seed, **extra)
 
 
 @dataclass
