@@ -83,9 +83,14 @@ def test_grippers_may_open_and_close_at_once():
 
 def test_joint_limits_allow_a_small_tolerance():
     a = ramp()
-    a[:, 6] = -0.015  # a gripper squeezing a little past closed
+    a[:, 6] = -0.05  # a gripper squeezing a little past closed (GRIPPER_LIMIT_TOLERANCE)
     assert refusal(a) is None
-    a[:, 6] = -0.05
+    a[:, 6] = 1.03  # measured: a CPU-trained policy overshooting open
+    assert refusal(a) is None
+    a[:, 6] = -0.15
+    assert refusal(a).kind == "joint_limits"
+    a = ramp()
+    a[:, 1] = a[:, 1] + 10.0  # an arm joint far outside (JOINT_LIMIT_TOLERANCE stays 0.02 rad there)
     assert refusal(a).kind == "joint_limits"
 
 

@@ -32,6 +32,8 @@ from drivers.arm import BIMANUAL_DOF, JOINT_NAMES, SIDES
 FIRST_ACTION_STEPS = 4.0  # the first executed action may lie this many step caps from the current command
 VELOCITY_TOLERANCE = 2.0  # a step of a chunk may move a joint this many times the velocity limit's step per tick
 JOINT_LIMIT_TOLERANCE = 0.02  # rad (gripper: normalized) beyond a joint limit still accepted: rounding, a squeeze
+GRIPPER_LIMIT_TOLERANCE = 0.1  # normalized: a policy overshooting open / closed a little asks for nothing the
+# current-limited gripper cannot do (the safety layer clamps it to its range); measured: a CPU policy asked 1.03
 DIM_NAMES = tuple(f"{side}_{j}" for side in SIDES for j in JOINT_NAMES)  # the 14 values of an action
 ARM_DIMS = np.array([j != "gripper" for _ in SIDES for j in JOINT_NAMES])  # the motion checks' joints
 
@@ -186,7 +188,7 @@ def check_chunk(actions: Any, bounds: ChunkBounds, *, state: np.ndarray, current
     def refuse(r: ChunkRefusal) -> ChunkCheck:
         return ChunkCheck(r, **figures)
 
-    tol = lim.limit_tolerance
+    tol = np.where(arm, lim.limit_tolerance, max(lim.limit_tolerance, GRIPPER_LIMIT_TOLERANCE))
     out = (a < bounds.lo - tol) | (a > bounds.hi + tol)
     if out.any():
         i, j = _where(out)
