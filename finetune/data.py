@@ -32,17 +32,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from drivers.cameras.resize import resize_with_pad
 from finetune.augment import Augmenter, sample_rng
 from finetune.model_config import Pi0Config
-from finetune.episodes import (RIG_FILE, ALOHA_DIM_NAMES, TRIAL_MODES, EpisodeDataError, EpisodeSet, EpisodeSplit,
-                               RigSnapshot, TrialsMode, fingerprint, load_episodes, rig_snapshot, split_episodes)
+from finetune.episode_set import EpisodeDataError, EpisodeSet
+from finetune.episodes import (RIG_FILE, ALOHA_DIM_NAMES, TRIAL_MODES, EpisodeSplit, RigSnapshot, TrialsMode,
+                               fingerprint, load_episodes, rig_snapshot, split_episodes)
 from finetune.model.pi0 import Observation
 from finetune.normalize import NormStats
 from finetune.stats import compute_norm_stats
 from finetune.tokenizer import PromptTokenizer
 from finetune.transforms import PolicyTransforms, TransformConfig
 from finetune.transforms.chunks import chunk_indices
-from finetune.transforms.images import resize_with_pad
 
 DATASET_FILE = "dataset.json"
 PromptMode = Literal["task", "segment", "mix"]

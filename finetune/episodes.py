@@ -24,7 +24,7 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 
 from drivers.arm import JOINT_NAMES, SIDES
-from finetune.episode_set import Episode, EpisodeDataError, EpisodeSet, FrameReader  # noqa: F401 - re-exported
+from finetune.episode_set import Episode, EpisodeDataError, EpisodeSet
 from finetune.lerobot_source import load_lerobot
 from recorder.rig_info import RigInfo, rig_info_from_toml
 

@@ -69,7 +69,8 @@ def _transform_config(dim: int, horizon: int):
 
 def make_replay_policy(episode_path: str | Path, out_folder: str | Path, horizon: int = 50) -> Path:
     """Writes a replay policy folder for one recorded episode (our HDF5 format or an imported ALOHA file)."""
-    from finetune.episodes import ALOHA_DIM_NAMES, RIG_FILE, Episode, EpisodeSet, rig_snapshot
+    from finetune.episode_set import Episode, EpisodeSet
+    from finetune.episodes import ALOHA_DIM_NAMES, RIG_FILE, rig_snapshot
     from finetune.stats import compute_norm_stats
     from finetune.transforms import PolicyTransforms
     from recorder.reader import EpisodeReader

@@ -27,8 +27,7 @@ import torch
 from finetune.episodes import RIG_FILE, RigSnapshot
 from finetune.model.rtc import DEFAULT_MAX_GUIDANCE
 from finetune.policy_folder import LoadedPolicy, PolicyFolderError, load_policy
-from finetune.rig_check import (GRIPPER_TOL, RigCheck, RigDescription, compare_rigs, rig_differences,  # noqa: F401
-                                rig_metadata)
+from finetune.rig_check import RigCheck, RigDescription, compare_rigs, rig_differences, rig_metadata
 
 POLICY_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
 log = logging.getLogger(__name__)

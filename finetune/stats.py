@@ -13,7 +13,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from finetune.episodes import EpisodeDataError
+from finetune.episode_set import EpisodeDataError
 from finetune.normalize import NormStats
 from finetune.transforms.chunks import chunk_indices
 from finetune.transforms.config import TransformConfig

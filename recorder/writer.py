@@ -37,9 +37,8 @@ from drivers.arm import BIMANUAL_DOF
 from recorder import format as fmt
 from recorder import journal as jr
 from recorder.durable import fsync_path
-# the finishing steps shared with recovery and import (names kept importable from here)
-from recorder.finalize import (INCOMING, RESERVED_ATTRS, RecorderError, SavedEpisode,  # noqa: F401
-                               check_extra_attrs, finalize_file, publish)
+# the finishing steps shared with recovery and import
+from recorder.finalize import INCOMING, RecorderError, SavedEpisode, check_extra_attrs, finalize_file
 from recorder.h5file import EpisodeFileBuilder
 from recorder.quality import QualityThresholds
 from recorder.recovery import recover_journal

@@ -24,7 +24,6 @@ names the URL and what to do; `.kind` tells them apart for code ("url", "refused
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import ssl
@@ -38,7 +37,7 @@ import numpy as np
 
 from serving.chunks import ChunkReply, ChunkRequest
 from serving.protocol import (IMAGE_CAMERAS_KEY, IMAGE_SIZE_KEY, ProtocolError, auth_headers, observation_message,
-                              packb, policy_images, unpackb)
+                              is_loopback, packb, policy_images, unpackb)
 
 log = logging.getLogger(__name__)
 TLS_CA_ENV = "WORKBENCH_TLS_CA"  # the CA file a client trusts for wss:// when none is given
@@ -50,15 +49,6 @@ def url_host(url: str) -> str:
         return urlsplit(url).hostname or ""
     except ValueError:
         return ""
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class PolicyConnectionError(RuntimeError):
@@ -112,7 +102,7 @@ class RemotePolicy:
     @property
     def loopback(self) -> bool:
         """The server is on this machine (127.0.0.1, ::1, localhost): plaintext never leaves it."""
-        return _is_loopback(url_host(self.url))
+        return is_loopback(url_host(self.url))
 
     @property
     def security_warning(self) -> str | None:

@@ -25,11 +25,14 @@ the server resizes itself):
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any, Mapping
 
 import msgpack
 import numpy as np
+
+from drivers.cameras.resize import resize_with_pad
 
 MAX_MESSAGE_BYTES = 32 << 20  # a server's default limit on one request
 MAX_IMAGE_SIDE = 4096
@@ -208,29 +211,18 @@ def observation_message(state: Any, images: Mapping[str, Any], prompt: str, *, s
     return obs
 
 
+def is_loopback(host: str) -> bool:
+    """A loopback host (the server then needs no API key; the client warns about no other plaintext URL)."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 # ------------------------------------------------------------------------------------------ robot-side images
-def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:
-    """HxWx3 uint8 -> size x size x 3: aspect preserved, centred, black padding (openpi's resize_with_pad). The same
-    pixels as the server's resize (finetune.transforms.images.resize_with_pad, which returns a frame of the right
-    size unchanged), so a chunk served from frames resized here equals the chunk served from the full frames.
-    Shrinking averages areas (like PIL's antialiased bilinear, which openpi uses); enlarging is bilinear."""
-    import cv2  # opencv-python-headless; only a client that resizes needs it
-
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {img.shape}")
-    h, w = img.shape[:2]
-    if (h, w) == (size, size):
-        return np.ascontiguousarray(img, dtype=np.uint8)
-    ratio = max(w / size, h / size)
-    nh, nw = max(1, int(h / ratio)), max(1, int(w / ratio))
-    interp = cv2.INTER_AREA if ratio > 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=interp)
-    out = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    out[top: top + nh, left: left + nw] = resized
-    return out
-
-
+# (resize_with_pad: drivers.cameras.resize, the same function the model's transforms use)
 def policy_images(images: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The frames a client sends, from all of the rig's (HxWx3 uint8 by camera) and the server's metadata: only the
     cameras in "image_cameras" (all when the server does not say), each larger than "image_size" shrunk with
@@ -260,6 +252,6 @@ def auth_headers(api_key: str | None) -> dict[str, str] | None:
 
 
 __all__ = ["AUTH_HEADER", "EXTENSION_FIELDS", "HEALTH_PATH", "IMAGE_CAMERAS_KEY", "IMAGE_SIZE_KEY", "MAX_IMAGE_SIDE",
-           "MAX_MESSAGE_BYTES", "MAX_PROMPT_CHARS", "ProtocolError", "api_key_value", "auth_headers",
+           "MAX_MESSAGE_BYTES", "MAX_PROMPT_CHARS", "ProtocolError", "api_key_value", "auth_headers", "is_loopback",
            "observation_message", "packb", "parse_extensions", "parse_observation", "policy_images",
-           "resize_with_pad", "unpackb"]
+           "unpackb"]

@@ -14,7 +14,6 @@ import asyncio
 import hmac
 import http
 import inspect
-import ipaddress
 import logging
 import ssl
 import threading
@@ -28,7 +27,7 @@ import numpy as np
 
 from serving.policies import image_inputs
 from serving.protocol import (AUTH_HEADER, HEALTH_PATH, IMAGE_CAMERAS_KEY, MAX_MESSAGE_BYTES, ProtocolError,
-                              api_key_value, packb, parse_extensions, parse_observation, unpackb)
+                              api_key_value, is_loopback, packb, parse_extensions, parse_observation, unpackb)
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,6 @@ def _accepted_kwargs(fn: Any) -> set[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -296,4 +286,4 @@ class PolicyServer:
             self._thread.join(10)
 
 
-__all__ = ["PolicyServer", "ServeConfig", "is_loopback"]
+__all__ = ["PolicyServer", "ServeConfig"]

@@ -54,7 +54,7 @@ def _fmt_s(s: float) -> str:
 class RecordPanel(QWidget):
     recordingChanged = pyqtSignal(str, str)  # toolbar pill text, status
     datasetChanged = pyqtSignal(str)
-    episodeSaved = pyqtSignal(object)  # recorder.writer.SavedEpisode
+    episodeSaved = pyqtSignal(object)  # recorder.finalize.SavedEpisode
 
     def __init__(self, controller, jobs, settings, dataset_dir: str | None = None, parent=None):
         super().__init__(parent)

@@ -45,7 +45,7 @@ def _run_gui(args: argparse.Namespace) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Failures an operator can act on: printed as one readable line (with -v, the traceback)."""
     from drivers.errors import DriverError
-    from recorder.writer import RecorderError
+    from recorder.finalize import RecorderError
     from workbench.config import ConfigError
     from workbench.control import LoopStopped
     from workbench.session import SessionBusy

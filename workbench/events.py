@@ -64,7 +64,7 @@ class EpisodeStarted:
 
 @dataclass(frozen=True)
 class EpisodeSaved:
-    episode: Any  # recorder.writer.SavedEpisode (path, steps, quality report...)
+    episode: Any  # recorder.finalize.SavedEpisode (path, steps, quality report...)
     outcome: str  # success / failure / unlabeled
 
 

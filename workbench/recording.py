@@ -20,7 +20,8 @@ from drivers.arm import BIMANUAL_JOINT_NAMES
 from recorder.quality import QualityThresholds
 from recorder.rig_info import RigInfo, gripper_dict
 from recorder.store import DatasetStore
-from recorder.writer import EpisodeWriter, RecorderError, SavedEpisode
+from recorder.finalize import RecorderError, SavedEpisode
+from recorder.writer import EpisodeWriter
 from workbench import events as ev
 from workbench.config import RigConfig
 from workbench.control import ControlLoop

@@ -1,9 +1,9 @@
-"""Image transforms: rig cameras to pi0's slots (a missing camera masked), resize with padding, uint8 -> [-1, 1]."""
+"""Image transforms: rig cameras to pi0's slots (a missing camera masked), uint8 -> [-1, 1]. The resize with
+padding is drivers.cameras.resize (shared with the robot-side client)."""
 from __future__ import annotations
 
 from typing import Mapping
 
-import cv2
 import numpy as np
 
 
@@ -20,25 +20,6 @@ def rename_cameras(frames: Mapping[str, np.ndarray | None], camera_map: tuple[tu
         out[slot] = img
         masks[slot] = img is not None
     return out, masks
-
-
-def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:
-    """HxWx3 uint8 -> size x size x 3: aspect preserved, centred, black padding (openpi's resize_with_pad).
-
-    Shrinking averages areas (like PIL's antialiased bilinear, which openpi uses); enlarging is bilinear."""
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {img.shape}")
-    h, w = img.shape[:2]
-    if (h, w) == (size, size):
-        return np.ascontiguousarray(img, dtype=np.uint8)
-    ratio = max(w / size, h / size)
-    nh, nw = max(1, int(h / ratio)), max(1, int(w / ratio))
-    interp = cv2.INTER_AREA if ratio > 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=interp)
-    out = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    out[top: top + nh, left: left + nw] = resized
-    return out
 
 
 def to_unit_range(img: np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ from finetune.model.pi0 import Observation
 from finetune.normalize import NormStats, load_norm_stats, save_norm_stats
 from finetune.tokenizer import PromptTokenizer, TokenizedPrompt
 from finetune.transforms.config import TransformConfig
-from finetune.transforms.images import blank, rename_cameras, resize_with_pad, to_unit_range
+from drivers.cameras.resize import resize_with_pad
+from finetune.transforms.images import blank, rename_cameras, to_unit_range
 from finetune.transforms.vectors import Vectors, vector_chain
 
 NORM_STATS_FILE = "norm_stats.json"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.runtime import PolicyRuntime, RigDescription, RigMismatchError, check_rig, compare_rigs
+from finetune.rig_check import RigDescription, compare_rigs
+from finetune.runtime import PolicyRuntime, RigMismatchError, check_rig
 from serve_helpers import tiny_policy
 from workbench.config import load_rig_config
 

@@ -13,10 +13,12 @@ import torch
 
 from finetune.model_config import Pi0Config
 from finetune.data import DataConfig, StepBatchSampler, build_training_data, load_dataset_record
-from finetune.episodes import EpisodeDataError, split_episodes
+from finetune.episode_set import EpisodeDataError
+from finetune.episodes import split_episodes
 from finetune.model.pi0 import Observation
 from finetune.transforms import PolicyTransforms
-from finetune.transforms.images import resize_with_pad, to_unit_range
+from drivers.cameras.resize import resize_with_pad
+from finetune.transforms.images import to_unit_range
 from recorder.reader import EpisodeReader
 from recorder.segments import subtask_per_step
 from recorder.store import DatasetStore

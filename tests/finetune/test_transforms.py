@@ -18,7 +18,8 @@ from finetune.stats import NearConstantError, NearConstantWarning, compute_norm_
 from finetune.transforms import PolicyTransforms, TransformConfig
 from finetune.transforms.chunks import action_chunk, chunk_indices
 from finetune.transforms.config import GripperConversion
-from finetune.transforms.images import from_unit_range, rename_cameras, resize_with_pad, to_unit_range
+from drivers.cameras.resize import resize_with_pad
+from finetune.transforms.images import from_unit_range, rename_cameras, to_unit_range
 from finetune.transforms.vectors import (Chain, DeltaActions, GripperToPi, JointFlip, Normalize, PadTo, Vectors,
                                          angular_to_gripper, gripper_action_from_pi, gripper_action_to_pi,
                                          gripper_to_angular, vector_chain)

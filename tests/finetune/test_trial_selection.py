@@ -9,7 +9,7 @@ from PyQt6.QtCore import QSettings
 
 from finetune.model_config import Pi0Config
 from finetune.data import DataConfig, build_training_data
-from finetune.episodes import EpisodeDataError
+from finetune.episode_set import EpisodeDataError
 from recorder.quality import QualityThresholds
 from recorder.reader import EpisodeReader
 from recorder.store import DatasetStore

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,13 +21,12 @@ from websockets.exceptions import InvalidStatus
 
 from finetune.replay_policy import ReplayPolicy, make_replay_policy
 from finetune.runtime import PolicyRuntime
-from finetune.transforms.images import resize_with_pad as model_resize
 from serve_helpers import tiny_policy
+from drivers.cameras.resize import resize_with_pad
 from serving.chunks import ChunkRequest
 from serving.client import TLS_CA_ENV, PolicyConnectionError, RemotePolicy
-from serving.protocol import resize_with_pad
 from serving.server import PolicyServer, ServeConfig
-from tls_helpers import LabCerts, make_lab_certs
+from tls_helpers import LabCerts, lan_address, make_lab_certs
 from train_helpers import ROOT, env, sim_dataset
 from wire_helpers import close, openpi_client
 
@@ -62,7 +60,7 @@ class _Pi0Like:
         if missing:
             raise ValueError(f"missing camera images {missing}")
         self.seen.append({k: tuple(v.shape) for k, v in images.items()})
-        seen = np.concatenate([model_resize(images[c], 224).reshape(-1, 3).mean(0) for c in POLICY_CAMS])
+        seen = np.concatenate([resize_with_pad(images[c], 224).reshape(-1, 3).mean(0) for c in POLICY_CAMS])
         out = np.zeros((50, 14), np.float32)
         out[:, :9] = seen
         out[:, 9:] = np.asarray(state)[9:]
@@ -114,14 +112,6 @@ def test_requests_carry_only_the_policy_cameras_resized_to_its_input(capsys):
         np.testing.assert_array_equal(reply.actions, full)  # what the model saw did not change
     finally:
         srv.stop()
-
-
-def test_robot_side_resize_is_the_model_resize():
-    rng = np.random.default_rng(3)
-    for hw, size in (((480, 640), 224), ((640, 480), 224), ((720, 1280), 224), ((481, 333), 56), ((48, 64), 56),
-                     ((20, 30), 224), ((224, 224), 224), ((1, 500), 56)):
-        img = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
-        np.testing.assert_array_equal(resize_with_pad(img, size), model_resize(img, size), err_msg=f"{hw} {size}")
 
 
 def test_a_trained_policy_gives_the_same_chunk_from_resized_frames():
@@ -212,17 +202,6 @@ def test_wss_round_trip_verified_against_the_lab_ca(replay, certs, monkeypatch):
         ServeConfig(tls_cert=certs.cert, tls_key=certs.ca).check()
 
 
-def _lan_address() -> str | None:
-    """This machine's address on a network (not loopback), if it has one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: it only picks the outgoing interface
-            addr = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
-
-
 def test_a_plaintext_connection_to_another_machine_is_said_to_be_unencrypted(replay, caplog):
     srv = _serve(replay, host="0.0.0.0", api_key="s3cret")
     try:
@@ -230,7 +209,7 @@ def test_a_plaintext_connection_to_another_machine_is_said_to_be_unencrypted(rep
             with RemotePolicy(f"ws://127.0.0.1:{srv.port}", api_key="s3cret") as policy:
                 assert not policy.encrypted and policy.loopback and policy.security_warning is None
             assert not [r for r in caplog.records if "not encrypted" in r.getMessage()]
-            addr = _lan_address()
+            addr = lan_address()
             if addr is None:
                 pytest.skip("this machine has no network address but loopback")
             with RemotePolicy(f"ws://{addr}:{srv.port}", api_key="s3cret") as policy:

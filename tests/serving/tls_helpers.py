@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +103,14 @@ def _openssl_certs(folder: Path) -> LabCerts:
     run("x509", "-req", "-in", str(csr), "-CA", str(out.ca), "-CAkey", str(out.ca.with_suffix(".key")),
         "-CAcreateserial", "-out", str(out.cert), "-days", "1", "-extfile", str(ext))
     return out
+
+
+def lan_address() -> str | None:
+    """This machine's address on a network (not loopback), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: it only picks the outgoing interface
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr

@@ -28,7 +28,7 @@ from workbench.config import parse_rig_config, preset_text  # noqa: E402
 from workbench.deploy.chunk_policy import ChunkPolicy  # noqa: E402
 from workbench.deploy.policy_launcher import LocalPolicyServer, open_policy  # noqa: E402
 from serving.server import PolicyServer, ServeConfig  # noqa: E402
-from tls_helpers import make_lab_certs  # noqa: E402
+from tls_helpers import lan_address, make_lab_certs  # noqa: E402
 
 CAMS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 
@@ -264,18 +264,6 @@ def test_relative_policy_and_rig_paths_work_from_any_folder(replay_folder, tmp_p
             policy.close()
 
 
-def _lan_address() -> str | None:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: it only picks the outgoing interface
-            addr = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
-
-
 def test_open_policy_wss_with_the_lab_ca_and_a_warning_for_plaintext_off_loopback(replay, tmp_path, monkeypatch):
     monkeypatch.delenv("WORKBENCH_TLS_CA", raising=False)
     certs = make_lab_certs(tmp_path / "certs")
@@ -301,7 +289,7 @@ def test_open_policy_wss_with_the_lab_ca_and_a_warning_for_plaintext_off_loopbac
         lines = []
         open_policy(f"ws://127.0.0.1:{port}", api_key="k", log=lines.append).close()
         assert not [line for line in lines if "not encrypted" in line]  # loopback: never leaves the machine
-        addr = _lan_address()
+        addr = lan_address()
         if addr is None:
             pytest.skip("this machine has no network address but loopback")
         policy = open_policy(f"ws://{addr}:{port}", api_key="k", log=lines.append)

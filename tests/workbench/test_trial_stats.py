@@ -17,7 +17,7 @@ from recorder.quality import QualityThresholds
 from recorder.reader import read_info
 from recorder.recovery import recover_journal
 from recorder.store import DatasetStore
-from recorder.writer import RecorderError
+from recorder.finalize import RecorderError
 from tests.recorder.helpers import CAMS, tick
 from workbench.deploy import trial_stats as ts
 from workbench.cli import main as cli_main

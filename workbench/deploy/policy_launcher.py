@@ -353,26 +353,23 @@ def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, d
         policy = RemotePolicy(spec, api_key, timeout, tls_ca=tls_ca)
         if policy.security_warning:
             _say(log, policy.security_warning)  # ws:// to another machine: the key and the actions in clear
+    else:
+        server = LocalPolicyServer(spec, rig=rig, device=device, api_key=api_key, log=log,
+                                   startup_timeout=startup_timeout)
+        server.start()
         try:
-            _rig_report(policy, rig, allow_sim_policy, log)
-            if warmup:
-                policy.warmup()
+            policy = server.connect(timeout)
         except BaseException:
-            policy.close()
+            server.stop()
             raise
-        return policy
-    server = LocalPolicyServer(spec, rig=rig, device=device, api_key=api_key, log=log,
-                               startup_timeout=startup_timeout)
-    server.start()
-    try:
-        policy = server.connect(timeout)
-        policy.on_close(server.stop)
+        policy.on_close(server.stop)  # closing the policy stops its child
         policy.server = server
+    try:
         _rig_report(policy, rig, allow_sim_policy, log)
         if warmup:
             policy.warmup()
     except BaseException:
-        server.stop()
+        policy.close()
         raise
     return policy
 

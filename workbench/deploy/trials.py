@@ -33,7 +33,8 @@ from drivers.arm import SIDES, START_POSE
 from recorder.format import TRIAL_ATTR, Segment
 from recorder.quality import QualityThresholds
 from recorder.store import DatasetStore
-from recorder.writer import EpisodeWriter, SavedEpisode
+from recorder.finalize import SavedEpisode
+from recorder.writer import EpisodeWriter
 from workbench import events as ev
 from workbench.deploy.chunk_policy import ChunkPolicy
 from workbench.control import ControlLoop, Tick
