@@ -298,3 +298,30 @@ def test_open_policy_wss_with_the_lab_ca_and_a_warning_for_plaintext_off_loopbac
         policy.close()
     finally:
         srv.stop()
+
+
+def test_workbench_trials_flags_reach_the_policy_check(replay_folder):
+    """`workbench trials --allow-sim-policy` (the flag the refusal names) reaches open_policy through the trials
+    service; without it a sim-trained policy is refused on real arms before any trial. Checked to fail with the
+    flag not passed on in TrialsService.open."""
+    import argparse
+
+    from workbench.cli_trials import register, request_from_args
+    from workbench.deploy.trials_service import TrialsService
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+
+    def service(*extra: str) -> TrialsService:
+        args = parser.parse_args(["trials", "--policy", str(replay_folder), "--device", "cpu", *extra])
+        return TrialsService(request_from_args(args), _aloha_like())
+
+    with pytest.raises(PolicyConnectionError, match="--allow-sim-policy"):
+        service().open()
+    s = service("--allow-sim-policy", "--tls-ca", "lab-ca.pem")
+    assert s.request.tls_ca == "lab-ca.pem"
+    try:
+        s.open()
+        assert s.policy.rig_check.ok
+    finally:
+        s.close()

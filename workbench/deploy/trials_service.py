@@ -86,6 +86,8 @@ class TrialsRequest:
     takeover: bool = True  # leaders follow the followers; a squeeze or the pedal takes over
     device: str = "auto"  # inference device of a local policy server
     api_key: str | None = field(default=None, repr=False)  # remote server's key (default: $WORKBENCH_API_KEY)
+    tls_ca: str | Path | None = None  # CA file a wss:// server's certificate is checked against ($WORKBENCH_TLS_CA)
+    allow_sim_policy: bool = False  # run a policy trained on a simulator on real arms (sim-to-real, on purpose)
 
     @property
     def spec(self) -> str:
@@ -176,7 +178,8 @@ class TrialsService:
 
         req = self.request
         api_key = req.api_key or os.environ.get(API_KEY_ENV)
-        policy = open_policy(req.spec, rig=self.rig_config, api_key=api_key, device=req.device, log=log)
+        policy = open_policy(req.spec, rig=self.rig_config, api_key=api_key, device=req.device, log=log,
+                             tls_ca=req.tls_ca, allow_sim_policy=req.allow_sim_policy)
         with self._lock:
             closed = self._closed
             if not closed:
