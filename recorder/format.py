@@ -36,8 +36,10 @@ PHASE = "phase"  # (T,) utf-8 phase label per step (scripted demonstrator), abse
 
 STATE_KEYS: tuple[str, ...] = (QPOS, QVEL, EFFORT, ACTION, COMMAND)
 
-Outcome = Literal["success", "failure", "partial", "unlabeled"]
-OUTCOMES: tuple[str, ...] = ("success", "failure", "partial", "unlabeled")  # partial: trials that got part-way
+Outcome = Literal["success", "failure", "partial", "unlabeled", "aborted"]
+# partial: trials that got part-way; aborted: trials cut short by an error, the e-stop, refused chunks or a crash
+# (they say nothing of the policy: statistics count them apart, never as failures)
+OUTCOMES: tuple[str, ...] = ("success", "failure", "partial", "unlabeled", "aborted")
 
 
 def episode_name(index: int) -> str:

@@ -30,7 +30,7 @@ from recorder.integrity import unreadable_reason
 from recorder.reader import EpisodeInfo, EpisodeReader, labels_path, read_info
 from recorder.recovery import QUARANTINE, RecoveryResult, quarantine, recover_dataset
 from recorder.segments import canonical, validate_segments
-from recorder.writer import EpisodeWriter
+from recorder.writer import MIN_FREE_BYTES, EpisodeWriter
 
 TRASH = ".trash"
 INDEX = "index.json"
@@ -192,6 +192,35 @@ class DatasetStore:
         with self.locked():
             name = fmt.episode_name(self.next_index())
             return EpisodeWriter(self.root, name, cameras, on_saved=self._on_saved, **writer_kwargs)
+
+    def free_bytes(self) -> int:
+        """Free space of the dataset's disk (of its nearest existing folder: the dataset is made on first use)."""
+        where = self.root
+        while not where.exists() and where.parent != where:
+            where = where.parent
+        st = os.statvfs(where)
+        return st.f_bavail * st.f_frsize
+
+    def bytes_per_step(self, cameras: int, default_frame_bytes: int = 40_000) -> float:
+        """What a step of this dataset takes on disk: measured on its episodes, else `cameras` JPEG frames of
+        ALOHA's size (~10-40 kB each at quality 50) and the joint rows."""
+        eps = [e for e in self._load_index().values() if e.steps > 0 and e.size_bytes > 0]
+        if eps:
+            return sum(e.size_bytes for e in eps) / sum(e.steps for e in eps)
+        return cameras * default_frame_bytes + 1_000
+
+    def require_space(self, steps: int, cameras: int, what: str = "an episode") -> None:
+        """Refuse to start `what` (before anything moves) unless the disk holds its `steps` plus the writer's
+        reserve: a recording stopped by a full disk mid-motion is the thing to avoid."""
+        need = int(steps * self.bytes_per_step(cameras)) + MIN_FREE_BYTES
+        try:
+            free = self.free_bytes()
+        except OSError as e:
+            raise StoreError(unwritable(self.root, e, "record into")) from e
+        if free < need:
+            raise StoreError(f"{self.root} has {free / 1e6:.0f} MB free; {what} needs "
+                             f"~{(need - MIN_FREE_BYTES) / 1e6:.0f} MB plus the recorder's {MIN_FREE_BYTES >> 20} MiB "
+                             "reserve. Free space on that disk or choose another dataset folder; nothing was started.")
 
     def _on_saved(self, saved: SavedEpisode) -> None:
         summary = EpisodeSummary.of(read_info(saved.path), deleted=False)

@@ -55,6 +55,10 @@ class DiskFullError(RecorderError):
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+# the free space a writer keeps: below it recording stops cleanly (the episode finished while there is room)
+MIN_FREE_BYTES = 256 << 20
+
+
 def _is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
 
@@ -122,7 +126,7 @@ class EpisodeWriter:
                  thresholds: QualityThresholds | None = None, n_joints: int = BIMANUAL_DOF,
                  jpeg_quality: int = fmt.JPEG_QUALITY, encode_threads: int = 2, max_inflight_images: int = 200,
                  max_queued_steps: int = 500, flush_s: float = 0.25, sync_s: float = 1.0,
-                 min_free_bytes: int = 256 << 20, rig_info: RigInfo | None = None,
+                 min_free_bytes: int = MIN_FREE_BYTES, rig_info: RigInfo | None = None,
                  on_saved: Callable[[SavedEpisode], None] | None = None):
         self.dir = Path(dataset_dir)
         self.name = name

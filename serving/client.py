@@ -234,8 +234,8 @@ class RemotePolicy:
             except ConnectionClosed as e:
                 self._drop()
                 raise self._fail(f"the policy server at {self.url} closed the connection during a request ({e}); "
-                                 "it crashed or was stopped. Restart it; the next request reconnects", "closed") \
-                    from None
+                                 "it crashed or was stopped (the next request, or the next trial, connects again)",
+                                 "closed") from None
             except TimeoutError:
                 self._drop()  # a late reply would be taken for the next request's: start afresh
                 raise self._fail(f"no reply from the policy server at {self.url} within {wait:g} s; it may be "
@@ -301,6 +301,18 @@ class RemotePolicy:
         prompt = str(self.metadata.get("task") or "")
         images = {c: np.zeros((size, size, 3), np.uint8) for c in cams}
         return self.infer(ChunkRequest(np.zeros(dim), images, prompt, step=step))
+
+    def revive(self) -> str | None:
+        """Between trials: if a failed request dropped the connection, connect again now, so a server that went
+        away and came back serves the next trial and one that stays away says so once, before the arms move
+        (PolicyConnectionError naming the reason). None when the connection is up; else what was done."""
+        with self._lock:
+            if self._closed:
+                raise PolicyConnectionError(f"the policy client for {self.url} is closed", kind="closed", url=self.url)
+            if self._ws is not None:
+                return None
+            self._connect()
+        return f"reconnected to the policy server at {self.url}"
 
     def on_close(self, hook: Callable[[], None]) -> None:
         """`hook()` runs once, after the connection is closed by close() (open_policy: stop the child server)."""

@@ -54,9 +54,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
                                          FileNotFoundError, PermissionError]
     try:
         from recorder.store import StoreError
+        from serving.client import PolicyConnectionError
+        from workbench.deploy.trials_service import TrialsCancelled, TrialsError
         from workbench.replay import ReplayError
 
-        errors += [StoreError, ReplayError]
+        errors += [StoreError, ReplayError, PolicyConnectionError, TrialsError, TrialsCancelled]
     except ImportError:
         pass
     return tuple(errors)

@@ -9,8 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "trial-stats", help="success rates of policy trials (Wilson 95%% intervals), compare two policies",
         description="Summarize the trial episodes of a dataset folder: per group (policy, checkpoint, prompt, "
-                    "mode) the trial count, successes / partial / failures / unlabeled, the success rate with its "
-                    "Wilson 95% interval (unlabeled trials are left out of the rate), time to success, "
+                    "mode) the trial count, successes / partial / failures / unlabeled / aborted, the success rate with "
+                    "its Wilson 95% interval (unlabeled and aborted trials are left out of the rate), time to success, "
                     "interventions per trial and duration. --compare tests two policies with Fisher's exact test.")
     p.add_argument("dataset", metavar="DATASET", help="dataset folder with trial episodes")
     p.add_argument("--by", default="policy_id",

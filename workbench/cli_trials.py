@@ -96,6 +96,8 @@ def _trials(args) -> int:
     print(f"starting the policy ({args.policy}) ...", flush=True)
     with service:  # the policy (and its server process) is closed on every path
         plan = service.open(log=lambda line: print(f"  [server] {line}", flush=True))
+        if service.recovered is not None and (service.recovered.recovered or service.recovered.quarantined):
+            print(service.recovered.format(), flush=True)
         keys = None
 
         def on_event(e) -> None:
@@ -116,6 +118,11 @@ def _trials(args) -> int:
                       flush=True)
             elif isinstance(e, ev.PromptChanged):
                 print(f"  prompt: {e.text!r}", flush=True)
+            elif isinstance(e, ev.PolicyRevived):
+                print(f"policy server: {e.message}", flush=True)
+            elif isinstance(e, ev.PolicyLost):
+                print(f"policy lost: {e.message}\n  {e.trials_left} trial{'s' if e.trials_left != 1 else ''} not "
+                      "run; the followers hold", flush=True)
             elif not isinstance(e, (ev.ChunkArrived, ev.TrialsFinished)):
                 print_event(e)
 

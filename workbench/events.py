@@ -173,11 +173,29 @@ class TrialEnded:
 
 
 @dataclass(frozen=True)
+class PolicyRevived:
+    """Between trials the policy connection was restored: a dead local server restarted, or a dropped connection
+    made again. The trial it failed in had ended aborted; the next one runs."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class PolicyLost:
+    """The policy cannot be reached again (a server that stays away, or a local one that died too often): the
+    trials end here, the followers hold. `message` says why and what to do, for the operator as it is."""
+
+    message: str
+    trials_left: int
+
+
+@dataclass(frozen=True)
 class TrialsFinished:
     results: Any  # list[workbench.deploy.trials.TrialResult]
 
 
 RigEvent = Union[ModeChanged, PhaseChanged, StepMessage, Countdown, EpisodeStarted, EpisodeSaved,
                      EpisodeDiscarded, ReplayFinished, EstopChanged, SessionError, Stopped, TrialStarted,
-                     ChunkArrived, ChunkRefused, TakeoverChanged, PromptChanged, TrialEnded, TrialsFinished]
+                     ChunkArrived, ChunkRefused, TakeoverChanged, PromptChanged, TrialEnded, PolicyRevived, PolicyLost,
+                     TrialsFinished]
 Subscriber = Callable[[RigEvent], None]

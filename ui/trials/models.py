@@ -54,15 +54,17 @@ class ResultsModel(QAbstractTableModel):
         g = self.groups[index.row()]
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            labeled = f"{g.successes}/{g.labeled}" + (f" (+{g.unlabeled} unlab.)" if g.unlabeled else "")
+            labeled = f"{g.successes}/{g.labeled}" + (f" (+{g.unlabeled} unlab.)" if g.unlabeled else "") + \
+                (f" (+{g.aborted} aborted)" if g.aborted else "")
             name = str(g.key[0]) + (f" · {g.key[1]}" if len(g.key) > 1 and g.key[1] else "")
             return (name, str(g.n), labeled, _pct(g.rate),
                     f"{100 * g.ci_lo:.0f}–{100 * g.ci_hi:.0f}%", _num(g.mean_time_to_success_s, ".1f", " s"),
                     f"{g.interventions_per_trial:.1f}")[c]
         if role == Qt.ItemDataRole.ToolTipRole:
             return (f"{g.label}\n{g.n} trials: {g.successes} success, {g.partial} partial, {g.failures} failure, "
-                    f"{g.unlabeled} unlabeled\nrate {_pct(g.rate)}, Wilson 95% interval {100 * g.ci_lo:.1f}–"
-                    f"{100 * g.ci_hi:.1f}%\nmean duration {_num(g.mean_duration_s, '.1f', ' s')}")
+                    f"{g.unlabeled} unlabeled, {g.aborted} aborted (not in the rate)\nrate {_pct(g.rate)}, Wilson "
+                    f"95% interval {100 * g.ci_lo:.1f}–{100 * g.ci_hi:.1f}%\nmean duration "
+                    f"{_num(g.mean_duration_s, '.1f', ' s')}")
         if role == Qt.ItemDataRole.TextAlignmentRole and c >= 1:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

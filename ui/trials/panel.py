@@ -33,7 +33,8 @@ MODES = (("sync", "execute k actions, then ask for the next chunk (the followers
          ("async", "ask every k actions while the current chunk runs (latency compensated)"),
          ("rtc", "async + real-time chunking: the new chunk continues the old one"))
 OUTCOME_BUTTONS = (("success", "✔ Success"), ("failure", "✖ Failure"), ("partial", "◐ Partial"))
-OUTCOME_COLOURS = {"success": "#238636", "failure": "#da3633", "partial": "#9e6a03", "unlabeled": "#6e7681"}
+OUTCOME_COLOURS = {"success": "#238636", "failure": "#da3633", "partial": "#9e6a03", "unlabeled": "#6e7681",
+                   "aborted": "#8957e5"}
 KEYS = {"next": "N", "takeover": "T", "command": "C"}
 
 
@@ -724,6 +725,13 @@ class TrialsPanel(QWidget):
             self.prompt_label.setText(f"prompt: “{e.text}” ({e.source})")
         elif isinstance(e, ev.TrialEnded):
             self._on_trial_ended(e)
+        elif isinstance(e, ev.PolicyRevived):
+            self.latency_label.setText(f"<span style='color:{theme.WARN}; font-weight:700'>policy server back</span>: "
+                                       f"{e.message}")
+        elif isinstance(e, ev.PolicyLost):
+            self.latency_label.setText(f"<span style='color:{theme.FAIL}; font-weight:700'>policy lost</span>: "
+                                       f"{e.message} · {e.trials_left} trial{'s' if e.trials_left != 1 else ''} not "
+                                       "run; the followers hold")
         elif isinstance(e, ev.TrialsFinished):
             n = len(e.results)
             ok = sum(r.outcome == "success" for r in e.results)
@@ -785,6 +793,9 @@ class TrialsPanel(QWidget):
         if e.ended_by == "aborted" and e.message:
             self.latency_label.setText(f"<span style='color:{theme.WARN}; font-weight:700'>trial aborted</span>: "
                                        f"{e.message}")
+        elif e.outcome == "aborted":
+            self.latency_label.setText(f"<span style='color:{theme.WARN}; font-weight:700'>trial aborted</span> "
+                                       f"({e.ended_by}): not counted as a failure")
         self._show_outcome(e.outcome if e.outcome != "unlabeled" else None)
         self._style_outcomes(attention=e.outcome == "unlabeled")
         self.refresh_results()

@@ -243,18 +243,32 @@ class LocalPolicyServer:
         return (f"the local policy server (pid {self.proc.pid}, {self.policy}) exited with code "
                 f"{_exit_text(code) if code is not None else '?'}" + self._last_lines())
 
+    def restart(self, timeout: float | None = None) -> "LocalPolicyServer":
+        """A fresh child after this one exited (a new port: the old one may be taken by now)."""
+        with self._lock:
+            if self.alive:
+                return self
+            if self.proc is not None:
+                self._drain()
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            self.proc, self.port, self._tmp, self._stopping = None, None, None, False
+            self._tail.clear()
+            self._out_tail.clear()
+            self._exited.clear()
+        return self.start(timeout)
+
     def check(self) -> None:
         """Raises PolicyConnectionError if the child has exited."""
         if self.proc is not None and self.proc.poll() is not None:
             raise self._death("has exited")
 
-    def connect(self, timeout: float = 30.0) -> RemotePolicy:
-        """A client of this server (starts it first if needed)."""
+    def connect(self, timeout: float = 30.0, max_restarts: int = 2) -> "ChildServedPolicy":
+        """A client of this server (starts it first if needed); its revive() restarts a dead child."""
         if self.proc is None:
             self.start()
         self.check()
-        return RemotePolicy(self.url, self.api_key, timeout,
-                            diagnose=lambda: None if self._stopping else self.death_report())
+        return ChildServedPolicy(self, timeout, max_restarts=max_restarts)
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; -> the exit code. Idempotent."""
@@ -290,6 +304,38 @@ class LocalPolicyServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ChildServedPolicy(RemotePolicy):
+    """The client of a LocalPolicyServer. Between trials, `revive()` restarts the child when it has died (a CUDA
+    error, the OOM killer, a kill): at most `max_restarts` times per session, since a policy that dies on every
+    trial should stop the session with its last output rather than be restarted forever. The trial it died in
+    has already ended "aborted" (its requests were refused); the next one runs on the new child."""
+
+    def __init__(self, server: LocalPolicyServer, timeout: float = 30.0, *, max_restarts: int = 2) -> None:
+        super().__init__(server.url, server.api_key, timeout,
+                         diagnose=lambda: None if server._stopping else server.death_report())
+        self.server, self.max_restarts, self.restarts = server, int(max_restarts), 0
+
+    def revive(self) -> str | None:
+        server = self.server
+        if server.alive:
+            return super().revive()
+        why = (server.death_report(wait=1.0) or f"the local policy server for {server.policy} exited").split(
+            "; its last output")[0]
+        if self.restarts >= self.max_restarts:
+            raise PolicyConnectionError(
+                f"{why}, after {self.restarts} restart{'s' if self.restarts != 1 else ''} this session: not "
+                f"restarting it again. Its last output:" + server._last_lines().split(":", 1)[-1]
+                + "\nFix what it says (memory, device, the policy folder), then start the trials again",
+                kind="server_exited", url=self.url)
+        self.restarts += 1
+        with self._lock:
+            self._drop()
+        server.restart()
+        self.url = server.url
+        self.warmup()  # the model loaded and its first (slow) call made before a trial depends on it
+        return f"{why}; restarted it ({self.restarts} of at most {self.max_restarts} this session), now on {self.url}"
 
 
 # ------------------------------------------------------------------------------------------------ open
@@ -363,7 +409,6 @@ def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, d
             server.stop()
             raise
         policy.on_close(server.stop)  # closing the policy stops its child
-        policy.server = server
     try:
         _rig_report(policy, rig, allow_sim_policy, log)
         if warmup:
@@ -374,4 +419,4 @@ def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, d
     return policy
 
 
-__all__ = ["LocalPolicyServer", "open_policy"]
+__all__ = ["ChildServedPolicy", "LocalPolicyServer", "open_policy"]

@@ -7,7 +7,8 @@ groups against each other (Fisher's exact test and the two-proportion z-test) wi
 the numbers support. Plain Python (math, csv): no scipy.
 
 Outcomes: "success" counts as a success; "failure" and "partial" (got part-way) as not; "unlabeled" trials are
-counted but left out of the rate (nobody has judged them yet).
+counted but left out of the rate (nobody has judged them yet), and so are "aborted" ones (cut short by an error,
+the e-stop, refused chunks or a crash: the policy was not given its trial), shown in a column of their own.
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ class TrialRecord:
     checkpoint: int | None
     prompt: str  # the initial prompt (the trial's first prompt; else the episode's task)
     mode: str  # sync / async / ...
-    outcome: str  # success / failure / partial / unlabeled (relabels in the sidecar included)
-    ended_by: str  # success / time_limit / operator / estop / error
+    outcome: str  # success / failure / partial / unlabeled / aborted (relabels in the sidecar included)
+    ended_by: str  # success / time_limit / operator / estop / error / aborted (refusals) / interrupted (recovered)
     duration_s: float
     time_to_success_s: float | None
     interventions: int  # operator takeovers
@@ -157,8 +158,8 @@ def two_proportion_p(s1: int, n1: int, s2: int, n2: int) -> float | None:
 
 @dataclass(frozen=True)
 class GroupStats:
-    """Trials sharing the values of the `by` fields. rate = successes / labeled, with labeled = n - unlabeled:
-    unlabeled trials are counted in n (and in the intervention and duration means) but not in the rate or its
+    """Trials sharing the values of the `by` fields. rate = successes / labeled, with labeled = n - unlabeled -
+    aborted: unlabeled and aborted trials are counted in n (and in the intervention and duration means) but not in the rate or its
     interval; partial counts as not a success. Undefined statistics are None."""
 
     by: tuple[str, ...]
@@ -168,6 +169,7 @@ class GroupStats:
     partial: int
     failures: int
     unlabeled: int
+    aborted: int  # cut short (error, e-stop, refused chunks, crash): in n, never in the rate (not a failure)
     rate: float | None  # None when no trial is labeled
     ci_lo: float  # Wilson 95% interval of the rate; (0, 1) when no trial is labeled
     ci_hi: float
@@ -179,7 +181,7 @@ class GroupStats:
 
     @property
     def labeled(self) -> int:
-        return self.n - self.unlabeled
+        return self.n - self.unlabeled - self.aborted
 
     @property
     def label(self) -> str:
@@ -200,14 +202,15 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 def group_stats(records: Sequence[TrialRecord], by: tuple[str, ...] = (), key: tuple[Any, ...] = ()) -> GroupStats:
     """The statistics of one set of trials (see GroupStats)."""
-    count = {o: sum(r.outcome == o for r in records) for o in ("success", "partial", "failure", "unlabeled")}
-    labeled = len(records) - count["unlabeled"]
+    count = {o: sum(r.outcome == o for r in records)
+             for o in ("success", "partial", "failure", "unlabeled", "aborted")}
+    labeled = len(records) - count["unlabeled"] - count["aborted"]
     lo, hi = wilson_interval(count["success"], labeled)
     tts = [r.time_to_success_s for r in records if r.outcome == "success" and r.time_to_success_s is not None]
     n = len(records)
     return GroupStats(
         by=tuple(by), key=tuple(key), n=n, successes=count["success"], partial=count["partial"],
-        failures=count["failure"], unlabeled=count["unlabeled"],
+        failures=count["failure"], unlabeled=count["unlabeled"], aborted=count["aborted"],
         rate=count["success"] / labeled if labeled else None, ci_lo=lo, ci_hi=hi,
         mean_time_to_success_s=_mean(tts), median_time_to_success_s=statistics.median(tts) if tts else None,
         interventions_per_trial=sum(r.interventions for r in records) / n if n else 0.0,
@@ -333,12 +336,12 @@ def _fmt(v: float | None, spec: str) -> str:
 def format_table(groups: Sequence[GroupStats]) -> str:
     """A plain-text table of grouped statistics (rates in percent)."""
     by = groups[0].by if groups else ()
-    head = [*by, "n", "success", "partial", "fail", "unlab", "rate", "95% CI", "t_succ mean", "t_succ med",
+    head = [*by, "n", "success", "partial", "fail", "unlab", "abort", "rate", "95% CI", "t_succ mean", "t_succ med",
             "interv/trial", "duration"]
     rows = []
     for g in groups:
         rows.append([*("-" if v is None else str(v) for v in g.key), str(g.n), str(g.successes), str(g.partial),
-                     str(g.failures), str(g.unlabeled),
+                     str(g.failures), str(g.unlabeled), str(g.aborted),
                      "-" if g.rate is None else f"{100 * g.rate:.0f}%", f"{100 * g.ci_lo:.0f}-{100 * g.ci_hi:.0f}%",
                      _fmt(g.mean_time_to_success_s, ".1f"), _fmt(g.median_time_to_success_s, ".1f"),
                      f"{g.interventions_per_trial:.2f}", _fmt(g.mean_duration_s, ".1f")])

@@ -68,6 +68,11 @@ class TrialSettings:
     reset_s: float = 0.0  # real rigs: time to reset the scene between trials (next skips it)
 
 
+# how a trial ended that makes it "aborted" whatever the scene looked like ("interrupted": the process never got to
+# end it -- a crash, a kill, a full disk -- and the episode was recovered from its journal)
+ABORT_REASONS = ("error", "estop", "aborted", "interrupted")
+
+
 @dataclass
 class TrialInfo:
     """The `trial` attribute of a trial episode (JSON)."""
@@ -193,6 +198,8 @@ class TrialRunner:
             if stop.is_set() or self._stop_all.is_set() or self.rig.safety.estopped:
                 break
             self._next.clear()
+            if k > 0 and not self._revive(k):
+                break
             result = self._trial(k, loop, stop)  # in `results` already (from its TrialEnded on)
             if result is None:  # stopped before it ran (start pose not reached, stop, e-stop)
                 break
@@ -202,6 +209,24 @@ class TrialRunner:
                 self._reset_wait(stop)
         self.emit(ev.TrialsFinished(list(self.results)))
         return self.results
+
+    def _revive(self, k: int) -> bool:
+        """Before trial k: the policy connection restored if the last trial lost it (a dead local server restarted,
+        a dropped connection made again; `revive()` of serving.client / policy_launcher). False, with a PolicyLost
+        the operator reads as it is, when it cannot be: the trials end there, the followers hold."""
+        revive = getattr(self.policy, "revive", None)
+        if revive is None:
+            return True
+        try:
+            note = revive()
+        except Exception as exc:  # noqa: BLE001 - PolicyConnectionError above all; any failure ends the trials alike
+            log.error("policy lost before trial %d: %s", k + 1, exc)
+            self.emit(ev.PolicyLost(str(exc), self.s.trials - k))
+            return False
+        if note:
+            log.warning("before trial %d: %s", k + 1, note)
+            self.emit(ev.PolicyRevived(note))
+        return True
 
     def _reset_wait(self, stop: threading.Event) -> None:
         self.emit(ev.PhaseChanged(ev.Phase.RESET))
@@ -292,6 +317,12 @@ class TrialRunner:
         info = TrialInfo(k, self.session_id, self.s.policy, self.policy_id, self.checkpoint,
                          self.s.execution.mode.value, self.s.execution.execute_steps, self.s.execution.ensemble,
                          self.s.execution.delay_ticks, seed=seed, max_chunk_age_s=safety.max_chunk_age_s)
+        # a trial from its first tick: the marker goes into the journal before any step, so a crash, a full disk or
+        # `episodes recover` leaves a trial episode ("interrupted", outcome aborted), never a demonstration that
+        # training would take (finetune's default `--trials exclude` reads this marker)
+        info.ended_by = "interrupted"
+        writer.set_outcome("aborted")
+        writer.set_extra_attrs({TRIAL_ATTR: info.to_json()})
         success_tick: list[int] = []
         max_reward = [0.0]
         sim = rig.sim
@@ -364,11 +395,17 @@ class TrialRunner:
         info.interventions = [{"start": iv.start, "end": iv.end if iv.end >= 0 else steps, "reason": iv.reason}
                               for iv in source.interventions]
         outcome = "unlabeled"
-        if self.rig.sim is not None:
+        sim = self.rig.sim is not None
+        if sim:
             info.max_reward = max_reward
             info.closest_m = {side: round(d, 4) for side, d in closest.items()}
             outcome = "success" if success_tick else ("partial" if max_reward > 0 else "failure")
             info.outcome_source = "auto"
+        # cut short by an error, the e-stop or refused chunks (or, where the simulator judges, the operator): says
+        # nothing of the policy, so it is not a failure (the statistics keep aborted trials apart). On a real rig
+        # the operator's early end is an ordinary trial the operator labels
+        if not success_tick and (ended_by in ABORT_REASONS or (sim and ended_by == "operator")):
+            outcome, info.outcome_source = "aborted", "auto"
         if steps == 0:
             writer.discard()
             return None

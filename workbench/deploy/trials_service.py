@@ -24,6 +24,7 @@ from workbench.deploy.policy_source import ExecConfig, check_delay
 from workbench.deploy.trials import TrialResult, TrialRunner, TrialSettings, policy_identity, start_trials
 
 if TYPE_CHECKING:
+    from recorder.recovery import RecoveryResult
     from recorder.store import DatasetStore
     from workbench.config import RigConfig
     from workbench.deploy.chunk_policy import ChunkPolicy
@@ -167,6 +168,7 @@ class TrialsService:
         self.plan: TrialsPlan | None = None
         self.store: DatasetStore | None = None
         self.runner: TrialRunner | None = None
+        self.recovered: "RecoveryResult | None" = None  # what `use` recovered of the dataset's crashed recordings
         self._lock = threading.Lock()
         self._closed = False
 
@@ -196,11 +198,19 @@ class TrialsService:
     def use(self, policy: "ChunkPolicy") -> TrialsPlan:
         """An already open policy (in-process tests, a caller that serves it itself): the plan and the store. The
         service closes it with everything else."""
-        from recorder.store import DatasetStore
+        from recorder.store import DatasetStore, StoreError
 
         self.policy = policy
         self.plan = plan_trials(self.request, dict(getattr(policy, "metadata", {}) or {}), self.seeds)
-        self.store = DatasetStore(self.plan.dataset)
+        store = DatasetStore(self.plan.dataset)
+        # its own crashed trials first: recovered as the trials they were (their marker is in the journal)
+        self.recovered = store.recover()
+        cfg = self.rig_config
+        try:  # before any motion: one trial's episode and the recorder's reserve must fit on the disk
+            store.require_space(int(self.request.time_limit_s * cfg.control_hz) + 1, len(cfg.cameras), "a trial")
+        except StoreError as exc:
+            raise TrialsError(str(exc)) from None
+        self.store = store
         return self.plan
 
     @property
