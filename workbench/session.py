@@ -129,6 +129,9 @@ class RigSession:
         from workbench.recording import RecordingSession
 
         self.rig.require_leaders("recording")
+        # before the start-up moves the arms: one episode and the recorder's reserve must fit (StoreError says so)
+        store.require_space(int(settings.episode_s * self.rig.config.control_hz) + 1, len(self.rig.cameras),
+                            "an episode")
         session = RecordingSession(self.rig, store, settings, events, emit=self._emit)
 
         def run(stop: threading.Event):

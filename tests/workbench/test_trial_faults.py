@@ -182,6 +182,32 @@ def test_a_full_disk_is_refused_before_the_arms_move(replay_folder, tmp_path):
     assert service.store is None
 
 
+def test_trials_and_recording_on_a_20_mb_disk_are_refused_before_anything_moves(replay_folder, session, tmp_path,
+                                                                                 capsys):
+    """The issue's case, on a real 20 MB tmpfs: `workbench trials` says why and exits before the policy or the rig
+    is touched; a recording session refuses before its start-up sequence (the arms do not move)."""
+    sys.path.insert(0, str(ROOT / "tests" / "recorder"))
+    from test_disk_full import mount_tmpfs, umount
+    from recorder.store import StoreError
+    from workbench.cli import main as cli_main
+    from workbench.recording import SessionSettings
+
+    mnt = tmp_path / "tiny"
+    mount_tmpfs(mnt, "20m")
+    try:
+        rc = cli_main(["trials", "--rig", "sim-transfer-cube", "--policy", str(replay_folder), "--trials", "1",
+                       "--dataset", str(mnt / "trials"), "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "MB free; a trial needs" in err and "nothing was started" in err, err
+        before = session.rig.observation().qpos.copy()
+        with pytest.raises(StoreError, match="an episode needs"):
+            session.start_recording(DatasetStore(mnt / "demos"), SessionSettings(task="x", episodes=1,
+                                                                                   episode_s=5.0))
+        assert np.array_equal(session.rig.observation().qpos, before) and session.mode.name == "IDLE"
+    finally:
+        umount(mnt)
+
+
 class RampPolicyServed:
     """A ChunkPolicy stand-in for TrialsService.use (metadata only: the service refuses before asking it)."""
 
