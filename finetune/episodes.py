@@ -178,15 +178,12 @@ def _trial_prompts(info) -> tuple[str, ...] | None:
 
 
 def _none_usable(root: Path, listed: list, outcomes, quality, names, skipped) -> str:
-    sel = {k: list(v) for k, v in (("outcomes", outcomes), ("quality", quality), ("episodes", names)) if v}
     if not listed:
         what = "no episodes" + (f" (all {len(skipped)} are damaged: {'; '.join(skipped)})" if skipped else "")
         return f"{root}: {what}; record some first (workbench record) or import ALOHA files (episodes import)"
-    counts: dict[str, int] = {}
-    for e in listed:
-        counts[f"{e.outcome}/{e.quality}"] = counts.get(f"{e.outcome}/{e.quality}", 0) + 1
-    return (f"{root}: none of its {len(listed)} episodes matches the selection {sel}; it has (outcome/quality) "
-            f"{counts}. Widen the selection or label episodes (workbench episodes {root} label ...)")
+    from recorder.store import why_none_selected
+
+    return f"{root}: " + why_none_selected(listed, outcomes, quality, names, damaged=len(skipped))
 
 
 class HDF5Frames:

@@ -96,7 +96,8 @@ def finalize_file(builder: EpisodeFileBuilder, final: Path, header: Mapping[str,
     thresholds = QualityThresholds(**header.get("thresholds", {}))
     control_hz = header.get("control_hz")
     measured = bool(header.get("timestamps_measured", True))
-    qi = builder.quality_input(control_hz, writer_dropped, measured, sim=bool(header.get("sim", False)))
+    trial = fmt.TRIAL_ATTR in {**dict(header.get("extra_attrs") or {}), **dict(extra_attrs or {})}
+    qi = builder.quality_input(control_hz, writer_dropped, measured, sim=bool(header.get("sim", False)), trial=trial)
     report = compute_quality(qi, thresholds)
     segments = segments_from_phases(builder.phase_runs, n) + segments_from_marks(marks, n)
     duration = float(qi.t[-1] - qi.t[0]) if n > 1 else 0.0

@@ -292,7 +292,7 @@ class EpisodeFileBuilder:
 
     # -- finishing ----------------------------------------------------------------------------------------
     def quality_input(self, control_hz: float | None, writer_dropped: Sequence[int] | None = None,
-                      timestamps_measured: bool = True, sim: bool = False) -> QualityInput:
+                      timestamps_measured: bool = True, sim: bool = False, trial: bool = False) -> QualityInput:
         self.flush()
         n = self.complete_steps
         d = self._ds
@@ -304,7 +304,8 @@ class EpisodeFileBuilder:
         qi = QualityInput(
             t=d[fmt.TIME_T][:n], qpos=d[fmt.QPOS][:n], action=d[fmt.ACTION][:n], cameras=tracks,
             hw_errors=[(s, m) for s, m in self.hw_errors if s < n], control_hz=control_hz,
-            timestamps_measured=timestamps_measured, t_wall=d[fmt.TIME_WALL][:n], sim=sim)
+            timestamps_measured=timestamps_measured, t_wall=d[fmt.TIME_WALL][:n], sim=sim, trial=trial,
+            command=d[fmt.COMMAND][:n] if fmt.COMMAND in d else None)
         self._check()
         return qi
 

@@ -1,8 +1,15 @@
 """Per-episode quality checks: every episode says how good it is, with figures and pass / warn / fail.
 
 ALOHA only prints the mean loop rate (re-record below 42 Hz). We also check period jitter, camera drops,
-repeats, frozen cameras, camera-to-state time skew, leader-follower tracking and servo hardware errors.
+repeats, frozen cameras, camera-to-state time skew, tracking and servo hardware errors.
 Thresholds come from the rig config's `[quality]` table (same field names as `QualityThresholds`).
+
+Each kind of episode is graded by what matters for it. On the simulator the data does not depend on wall-clock
+timing (sim time is exact, frames are rendered at sim time): the loop's wall-clock rate and jitter are shown but
+not graded (n/a), and a still scene is not a frozen camera. A demonstration's tracking is leader vs follower (a
+follower that could not keep up recorded something else than the operator did); a trial has no leader in control
+(its /action is the policy's request): its tracking is the follower vs the command the safety layer sent, which
+shows an arm blocked by an obstacle or pushing into the table.
 """
 from __future__ import annotations
 
@@ -125,10 +132,8 @@ class QualityInput:
     timestamps_measured: bool = True  # False for imported files whose timestamps were synthesized
     t_wall: np.ndarray | None = None  # (T,) wall clock per step: the timing that really happened (also in sim)
     sim: bool = False  # simulation: sim time is exact and a still scene renders identical frames
-
-
-def _cap(status: Status, cap: Status) -> Status:
-    return cap if _RANK[status] > _RANK[cap] else status
+    trial: bool = False  # a policy rollout (recorder.format.TRIAL_ATTR): /action is the policy's request
+    command: np.ndarray | None = None  # (T, 14) what the safety layer sent (trials' tracking)
 
 
 def _clock(q: QualityInput) -> tuple[np.ndarray, str]:
@@ -141,8 +146,8 @@ def _clock(q: QualityInput) -> tuple[np.ndarray, str]:
 
 
 def compute_quality(q: QualityInput, th: QualityThresholds) -> QualityReport:
-    """Grades what matters on the kind of rig: in simulation the data does not depend on wall-clock timing
-    (timing checks warn at most) and a still scene is not a frozen camera (n/a)."""
+    """Grades what matters on the kind of episode (module docstring): simulation timing is not graded, a trial's
+    tracking is follower vs command."""
     checks: list[Check] = []
     n = len(q.t)
     dt_rig = np.diff(q.t) if n > 1 else np.zeros(0)
@@ -154,29 +159,33 @@ def compute_quality(q: QualityInput, th: QualityThresholds) -> QualityReport:
 
     clock, clock_name = _clock(q)
     dt = np.diff(clock) if n > 1 else np.zeros(0)
-    cap: Status = "warn" if q.sim else "fail"
-    sim_note = "; simulation: sim time is exact, so lateness only warns" if q.sim else ""
+    sim_note = "; simulation: sim time is exact, so wall-clock lateness is not graded" if q.sim else ""
     if not q.timestamps_measured or len(dt) == 0 or clock[-1] <= clock[0]:
         checks.append(Check("control_rate", "n/a", None, "Hz", "no measured timestamps"))
         checks.append(Check("period_jitter_p99", "n/a", None, "ms"))
     else:
         rate = (n - 1) / float(clock[-1] - clock[0])
-        checks.append(Check("control_rate", _cap(_grade(rate, th.min_rate_hz_warn, th.min_rate_hz_fail, False), cap),
+        checks.append(Check("control_rate", "n/a" if q.sim else
+                            _grade(rate, th.min_rate_hz_warn, th.min_rate_hz_fail, False),
                             rate, "Hz", f"mean over {n} steps ({clock_name}); nominal {1 / nominal:.4g} Hz{sim_note}"))
         dev_ms = np.abs(dt - nominal) * 1000.0
         p99 = float(np.percentile(dev_ms, 99))
         checks.append(Check("period_jitter_p99",
-                            _cap(_grade(p99, th.jitter_p99_ms_warn, th.jitter_p99_ms_fail), cap), p99, "ms",
-                            f"max period {dt.max() * 1000:.1f} ms ({clock_name}){sim_note}"))
+                            "n/a" if q.sim else _grade(p99, th.jitter_p99_ms_warn, th.jitter_p99_ms_fail), p99,
+                            "ms", f"max period {dt.max() * 1000:.1f} ms ({clock_name}){sim_note}"))
 
     for cam, tr in q.cameras.items():
         checks.extend(_camera_checks(cam, tr, q, nominal, th))
 
-    if n:
-        err = np.abs(q.action[:, ARM_JOINT_COLUMNS] - q.qpos[:, ARM_JOINT_COLUMNS]).max(axis=1)
+    if n and q.trial and (q.command is None or len(q.command) < n):
+        checks.append(Check("tracking_error_p99", "n/a", None, "rad",
+                            "a policy rollout without the commands sent (its action is the policy's request)"))
+    elif n:
+        target, what = (q.command[:n], "follower vs the command sent") if q.trial else (q.action, "leader vs follower")
+        err = np.abs(np.asarray(target)[:, ARM_JOINT_COLUMNS] - q.qpos[:, ARM_JOINT_COLUMNS]).max(axis=1)
         p99 = float(np.percentile(err, 99))
         checks.append(Check("tracking_error_p99", _grade(p99, th.tracking_err_rad_warn, th.tracking_err_rad_fail),
-                            p99, "rad", f"max {err.max():.3f} rad (worst arm joint, leader vs follower)"))
+                            p99, "rad", f"max {err.max():.3f} rad (worst arm joint, {what})"))
     nerr = len(q.hw_errors)
     msgs = sorted({m for _, m in q.hw_errors})
     detail = ("; ".join(msgs[:3]) + (" ..." if len(msgs) > 3 else "")) if msgs else ""

@@ -436,3 +436,27 @@ def select(episodes: Iterable[EpisodeSummary], outcomes: Iterable[str] | None = 
     n = {DatasetStore._canonical(x) for x in names} if names else None
     return [e for e in episodes if (o is None or e.outcome in o) and (q is None or e.quality in q)
             and (n is None or e.name in n)]
+
+
+def why_none_selected(episodes: Iterable[EpisodeSummary], outcomes: Iterable[str] | None = None,
+                      quality: Iterable[str] | None = None, names: Iterable[str] | None = None,
+                      damaged: int = 0) -> str:
+    """Why `select` chose nothing, in words: what was asked, and what the folder holds by outcome and quality (so
+    "successes that passed quality" on a folder of WARN episodes says that, not just "nothing selected")."""
+    eps = list(episodes)
+    asked = [f"outcome {'/'.join(outcomes)}" if outcomes else "", f"quality {'/'.join(quality)}" if quality else "",
+             f"episodes {', '.join(names)}" if names else ""]
+    asked_s = " and ".join(a for a in asked if a) or "anything"
+    left = f" ({damaged} damaged left out)" if damaged else ""
+    if not eps:
+        return f"no episodes to choose from{left}"
+
+    def counts(key) -> str:
+        c: dict[str, int] = {}
+        for e in eps:
+            c[key(e)] = c.get(key(e), 0) + 1
+        return ", ".join(f"{v} {k}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))
+
+    return (f"none of the {len(eps)} episodes{left} has {asked_s}: by outcome {counts(lambda e: e.outcome)}; "
+            f"by quality {counts(lambda e: e.quality)}. Label episodes (episodes ... label), or widen the selection "
+            "(e.g. --quality pass --quality warn)")

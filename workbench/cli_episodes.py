@@ -189,7 +189,7 @@ def _import(args) -> int:
 
 def _export(args) -> int:
     from recorder.export_lerobot import export_lerobot
-    from recorder.store import select
+    from recorder.store import StoreError, select, why_none_selected
 
     store = _store(args)
     outcomes, quality = args.outcome, args.quality
@@ -201,7 +201,11 @@ def _export(args) -> int:
         print(f"skipping {len(damaged)} damaged episode(s):")
         for e in damaged:
             print(f"  DAMAGED {e.file_name}: {e.damaged}")
-    chosen = select([e for e in everything if not e.damaged], outcomes=outcomes, quality=quality)
+    usable = [e for e in everything if not e.damaged]
+    chosen = select(usable, outcomes=outcomes, quality=quality)
+    if not chosen:
+        raise StoreError(f"{store.root}: nothing to export: "
+                         + why_none_selected(usable, outcomes, quality, damaged=len(damaged)))
     res = export_lerobot([store.path(e.name) for e in chosen], args.out, overwrite=args.overwrite,
                          progress=_percent_printer(), task_source=args.task_from)
     print(f"exported {res.episodes} episodes, {res.frames} frames, {len(res.tasks)} tasks, {len(res.subtasks)} "

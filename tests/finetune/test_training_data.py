@@ -218,7 +218,7 @@ def test_selection_is_exports_and_trash_is_excluded(tmp_path, tok):
     assert data.episodes == ("episode_0",)
     assert build(tmp_path / "ds", tok).episodes == ("episode_0", "episode_1", "episode_3")
     assert build(tmp_path / "ds", tok, episodes=("1", "episode_3")).episodes == ("episode_1", "episode_3")
-    with pytest.raises(EpisodeDataError, match=r"none of its 3 episodes matches .*'failure'.*unlabeled"):
+    with pytest.raises(EpisodeDataError, match=r"none of the 3 episodes has outcome failure: by outcome .*unlabeled"):
         build(tmp_path / "ds", tok, outcomes=("failure",))
     with pytest.raises(EpisodeDataError, match="none of the selected episodes has segments"):
         build(_synthetic_store(tmp_path / "nophase", n=1, phases=False).root, tok, prompt="segment")

@@ -257,3 +257,20 @@ def test_hub_push_offline_gives_clear_error(tmp_path, env):
                        env={**os.environ, **env}, timeout=60)
     assert "HUBERROR:" in r.stdout, r.stderr[-2000:]
     assert "offline" in r.stdout.lower()
+
+
+def test_an_export_that_selects_nothing_says_what_the_folder_holds(tmp_path, capsys):
+    """`episodes DIR export --outcome success --quality pass` on a folder of failures: one line naming what was
+    asked and what there is (by outcome and by quality), not "no episodes selected"."""
+    from workbench.cli import main
+
+    store = DatasetStore(tmp_path / "d")
+    for _ in range(3):
+        name = _record(store, 60).name
+        store.label(name, "failure")
+    rc = main(["episodes", str(tmp_path / "d"), "export", str(tmp_path / "out"), "--outcome", "success",
+               "--quality", "pass"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nothing to export: none of the 3 episodes has outcome success and quality pass" in err, err
+    assert "by outcome 3 failure" in err and "by quality 3 " in err, err
+    assert not (tmp_path / "out").exists()

@@ -548,9 +548,16 @@ class EpisodesPanel(QWidget):
         names = self.export_names()
         out = self.export_dir.text().strip()
         if not names:
+            from recorder.store import why_none_selected
+
             scope = EXPORT_SCOPES[self.export_scope.currentIndex()]
-            self.ctl.error.emit(_info("Nothing to export", f"No {scope} (damaged episodes are left out): label "
-                                      "episodes, pick another scope or clear the filters."), "")
+            usable = [e for e in self.model.episodes if not e.deleted and not e.damaged]
+            damaged = sum(1 for e in self.model.episodes if e.damaged and not e.deleted)
+            why = why_none_selected(usable, ["success"], ["pass"], damaged=damaged) \
+                if scope not in ("selected episodes", "shown episodes") else \
+                f"no {scope}{f' ({damaged} damaged left out)' if damaged else ''}"
+            self.ctl.error.emit(_info("Nothing to export", f"{why[0].upper()}{why[1:]}. Pick another scope, label "
+                                      "episodes or clear the filters."), "")
             return None
         if not out:
             self.ctl.error.emit(_info("Choose an export folder", "Type a folder path next to “Export”."), "")
