@@ -153,3 +153,42 @@ def test_launching_the_app_writes_nothing_into_the_dataset_folder(qtbot, window,
     qtbot.wait(100)
     assert window.episodes_panel.store is not None
     assert not (tmp_path / "dataset").exists()  # the folder the window fixture points the app at
+
+
+def _dataset(root, notes: str, n: int = 2):
+    from recorder.store import DatasetStore
+    from tests.recorder.helpers import CAMS, tick
+
+    store = DatasetStore(root)
+    for k in range(n):
+        w = store.new_episode(CAMS, task=f"{notes} task", control_hz=50)
+        for i in range(60):
+            w.append(tick(i))
+        saved = w.stop()
+        store.set_notes(saved.name, f"{notes} {saved.name}")
+    return store
+
+
+def test_the_player_follows_the_tables_dataset_and_selection(qtbot, window, tmp_path):
+    """Issue 21.1: episode_1 of dataset A in the player, then the table switches to dataset B (as after recording
+    into another dataset): nothing of A's episode stays (player, label, notes); B's episode_1 plays with its own
+    notes, and a label click labels B's episode, never A's. A deleted episode leaves nothing on screen either."""
+    a = _dataset(tmp_path / "a", "trial")
+    b = _dataset(tmp_path / "b", "demo")
+    ep = _open(qtbot, window, a.root, 2)
+    _select(qtbot, ep, "episode_1")
+    assert ep.notes.toPlainText() == "trial episode_1" and ep.player.info.path.parent == a.root
+    ep.set_dataset(str(b.root))
+    qtbot.waitUntil(lambda: ep.model.rowCount() == 2 and ep.model.episodes[0].task == "demo task", timeout=10000)
+    assert ep.current is None and ep.player.info is None and ep.notes.toPlainText() == ""
+    assert not ep.selected_names() and not ep.outcome_btns["success"].isEnabled()
+    assert not any(btn.isChecked() for btn in ep.outcome_btns.values())
+    _select(qtbot, ep, "episode_1")
+    assert ep.player.info.path.parent == b.root and ep.notes.toPlainText() == "demo episode_1"
+    qtbot.mouseClick(ep.outcome_btns["failure"], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: b.show("episode_1").outcome == "failure", timeout=10000)
+    assert a.show("episode_1").outcome == "unlabeled", "the label went to the other dataset's episode"
+    # deleting the shown episode: its label, notes and plots go with it
+    ep.delete_selected()
+    qtbot.waitUntil(lambda: ep.model.row_of("episode_1") < 0, timeout=10000)
+    assert ep.current is None and ep.player.info is None and ep.notes.toPlainText() == ""

@@ -257,6 +257,10 @@ class EpisodesPanel(QWidget):
             return
         self.store = store
         self.undo_stack.clear()  # edits of another dataset are not undoable from here
+        # the player, labels and notes follow the table: nothing of the old dataset's episode may stay on screen
+        # (an "episode_3" highlighted in the new table while the old one played took the next label)
+        self.table.selectionModel().clearSelection()
+        self._unload()
         self.folder_label.setText(f"Dataset: {Path(folder).name}")
         self.folder_label.setToolTip(str(folder))
         proposed = str(store.root.with_name(store.root.name + "_lerobot"))
@@ -305,9 +309,17 @@ class EpisodesPanel(QWidget):
         if keep:
             self.select_names(keep)
         elif self.current and self.model.row_of(self.current) < 0:
-            self.player.unload()
-            self.current = None
+            self._unload()
         self._update_actions()
+
+    def _unload(self) -> None:
+        """No episode in the player: nothing of the last one's video, plots, label or notes stays on screen."""
+        self.current = None
+        self.player.unload()
+        self._show_outcome(None)
+        self.notes.blockSignals(True)
+        self.notes.clear()
+        self.notes.blockSignals(False)
 
     def _show_damaged(self, damaged: list) -> None:
         self.damaged_label.setVisible(bool(damaged))
@@ -346,10 +358,10 @@ class EpisodesPanel(QWidget):
         names = self.selected_names()
         name = names[-1] if names else None
         if name != self.current:
-            self.current = name
             if name is None:
-                self.player.unload()
+                self._unload()
             else:
+                self.current = name
                 self._load(name)
         self._update_actions()
 
@@ -363,6 +375,7 @@ class EpisodesPanel(QWidget):
         try:
             self.player.load(self.store.path(name, include_deleted=True))
         except Exception as exc:  # noqa: BLE001
+            self._unload()  # never the previous episode under this one's name
             self.ctl.error.emit(exc, f"Opening {name}")
             return
         info = self.player.info
@@ -479,8 +492,7 @@ class EpisodesPanel(QWidget):
     # -- delete / restore -------------------------------------------------------------------------------------------
     def delete_selected(self) -> None:
         names = self.selected_names()
-        self.player.unload()
-        self.current = None
+        self._unload()
         for n in names:
             try:
                 self.store.remove(n)
