@@ -156,11 +156,9 @@ class PolicyRuntime:
     @property
     def training_task(self) -> str | None:
         """The most frequent task prompt of the training episodes (dataset.json), the trials' default prompt."""
-        try:
-            tasks = json.loads((Path(self.policy.folder) / "dataset.json").read_text()).get("tasks") or []
-        except (OSError, ValueError):
-            return None
-        return str(tasks[0]) if tasks else None
+        from finetune.policy_meta import trained_task
+
+        return trained_task(self.policy.folder)
 
     @property
     def rtc_max_delay(self) -> int:

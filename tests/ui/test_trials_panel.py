@@ -74,7 +74,9 @@ def test_two_trials_from_the_gui(qtbot, window, tmp_path):
     _wait_state(qtbot, tp, "running", 60_000)
     pid = tp.server_pid
     assert pid is not None and _alive(pid)
-    assert tp.prompt.text() == "transfer the cube"
+    # the field stays empty (the policy's task is the default, shown as such), the running prompt is that task
+    assert tp.prompt.text() == "" and "“transfer the cube”" in tp.prompt.placeholderText()
+    assert tp.runner.s.prompt == "transfer the cube"
     pid_name = tp.runner.policy_id
     assert Path(tp.dataset_dir()) == Path(win.record_panel.dataset_dir()).parent / "trials" / pid_name
 
@@ -273,3 +275,41 @@ def test_closing_the_window_during_trials_stops_the_policy_server(qtbot, window,
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+def test_each_policy_has_its_own_prompt_across_restarts(qtbot, window, settings, tmp_path):
+    """Issue 21.2: a policy's trained task is its default prompt (shown, the field left empty); a typed prompt is
+    that policy's only, marked when it differs from the trained task; switching policies never carries a prompt
+    over, and a restart brings back each policy's own."""
+    import json as _json
+
+    from ui.trials.panel import TrialsPanel
+
+    folders = {}
+    for name, task in (("cube", "transfer the cube"), ("peg", "insert the peg")):
+        folders[name] = tmp_path / name / "policy"
+        folders[name].mkdir(parents=True)
+        (folders[name] / "dataset.json").write_text(_json.dumps({"tasks": [task]}))
+    tp = window.trials_panel
+    tp.set_policy(str(folders["cube"]))
+    assert tp.prompt.text() == "" and "“transfer the cube”" in tp.prompt.placeholderText()
+    assert not tp.prompt_note.isVisible()
+    tp.prompt.setText("push the cube gently")
+    window.show_tab(tp)
+    qtbot.waitUntil(tp.prompt_note.isVisible, timeout=5000)
+    assert "differs from the task the policy was trained on: “transfer the cube”" in tp.prompt_note.text()
+    tp._remember()  # what Start does
+    tp.set_policy(str(folders["peg"]))
+    assert tp.prompt.text() == "" and "“insert the peg”" in tp.prompt.placeholderText()
+    assert tp.request().prompt == ""  # the service then takes the peg policy's task
+    tp.prompt.setText("insert the peg")  # typing the trained task itself is no custom prompt
+    assert not tp.prompt_note.isVisibleTo(tp)
+    tp._remember()
+    tp.set_policy(str(folders["cube"]))
+    assert tp.prompt.text() == "push the cube gently"
+    tp._remember()
+    settings.sync()
+    again = TrialsPanel(window.ctl, window.jobs, settings)  # a restart: the same settings file
+    assert again.policy_edit.text() == str(folders["cube"]) and again.prompt.text() == "push the cube gently"
+    again.set_policy(str(folders["peg"]))
+    assert again.prompt.text() == ""

@@ -60,7 +60,7 @@ def test_the_cli_and_the_trials_tab_make_the_same_trials(qtbot, window, rig_file
     pid = tp.runner.policy_id
     gui_dir = Path(tp.dataset_dir())
     assert gui_dir == default_dataset(pid, data_root) == tmp_path / "trials" / pid.replace("@", "_")
-    assert tp.prompt.text() == "transfer the cube"  # the policy's training task, shown
+    assert tp.prompt.text() == "" and "“transfer the cube”" in tp.prompt.placeholderText()  # the default, shown
     gui = _folder(gui_dir)
     # the GUI lets the rig go, and its trials make room: the CLI's default folder is the same one
     win.ctl.disconnect_rig()

@@ -6,6 +6,7 @@ closes. The tab follows the runner's typed events and shows the statistics of `w
 """
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 from pathlib import Path
@@ -119,9 +120,15 @@ class TrialsPanel(QWidget):
         box = QGroupBox("Trials")
         form = QFormLayout(box)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        self.prompt = QLineEdit(str(s.value("trials/prompt", "") or ""))
+        # each policy's own prompt: empty = the task it was trained on; a typed one is remembered for that policy
+        self.prompt = QLineEdit("")
         self.prompt.setPlaceholderText("default: the task the policy was trained on")
         form.addRow("Prompt", self.prompt)
+        self.prompt_note = QLabel("")
+        self.prompt_note.setWordWrap(True)
+        self.prompt_note.setVisible(False)
+        form.addRow("", self.prompt_note)
+        self.trained_task: str | None = None  # the selected policy's (its folder's dataset.json, then the server's)
         nums = QHBoxLayout()
         self.trials = QSpinBox()
         self.trials.setRange(1, 10000)
@@ -297,6 +304,8 @@ class TrialsPanel(QWidget):
     def _wire(self) -> None:
         self.source.currentIndexChanged.connect(self._kind_changed)
         self.policy_edit.textChanged.connect(self._policy_text_changed)
+        self.prompt.textChanged.connect(self._prompt_edited)
+        self._load_prompt(self.policy_edit.text().strip())  # the remembered policy's own prompt
         self.browse_btn.clicked.connect(self._browse_policy)
         self.dataset_btn.clicked.connect(self._browse_dataset)
         self.dataset.editingFinished.connect(self.refresh_results)
@@ -369,6 +378,48 @@ class TrialsPanel(QWidget):
     def _policy_text_changed(self, text: str) -> None:
         if text.strip().startswith(("ws://", "wss://")) and self.source_kind() != "url":
             self.source.setCurrentIndex(self.source.findData("url"))
+        self._load_prompt(text.strip())
+
+    # -- the prompt, per policy
+    def _prompts(self) -> dict[str, str]:
+        try:
+            d = json.loads(str(self.settings.value("trials/prompts", "{}") or "{}"))
+        except ValueError:
+            return {}
+        return d if isinstance(d, dict) else {}
+
+    def _remember_prompt(self) -> None:
+        """The typed prompt for the current policy (none: its trained task is the default again)."""
+        spec, text = self.policy_edit.text().strip(), self.prompt.text().strip()
+        if not spec:
+            return
+        d = self._prompts()
+        if text and text != self.trained_task:
+            d[spec] = text
+        else:
+            d.pop(spec, None)
+        self.settings.setValue("trials/prompts", json.dumps(d))
+
+    def _load_prompt(self, spec: str) -> None:
+        """Another policy: its own remembered prompt, else empty with its trained task as the shown default."""
+        from finetune.policy_meta import trained_task
+
+        self.trained_task = trained_task(spec) if spec and self.source_kind() == "folder" else None
+        self._show_trained_task()
+        self.prompt.setText(self._prompts().get(spec, ""))
+        self._prompt_edited()
+
+    def _show_trained_task(self) -> None:
+        self.prompt.setPlaceholderText(f"default: “{self.trained_task}” (the task the policy was trained on)"
+                                       if self.trained_task else "default: the task the policy was trained on")
+
+    def _prompt_edited(self, *_) -> None:
+        text = self.prompt.text().strip()
+        differs = bool(text and self.trained_task and text != self.trained_task)
+        self.prompt_note.setVisible(differs)
+        if differs:
+            self.prompt_note.setText(f"<span style='color:{theme.WARN}'>differs from the task the policy was trained "
+                                     f"on: “{self.trained_task}”</span> (clear the field to use it)")
 
     def _kind_changed(self) -> None:
         kind = self.source_kind()
@@ -396,12 +447,13 @@ class TrialsPanel(QWidget):
     def _remember(self) -> None:
         s = self.settings
         for k, v in (("trials/source", self.source_kind()), ("trials/policy", self.policy_edit.text().strip()),
-                     ("trials/device", self.device.currentText()), ("trials/prompt", self.prompt.text().strip()),
+                     ("trials/device", self.device.currentText()),
                      ("trials/count", self.trials.value()), ("trials/time_limit_s", self.time_limit.value()),
                      ("trials/mode", self.mode.currentData()), ("trials/execute_steps", self.execute_steps.value()),
                      ("trials/ensemble", self.ensemble.isChecked()), ("trials/seeds", self.seeds.text().strip()),
                      ("trials/dataset", self.dataset.text().strip()), ("trials/takeover", self.takeover.isChecked())):
             s.setValue(k, v)
+        self._remember_prompt()
         if self.remember_token.isChecked() and self.token.text():
             s.setValue("trials/token", self.token.text())
         else:
@@ -505,8 +557,10 @@ class TrialsPanel(QWidget):
             return
         self.server_pid = service.server_pid
         self.policy_info.setText(plan.describe())
-        if not self.prompt.text().strip():
-            self.prompt.setText(plan.prompt)  # the default, shown and editable for the next start
+        if plan.trained_task and plan.trained_task != self.trained_task:  # a hub id or a server: now known
+            self.trained_task = plan.trained_task
+            self._show_trained_task()
+            self._prompt_edited()
         if not self.dataset.text().strip():
             self.dataset.setText(str(plan.dataset))
         self.settings.setValue("trials/dataset", self.dataset.text().strip())
