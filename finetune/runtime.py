@@ -150,6 +150,7 @@ class PolicyRuntime:
                 "rig": snap.name if snap else None, "control_hz": snap.control_hz if snap else None,
                 **rig_metadata(snap),
                 "rtc": self.rtc_mode, "rtc_max_delay": self.rtc_max_delay, "task": self.training_task,
+                "train_sim_seeds": self.training_sim_seeds,
                 "action_bounds": action_bounds(self.policy.transforms.config,
                                                self.policy.transforms.norm_stats.get("actions"))}
 
@@ -159,6 +160,13 @@ class PolicyRuntime:
         from finetune.policy_meta import trained_task
 
         return trained_task(self.policy.folder)
+
+    @property
+    def training_sim_seeds(self) -> list[int] | None:
+        """The simulator scenes of the training episodes (trials hold out from them); None: unknown."""
+        from finetune.policy_meta import training_sim_seeds
+
+        return training_sim_seeds(self.policy.folder)
 
     @property
     def rtc_max_delay(self) -> int:

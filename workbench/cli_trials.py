@@ -32,8 +32,8 @@ def register(sub) -> None:
     p.add_argument("--delay-ticks", type=int, default=None,
                    help="simulator only: enter each chunk exactly N ticks after its observation (a deterministic "
                         "stand-in for inference latency)")
-    p.add_argument("--seeds", default=None, help="simulator: seeds, e.g. 100-119 or 3,5,8 (default: continue the "
-                                                 "dataset's)")
+    p.add_argument("--seeds", default=None, help="simulator: seeds, e.g. 100-119 or 3,5,8 (default: held out from the "
+                                                 "policy's training scenes, from 100000 on)")
     p.add_argument("--time-limit-s", type=float, default=20.0, help="trial time limit in seconds (20)")
     p.add_argument("--dataset", type=Path, default=None, help="dataset folder for the trial episodes "
                                                               "(default: <data root>/trials/<policy name>)")
@@ -98,6 +98,8 @@ def _trials(args) -> int:
         plan = service.open(log=lambda line: print(f"  [server] {line}", flush=True))
         if service.recovered is not None and (service.recovered.recovered or service.recovered.quarantined):
             print(service.recovered.format(), flush=True)
+        if plan.seeds_text():
+            print(plan.seeds_text(), flush=True)
         keys = None
 
         def on_event(e) -> None:

@@ -37,6 +37,7 @@ from trial_helpers import RampPolicy, run_trials, wait_event
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
 from train_helpers import sim_dataset  # noqa: E402
+from serve_helpers import tiny_policy  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -234,3 +235,43 @@ def test_a_trial_records_the_request_and_the_command_sent(session, tmp_path):
     assert (np.abs(np.diff(cmd[:, 0])) <= cap + 1e-6).all()
     assert np.abs(np.diff(act[:, 0])).max() > 2 * cap, "the requests were capped before being recorded"
     assert not np.allclose(act[:, 0], cmd[:, 0])
+
+
+def test_simulated_trials_are_held_out_from_the_training_scenes(tmp_path, capsys):
+    """Issue 21.3: a policy trained on simulator seeds 0-2: `workbench trials` without seeds runs held-out scenes
+    (100000..) and says so; given seeds that include a training scene, it warns and marks those trials; the
+    server announces the training scenes, so a remote client can check the same."""
+    from serve_helpers import tiny_policy
+    from workbench.cli import main as cli_main
+    from workbench.deploy.trials_service import TRIAL_SEED_BASE, held_out, training_seeds
+
+    folder = tiny_policy()
+    train = training_seeds(str(folder), {})
+    assert train == (0, 1, 2), train
+    from finetune.runtime import PolicyRuntime
+
+    assert PolicyRuntime.load(folder, device="cpu").metadata()["train_sim_seeds"] == [0, 1, 2]
+    args = ["trials", "--rig", "sim-transfer-cube", "--policy", str(folder), "--trials", "2", "--time-limit-s", "0.5",
+            "--no-takeover", "--device", "cpu"]
+    assert cli_main([*args, "--dataset", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert f"seeds {TRIAL_SEED_BASE}, {TRIAL_SEED_BASE + 1}, held out (trained on 3 scenes, 0-2)" in out, out
+    store = DatasetStore(tmp_path / "a")
+    trials = [read_info(store.path(e.name)).trial for e in store.list()]
+    assert [t["seed"] for t in trials] == [TRIAL_SEED_BASE, TRIAL_SEED_BASE + 1]
+    assert [t["training_scene"] for t in trials] == [False, False]
+
+    assert cli_main([*args, "--dataset", str(tmp_path / "b"), "--seeds", "1,7"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: trial seeds 1 are scenes the policy was trained on" in out, out
+    store = DatasetStore(tmp_path / "b")
+    trials = sorted((read_info(store.path(e.name)).trial for e in store.list()), key=lambda t: t["seed"])
+    assert [(t["seed"], t["training_scene"]) for t in trials] == [(1, True), (7, False)]
+
+    # the rule itself: training seeds inside the held-out range are skipped, the trials dataset's own continued
+    from workbench.deploy.trials_service import TrialsPlan, plan_trials, TrialsRequest
+
+    plan = plan_trials(TrialsRequest(policy="p", trials=3), {"task": "t"}, None)
+    got = held_out(plan, DatasetStore(tmp_path / "a"), (TRIAL_SEED_BASE + 2, TRIAL_SEED_BASE + 3))
+    assert got.seeds == (TRIAL_SEED_BASE + 4, TRIAL_SEED_BASE + 5, TRIAL_SEED_BASE + 6) and not got.overlap
+    assert isinstance(got, TrialsPlan) and got.settings.seeds == got.seeds

@@ -556,7 +556,9 @@ class TrialsPanel(QWidget):
             self._update()
             return
         self.server_pid = service.server_pid
-        self.policy_info.setText(plan.describe())
+        seeds = plan.seeds_text()
+        colour = theme.WARN if plan.overlap else theme.MUTED
+        self.policy_info.setText(plan.describe() + (f"<br><span style='color:{colour}'>{seeds}</span>" if seeds else ""))
         if plan.trained_task and plan.trained_task != self.trained_task:  # a hub id or a server: now known
             self.trained_task = plan.trained_task
             self._show_trained_task()

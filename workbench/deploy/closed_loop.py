@@ -39,11 +39,11 @@ from recorder.store import DatasetStore
 from workbench import events as ev
 from workbench.deploy.chunk_check import ChunkLimits
 from workbench.deploy.policy_source import ExecConfig
+from workbench.deploy.trials_service import TRIAL_SEED_BASE  # one base for held-out trial scenes
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
-TRIAL_SEED_BASE = 100_000
 CORRECTION_SEED_BASE = 200_000
 TOUCHED = "touched, no grasp"  # grippers on the object without the reward's first stage (e.g. the other finger)
 TASK_RIGS = {"sim-transfer-cube": "transfer_cube", "sim-insertion": "insertion"}

@@ -66,6 +66,7 @@ class TrialSettings:
     policy_id: str = ""  # name in the statistics ("cube@2000"); default from the server's metadata
     checkpoint: str | int | None = None
     reset_s: float = 0.0  # real rigs: time to reset the scene between trials (next skips it)
+    training_seeds: tuple[int, ...] | None = None  # simulation: the scenes the policy was trained on (None: unknown)
 
 
 # how a trial ended that makes it "aborted" whatever the scene looked like ("interrupted": the process never got to
@@ -100,6 +101,7 @@ class TrialInfo:
     # every refused chunk: tick, obs_tick, step, age_s, in_a_row, kind, reason, value, limit, joint, index
     refusals: list[dict[str, Any]] = field(default_factory=list)
     aborted: str | None = None  # ended_by "aborted": why (the refusals in a row), in words
+    training_scene: bool | None = None  # simulation: its seed is one the policy was trained on (None: unknown)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -316,7 +318,9 @@ class TrialRunner:
             on_change=lambda op, tick, why: self.emit(ev.TakeoverChanged(op, tick, why)))
         info = TrialInfo(k, self.session_id, self.s.policy, self.policy_id, self.checkpoint,
                          self.s.execution.mode.value, self.s.execution.execute_steps, self.s.execution.ensemble,
-                         self.s.execution.delay_ticks, seed=seed, max_chunk_age_s=safety.max_chunk_age_s)
+                         self.s.execution.delay_ticks, seed=seed, max_chunk_age_s=safety.max_chunk_age_s,
+                         training_scene=None if seed is None or self.s.training_seeds is None
+                         else seed in self.s.training_seeds)
         # a trial from its first tick: the marker goes into the journal before any step, so a crash, a full disk or
         # `episodes recover` leaves a trial episode ("interrupted", outcome aborted), never a demonstration that
         # training would take (finetune's default `--trials exclude` reads this marker)

@@ -13,6 +13,7 @@ is refused here, before anything starts).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Simulated trials are held out from the training scenes: unless seeds are given they start here (demonstrations
+# recorded with `workbench record` start at 0), skipping any seed the policy was trained on.
+TRIAL_SEED_BASE = 100_000
 # Where datasets live unless the front end knows better (the GUI's Record tab defaults to <this>/default).
 DEFAULT_DATA_ROOT = Path.home() / "aloha_data"
 API_KEY_ENV = "WORKBENCH_API_KEY"
@@ -127,11 +131,26 @@ class TrialsPlan:
     settings: TrialSettings
     policy_type: str = "policy"
     trained_task: str | None = None
+    training_seeds: tuple[int, ...] | None = None  # the simulator scenes it was trained on (None: unknown)
+    overlap: tuple[int, ...] = ()  # trial seeds among them: those trials are marked, they test memory
 
     def describe(self) -> str:
         """"cube@2000 · pi0 · trained on “transfer the cube”"."""
         return f"{self.policy_id} · {self.policy_type}" + \
             (f" · trained on “{self.trained_task}”" if self.trained_task else "")
+
+    def seeds_text(self) -> str:
+        """What the seeds are against the training scenes, one line for the operator ("" on a real rig)."""
+        if self.seeds is None:
+            return ""
+        span = _span(self.seeds)
+        if self.overlap:
+            return (f"WARNING: trial seeds {_span(self.overlap)} are scenes the policy was trained on: those trials "
+                    f"test memory, not generalization (marked `training_scene` in their records); seeds {span}")
+        if self.training_seeds is None:
+            return f"seeds {span} (the training scenes are unknown: overlap not checked)"
+        return f"seeds {span}, held out (trained on {len(self.training_seeds)} scenes" + \
+            (f", {_span(self.training_seeds)})" if self.training_seeds else ")")
 
 
 def plan_trials(request: TrialsRequest, metadata: dict[str, Any], seeds: tuple[int, ...] | None) -> TrialsPlan:
@@ -150,6 +169,47 @@ def plan_trials(request: TrialsRequest, metadata: dict[str, Any], seeds: tuple[i
     return TrialsPlan(request, pid, step, prompt, dataset, seeds, settings,
                       str(meta.get("policy_type") or meta.get("model") or "policy"),
                       str(trained) if trained else None)
+
+
+def _span(seeds) -> str:
+    seeds = sorted(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds[:8])) + (" ..." if len(seeds) > 8 else "")
+
+
+def training_seeds(spec: str, metadata: dict[str, Any] | None) -> tuple[int, ...] | None:
+    """The simulator scenes the policy was trained on: what its server announces ("train_sim_seeds"), else what a
+    local policy folder says (finetune.policy_meta); None when unknown."""
+    announced = (metadata or {}).get("train_sim_seeds")
+    if isinstance(announced, list):
+        return tuple(sorted(int(x) for x in announced))
+    if spec.startswith(("ws://", "wss://")):
+        return None
+    from finetune.policy_meta import training_sim_seeds
+
+    found = training_sim_seeds(spec)
+    return None if found is None else tuple(found)
+
+
+def held_out(plan: TrialsPlan, store: "DatasetStore", train: tuple[int, ...] | None) -> TrialsPlan:
+    """Simulated trials: without given seeds, the next `trials` seeds from TRIAL_SEED_BASE (or after this trials
+    dataset's own) that the policy was not trained on; with given seeds, those, and the ones it was trained on noted
+    (warned, and marked in each trial's record)."""
+    from workbench.recording import next_sim_seed
+
+    seeds = plan.seeds
+    known = set(train or ())
+    if seeds is None:
+        out, s = [], max(TRIAL_SEED_BASE, next_sim_seed(store))
+        while len(out) < plan.request.trials:
+            if s not in known:
+                out.append(s)
+            s += 1
+        seeds = tuple(out)
+    overlap = tuple(sorted(set(seeds) & known))
+    settings = dataclasses.replace(plan.settings, seeds=seeds, training_seeds=train)
+    return dataclasses.replace(plan, seeds=seeds, settings=settings, training_seeds=train, overlap=overlap)
 
 
 class TrialsService:
@@ -205,6 +265,8 @@ class TrialsService:
         store = DatasetStore(self.plan.dataset)
         # its own crashed trials first: recovered as the trials they were (their marker is in the journal)
         self.recovered = store.recover()
+        if self.rig_config.backend == "sim":
+            self.plan = held_out(self.plan, store, training_seeds(self.request.spec, getattr(policy, "metadata", {})))
         cfg = self.rig_config
         try:  # before any motion: one trial's episode and the recorder's reserve must fit on the disk
             store.require_space(int(self.request.time_limit_s * cfg.control_hz) + 1, len(cfg.cameras), "a trial")
@@ -281,5 +343,5 @@ def _close_quietly(policy) -> None:
         log.error("closing the policy: %s", exc)
 
 
-__all__ = ["DEFAULT_DATA_ROOT", "TrialsCancelled", "TrialsError", "TrialsPlan", "TrialsRequest", "TrialsService",
-           "default_dataset", "parse_seeds", "plan_trials"]
+__all__ = ["DEFAULT_DATA_ROOT", "TRIAL_SEED_BASE", "TrialsCancelled", "TrialsError", "TrialsPlan", "TrialsRequest", "TrialsService",
+           "default_dataset", "held_out", "parse_seeds", "plan_trials", "training_seeds"]
