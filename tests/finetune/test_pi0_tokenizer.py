@@ -81,4 +81,50 @@ def test_a_small_models_tokenizer_is_trained_into_the_run_folder_once(tmp_path):
     assert tok.vocab_size == 120 and tok.tokenize("pick up the cube").mask.sum() > 2
     mtime = path.stat().st_mtime_ns
     assert tokenizer_for_run(None, tmp_path, vocab_size=512).stat().st_mtime_ns == mtime  # kept, not retrained
-    assert tokenizer_for_run(str(path), tmp_path / "elsewhere", vocab_size=PALIGEMMA_VOCAB_SIZE) == path
+    assert tokenizer_for_run(str(path), tmp_path / "elsewhere", vocab_size=512) == path
+
+
+# ------------------------------------------------------------------------------------------ PaliGemma's identity
+def test_the_paligemma_check_accepts_a_file_with_its_identity_and_refuses_others(tmp_path):
+    """check_paligemma_tokenizer through sentencepiece's API. Accept path: the stand-in of tokenizer_helpers (no
+    real PaliGemma file is on this machine): 257,152 pieces, BOS 2, "\\n" one piece, the <loc>/<seg> pieces.
+    Refused, naming the file: the small trained tokenizer, and a file of the right size without the "\\n" piece."""
+    from hub_helpers import standin_tokenizer
+    from tokenizer_helpers import paligemma_like_tokenizer
+
+    from finetune.model_config import Pi0Config
+    from finetune.tokenizer import PromptTokenizer, TokenizerMismatch, check_paligemma_tokenizer, train_small_tokenizer
+
+    good = standin_tokenizer()
+    check_paligemma_tokenizer(good)
+    tok = PromptTokenizer.for_model(good, Pi0Config.variant("pi0"))
+    out = tok.tokenize("pick up the red cube")
+    n = int(out.mask.sum())
+    assert out.tokens[0] == 2 and tok.sp.id_to_piece(int(out.tokens[n - 1])) == "\n" and tok.max_len == 48
+
+    small = train_small_tokenizer(tmp_path / "small")
+    with pytest.raises(TokenizerMismatch, match=f"{small} is not PaliGemma's tokenizer.model.*120 pieces"):
+        check_paligemma_tokenizer(small)
+    with pytest.raises(TokenizerMismatch, match="120 pieces"):  # what loading a full-size policy gets
+        PromptTokenizer.for_model(small, Pi0Config.variant("pi0"))
+    no_newline = paligemma_like_tokenizer(tmp_path / "bad" / "tokenizer.model", newline=False)
+    with pytest.raises(TokenizerMismatch, match=r"bad/tokenizer.model is not PaliGemma's.*'\\n' \(the prompt's end\)"):
+        check_paligemma_tokenizer(no_newline)
+    assert PromptTokenizer.for_model(small, Pi0Config.variant("pi0_tiny")).vocab_size == 120  # small: no check
+
+
+def test_a_runs_tokenizer_is_checked_by_the_models_vocabulary(tmp_path):
+    """tokenizer_for_run: full vocabulary -> the file must be PaliGemma's (a wrong --tokenizer is refused before
+    training); small vocabulary -> its own trained tokenizer, or a given one that fits its embedding."""
+    from hub_helpers import standin_tokenizer
+
+    from finetune.model_config import PALIGEMMA_VOCAB_SIZE
+    from finetune.tokenizer import TokenizerMismatch, tokenizer_for_run, train_small_tokenizer
+
+    small = train_small_tokenizer(tmp_path / "small")
+    with pytest.raises(TokenizerMismatch, match=f"{small} is not PaliGemma's"):
+        tokenizer_for_run(str(small), tmp_path / "run", vocab_size=PALIGEMMA_VOCAB_SIZE)
+    assert tokenizer_for_run(str(standin_tokenizer()), tmp_path / "run", PALIGEMMA_VOCAB_SIZE) == standin_tokenizer()
+    with pytest.raises(TokenizerMismatch, match="257,152 pieces but the model's embedding has 512 rows"):
+        tokenizer_for_run(str(standin_tokenizer()), tmp_path / "run", vocab_size=512)
+    assert tokenizer_for_run(None, tmp_path / "tiny", vocab_size=512) == tmp_path / "tiny" / "tokenizer.model"
