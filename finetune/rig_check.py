@@ -10,7 +10,9 @@ simulated data -- backend "sim" or "virtual" -- on a rig that drives real arms, 
 operator allows it, sim-to-real being sometimes intended), gripper constants (the normalized gripper values the
 policy learned map to these joint angles). What one side does not say (a rig.json of imported episodes has no
 gripper constants and no backend; an older server announces no joint names) is reported as not checked, never
-passed silently: `RigCheck.summary()` is one line naming what was checked and what was not.
+passed silently: `RigCheck.summary()` is one line naming what was checked and what was not. A policy trained
+elsewhere (finetune.foreign_policy: a LeRobot or openpi checkpoint) says only the cameras it reads
+(`camera_subset`: others on the rig are noted, not refused) and its joint count (compared without names).
 
 Torch-free: the robot side imports it.
 """
@@ -39,6 +41,14 @@ class RigDescription:
     control_hz: float | None = None
     backend: str | None = None  # "sim" | "virtual" | "dynamixel"
     name: str | None = None
+    # a policy trained elsewhere (finetune.foreign_policy): the joint count without names is known, and `cameras`
+    # are only those it reads (the rig may have more, which it ignores)
+    joint_count: int | None = None
+    camera_subset: bool = False
+
+    def __post_init__(self) -> None:
+        if self.joint_count is None and self.joint_names is not None:
+            object.__setattr__(self, "joint_count", len(self.joint_names))
 
     @staticmethod
     def of(rig: Any) -> "RigDescription":
@@ -63,11 +73,14 @@ class RigDescription:
         name = get("name")
         if not isinstance(name, str):
             name = get("rig") if isinstance(get("rig"), str) else None
+        count = get("joint_count")
         return RigDescription(cams, tuple(str(j) for j in joints) if joints is not None else None,
                               gripper,
                               float(hz) if isinstance(hz, (int, float)) and not isinstance(hz, bool) and hz > 0
                               else None,
-                              str(backend) if backend and backend != "unknown" else None, name)
+                              str(backend) if backend and backend != "unknown" else None, name,
+                              int(count) if isinstance(count, int) and not isinstance(count, bool) else None,
+                              get("camera_subset") is True)
 
 
 @dataclass
@@ -117,8 +130,14 @@ def compare_rigs(trained: Any, rig: Any, *, allow_sim_policy: bool | None = Fals
     # cameras
     missing = [c for c in t.cameras if c not in r.cameras]
     extra = [c for c in r.cameras if c not in t.cameras]
-    check.checked.append(f"cameras {list(t.cameras)}")
-    if missing or extra:
+    check.checked.append(f"cameras {list(t.cameras)}" + (" (the ones the policy reads)" if t.camera_subset else ""))
+    if t.camera_subset:  # a foreign policy: rig cameras it does not read are fine, missing ones are not
+        if missing:
+            check.differences.append(f"cameras: the policy reads {list(t.cameras)}, rig has {list(r.cameras)} "
+                                     f"(missing {missing})")
+        if extra:
+            check.notes.append(f"rig cameras {extra} are not read by the policy")
+    elif missing or extra:
         check.differences.append(
             f"cameras: policy trained on {list(t.cameras)}, rig has {list(r.cameras)}"
             + (f" (missing {missing})" if missing else "") + (f" (not in training {extra})" if extra else ""))
@@ -127,6 +146,11 @@ def compare_rigs(trained: Any, rig: Any, *, allow_sim_policy: bool | None = Fals
         check.checked.append(f"joint layout ({len(t.joint_names)} joints)")
         if tuple(t.joint_names) != tuple(r.joint_names):
             check.differences.append(f"joint layout: policy {list(t.joint_names)}, rig {list(r.joint_names)}")
+    elif t.joint_count is not None and r.joint_count is not None:  # the count is known, the names are not
+        check.checked.append(f"joint count ({t.joint_count})")
+        if t.joint_count != r.joint_count:
+            check.differences.append(f"joint count: policy {t.joint_count}, rig {r.joint_count}")
+        check.unchecked.append(f"joint names ({_unknown(t.joint_names, r.joint_names)})")
     else:
         check.unchecked.append(f"joint layout ({_unknown(t.joint_names, r.joint_names)})")
     # control rate

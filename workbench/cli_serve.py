@@ -6,6 +6,11 @@ process (workbench.deploy.policy_launcher.LocalPolicyServer) where: once the soc
 atomically with {"host", "port", "url", "pid", "policy"} as JSON. `--exit-with-parent` ends the server when its stdin
 closes, so a child server never outlives the app that started it. `--tls-cert CERT --tls-key KEY` serves `wss://`
 (TLS): off loopback the api key and the actions then no longer travel in clear.
+
+A policy trained elsewhere is served too (finetune.foreign_policy): a LeRobot pi0 folder as it is, an openpi PyTorch
+checkpoint (`<step>/model.safetensors` + `assets/`) with `--config NAME` naming how it was trained
+(`workbench serve ckpts/run/30000 --config pi0_aloha_sim`); `--tokenizer`, `--asset-id` and `--camera-map` say
+what such a checkpoint does not.
 """
 from __future__ import annotations
 
@@ -41,6 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "layout, control rate, gripper constants); without it nothing is checked here, "
                                  "clients check the announced metadata on their side")
     p.add_argument("--num-steps", type=int, default=None, help="denoising steps [default: the model's]")
+    g = p.add_argument_group("a policy trained elsewhere (LeRobot pi0 folder, openpi PyTorch checkpoint)")
+    g.add_argument("--config", default=None, metavar="NAME",
+                   help="how an openpi checkpoint was trained: an openpi config (pi0_aloha, pi0_aloha_sim, ...) or "
+                        "one of ours (pi0, tiny, a model variant); for a LeRobot folder, the model architecture")
+    g.add_argument("--tokenizer", default=None, metavar="PATH",
+                   help="the SentencePiece tokenizer.model [default: the checkpoint's, else PaliGemma's from the hub]")
+    g.add_argument("--asset-id", default=None, metavar="ID",
+                   help="which assets/<ID>/norm_stats.json of an openpi checkpoint [default: the only one]")
+    g.add_argument("--camera-map", default=None, metavar="POLICY=RIG,...",
+                   help="policy camera -> rig camera pairs where the names do not say it (e.g. top=cam_high)")
     p.add_argument("--ready-file", default=None, metavar="PATH",
                    help="once listening, write {host, port, url, pid, policy} as JSON to PATH (atomically)")
     p.add_argument("--exit-with-parent", action="store_true",
@@ -124,4 +139,8 @@ def _load(args: argparse.Namespace):
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_served_policy(args.policy, device=device, rig=rig, num_steps=args.num_steps)
+    from finetune.foreign_policy import ForeignOptions
+
+    foreign = ForeignOptions(config=args.config, tokenizer=args.tokenizer, asset_id=args.asset_id,
+                             camera_map=ForeignOptions.parse_camera_map(args.camera_map))
+    return load_served_policy(args.policy, device=device, rig=rig, num_steps=args.num_steps, foreign=foreign)

@@ -104,12 +104,14 @@ class LocalPolicyServer:
     start() waits until it listens (or raises PolicyConnectionError naming its exit code and last output when it
     dies first, or stops it on `startup_timeout`); its output lines go to `log`; connect() -> RemotePolicy whose
     errors mention the child's death if that was the cause; stop() ends it (SIGTERM, then SIGKILL), idempotent.
-    `rig` (preset name, TOML path or RigConfig) makes the server refuse a policy trained for another rig."""
+    `rig` (preset name, TOML path or RigConfig) makes the server refuse a policy trained for another rig.
+    `policy_config` names how an openpi checkpoint was trained (`workbench serve --config`)."""
 
     def __init__(self, policy: str | Path, rig: Any = None, device: str = "auto", api_key: str | None = None,
                  log: Log | None = None, *, num_steps: int | None = None, startup_timeout: float = 300.0,
-                 tail_lines: int = 40) -> None:
+                 tail_lines: int = 40, policy_config: str | None = None) -> None:
         self.policy, self.rig, self.device, self.api_key = _caller_policy(policy), rig, device, api_key
+        self.policy_config = policy_config
         if isinstance(rig, (str, Path)):
             self.rig = _caller_rig(rig)  # resolved against the caller's cwd now, not the child's
         self.log, self.num_steps, self.startup_timeout = log, num_steps, float(startup_timeout)
@@ -145,6 +147,8 @@ class LocalPolicyServer:
             cmd += ["--rig", rig]
         if self.num_steps is not None:
             cmd += ["--num-steps", str(int(self.num_steps))]
+        if self.policy_config:
+            cmd += ["--config", str(self.policy_config)]
         return cmd
 
     # -- life cycle
@@ -384,7 +388,7 @@ def _rig_report(policy: RemotePolicy, rig: Any, allow_sim_policy: bool, log: Log
 def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, device: str = "auto",
                 log: Log | None = None, *, warmup: bool = True, timeout: float = 30.0,
                 startup_timeout: float = 300.0, tls_ca: str | Path | None = None,
-                allow_sim_policy: bool = False) -> RemotePolicy:
+                allow_sim_policy: bool = False, policy_config: str | None = None) -> RemotePolicy:
     """`ws://` / `wss://` URL -> RemotePolicy; a policy folder, replay folder or hub id -> a LocalPolicyServer child
     and a RemotePolicy whose close() also stops it. warmup: one dummy request before returning (see the module
     docstring). `rig` checks the policy against the rig: a child server is given it (`--rig`: refuses a mismatch
@@ -393,7 +397,8 @@ def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, d
     `log` and `policy.rig_check`. allow_sim_policy: run a policy trained on a simulated backend on a real
     ("dynamixel") rig, which is refused otherwise (the operator's `--allow-sim-policy`). tls_ca: the CA file a
     `wss://` server's certificate is verified against (default $WORKBENCH_TLS_CA, else the system's trust store); a
-    `ws://` URL of another machine is said to `log` to be unencrypted."""
+    `ws://` URL of another machine is said to `log` to be unencrypted. policy_config: how an openpi checkpoint was
+    trained (its child server's `--config`; a LeRobot folder or ours says it itself)."""
     spec = str(spec)
     if spec.startswith(("ws://", "wss://")):
         policy = RemotePolicy(spec, api_key, timeout, tls_ca=tls_ca)
@@ -401,7 +406,7 @@ def open_policy(spec: str | Path, rig: Any = None, api_key: str | None = None, d
             _say(log, policy.security_warning)  # ws:// to another machine: the key and the actions in clear
     else:
         server = LocalPolicyServer(spec, rig=rig, device=device, api_key=api_key, log=log,
-                                   startup_timeout=startup_timeout)
+                                   startup_timeout=startup_timeout, policy_config=policy_config)
         server.start()
         try:
             policy = server.connect(timeout)
