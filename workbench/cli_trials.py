@@ -44,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="inference device of the local policy server (auto, cuda, cpu)")
     p.add_argument("--tls-ca", default=None, help="CA file the wss:// server's certificate is checked against "
                    "(default $WORKBENCH_TLS_CA, else the system's)")
+    p.add_argument("--policy-config", default=None, metavar="NAME",
+                   help="how an openpi checkpoint (no config.json) was trained, e.g. pi0_aloha_sim (as `workbench "
+                        "serve --config`)")
     p.add_argument("--allow-sim-policy", action="store_true",
                    help="run a policy trained on a simulator on real arms (refused otherwise)")
     p.set_defaults(func=_trials)
@@ -83,7 +86,8 @@ def request_from_args(args) -> "TrialsRequest":
     return TrialsRequest(policy=args.policy, trials=args.trials, prompt=args.prompt or "", dataset=args.dataset,
                          data_root=args.data_root, seeds=args.seeds or "", execution=execution,
                          time_limit_s=args.time_limit_s, takeover=not args.no_takeover, device=args.device,
-                         api_key=args.api_key, tls_ca=args.tls_ca, allow_sim_policy=args.allow_sim_policy)
+                         api_key=args.api_key, tls_ca=args.tls_ca, allow_sim_policy=args.allow_sim_policy,
+                         policy_config=args.policy_config)
 
 
 def _trials(args) -> int:

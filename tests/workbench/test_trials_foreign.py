@@ -2,9 +2,8 @@
 -- open_policy starts a `workbench serve` child on loopback, checks the rig on what the server announces, the trials
 service plans on its metadata -- and a trial on the MuJoCo rig. The policy is a tiny random pi0 in LeRobot's
 2025-09 layout reading one camera ("top", mapped to cam_high). A real LeRobot pi0 is full size, which its
-config.json says; this tiny one needs the architecture named (`policy_config="tiny"`, the child's `--config`),
-which `workbench trials` has no flag for, so the test opens the policy itself and hands it to the service
-(TrialsService.use). Its chunks are as wild as any untrained model's: the trial runs with the chunk check's
+config.json says; this tiny one needs the architecture named (`policy_config="tiny"`: `workbench trials
+--policy-config`, the child's `--config`), given through the trials service's request. Its chunks are as wild as any untrained model's: the trial runs with the chunk check's
 tolerances opened (the safety layer's caps stay in force), as tests/workbench/test_trials_served.py does for our
 own tiny policy."""
 from __future__ import annotations
@@ -58,16 +57,15 @@ def session():
 
 
 def test_a_lerobot_folder_opens_like_ours_and_runs_a_trial_on_the_sim_rig(lerobot_folder, session, tmp_path):
-    from workbench.deploy.policy_launcher import open_policy
     from workbench.deploy.trials_service import TrialsRequest, TrialsService
 
     lines: list[str] = []
-    policy = open_policy(str(lerobot_folder), rig=session.rig.config, device="cpu", log=lines.append,
-                         policy_config="tiny")
     service = TrialsService(TrialsRequest(policy=str(lerobot_folder), trials=1, prompt="transfer the cube",
-                                          dataset=tmp_path / "trials"), session.rig.config)
+                                          dataset=tmp_path / "trials", device="cpu", policy_config="tiny"),
+                            session.rig.config)
     try:
-        plan = service.use(policy)
+        plan = service.open(log=lines.append)  # what `workbench trials --policy-config tiny` does
+        policy = service.policy
         check = policy.rig_check  # the robot side's check, on the announced metadata
         assert check.ok, check.differences
         assert "joint count (14)" in check.checked and any("cam_high" in c for c in check.checked)

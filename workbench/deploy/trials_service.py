@@ -93,6 +93,7 @@ class TrialsRequest:
     api_key: str | None = field(default=None, repr=False)  # remote server's key (default: $WORKBENCH_API_KEY)
     tls_ca: str | Path | None = None  # CA file a wss:// server's certificate is checked against ($WORKBENCH_TLS_CA)
     allow_sim_policy: bool = False  # run a policy trained on a simulator on real arms (sim-to-real, on purpose)
+    policy_config: str | None = None  # how an openpi checkpoint was trained (`workbench serve --config`)
 
     @property
     def spec(self) -> str:
@@ -241,7 +242,8 @@ class TrialsService:
         req = self.request
         api_key = req.api_key or os.environ.get(API_KEY_ENV)
         policy = open_policy(req.spec, rig=self.rig_config, api_key=api_key, device=req.device, log=log,
-                             tls_ca=req.tls_ca, allow_sim_policy=req.allow_sim_policy)
+                             tls_ca=req.tls_ca, allow_sim_policy=req.allow_sim_policy,
+                             policy_config=req.policy_config)
         with self._lock:
             closed = self._closed
             if not closed:
