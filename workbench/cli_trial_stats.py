@@ -1,4 +1,4 @@
-"""`workbench trial-stats DATASET`: success rates of policy trials with 95% intervals, and policy comparisons."""
+"""`workbench trial-stats DATASET [DATASET ...]`: success rates of policy trials with 95% intervals, and policy comparisons."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "mode) the trial count, successes / partial / failures / unlabeled / aborted, the success rate with "
                     "its Wilson 95% interval (unlabeled and aborted trials are left out of the rate), time to success, "
                     "interventions per trial and duration. --compare tests two policies with Fisher's exact test.")
-    p.add_argument("dataset", metavar="DATASET", help="dataset folder with trial episodes")
+    p.add_argument("dataset", metavar="DATASET", nargs="+",
+                   help="dataset folder(s) with trial episodes: trials go to one folder per policy by default "
+                        "(<data root>/trials/<policy>), so give both to compare two policies")
     p.add_argument("--by", default="policy_id",
                    help="comma-separated grouping fields: policy_id, checkpoint, prompt, mode [default: policy_id]")
     p.add_argument("--compare", nargs=2, metavar=("POLICY_A", "POLICY_B"),
@@ -31,12 +33,13 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: cannot group by {', '.join(bad)}; choose from {', '.join(ts.GROUP_FIELDS)}", file=sys.stderr)
         return 2
-    records = ts.load_trials(args.dataset, include_deleted=args.include_deleted)
+    records = [r for folder in args.dataset for r in ts.load_trials(folder, include_deleted=args.include_deleted)]
+    where = ", ".join(args.dataset)
     if not records:
-        print(f"{args.dataset}: no trial episodes")
+        print(f"{where}: no trial episodes")
         return 0
     groups = ts.summarize(records, by=by)
-    print(f"{len(records)} trials in {args.dataset}")
+    print(f"{len(records)} trials in {where}")
     print(ts.format_table(groups))
     if args.csv:
         ts.write_csv(args.csv, groups)

@@ -282,3 +282,20 @@ def test_cli_prints_the_table_compares_and_writes_csv(trial_ds, tmp_path, capsys
     assert "no trials of policy nope" in capsys.readouterr().err
     assert cli_main(["trial-stats", str(trial_ds), "--by", "outcome"]) == 2
     assert math.isfinite(ts.summarize(ts.load_trials(trial_ds))[0].mean_duration_s)
+
+
+def test_cli_compares_policies_whose_trials_are_in_two_folders(trial_ds, tmp_path, capsys):
+    """Each policy's trials in its own folder (the default `<data root>/trials/<policy>`): trial-stats takes both."""
+    import shutil
+
+    a, b = tmp_path / "cube_2000", tmp_path / "cube_1000"
+    for dst, keep in ((a, (1, 2, 3)), (b, (4, 5, 7))):
+        dst.mkdir()
+        for k in keep:
+            for f in trial_ds.glob(f"episode_{k}.*"):
+                shutil.copy(f, dst / f.name)
+    rc = cli_main(["trial-stats", str(a), str(b), "--compare", "cube@2000", "cube@1000"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert text.splitlines()[0] == f"6 trials in {a}, {b}"
+    assert "cube@2000: 2/3 labeled trials succeeded (67%)" in text and "cube@1000: 1/2 labeled" in text
