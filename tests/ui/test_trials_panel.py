@@ -244,7 +244,39 @@ def test_compare_two_selected_policies_shows_the_verdict(qtbot, settings):
     assert tp.compare_btn.isEnabled()
     qtbot.mouseClick(tp.compare_btn, Qt.MouseButton.LeftButton)
     want = compare(groups[0], groups[1]).verdict
-    assert tp.compare_label.text() == want and "significant at 5%" in want
+    text = tp.compare_label.text()
+    assert text.endswith(want) and "significant at 5%" in want
+    # the result names the two policies and their counts (issue 21: it did not say which was which)
+    a, b = groups[0], groups[1]
+    assert f"<b>{a.key[0]}, transfer the cube</b>: {a.successes}/{a.labeled}" in text, text
+    assert f"<b>{b.key[0]}, transfer the cube</b>: {b.successes}/{b.labeled}" in text, text
+
+
+def test_the_results_table_reads_every_policys_trial_folder(qtbot, settings, tmp_path):
+    """Each policy's trials sit in their own folder under <data root>/trials: the tab's results take the
+    neighbouring policies' folders too, so two policies can be compared here."""
+    import shutil
+
+    from tests.workbench.test_trial_stats import record_trial
+    from ui.controller import RigController
+    from recorder.store import DatasetStore
+    from ui.tasks import JobRunner
+    from ui.trials.panel import TrialsPanel
+
+    root = tmp_path / "trials"
+    for name, pid in (("cube_2000", "cube@2000"), ("cube_500", "cube@500")):
+        store = DatasetStore(root / name)
+        for outcome in ("success", "failure"):
+            record_trial(store, outcome, policy_id=pid)
+    (root / "notes").mkdir()  # a folder without trials is no policy's
+    jobs = JobRunner()
+    tp = TrialsPanel(RigController(jobs), jobs, settings)
+    qtbot.addWidget(tp)
+    tp.dataset.setText(str(root / "cube_2000"))
+    tp.refresh_results()
+    assert tp.results_folders() == [str(root / "cube_2000"), str(root / "cube_500")]
+    assert sorted(g.key[0] for g in tp.results_model.groups) == ["cube@2000", "cube@500"]
+    assert "2 trial folders" in tp.results_note.text()
 
 
 def test_closing_the_window_during_trials_stops_the_policy_server(qtbot, window, tmp_path, monkeypatch):

@@ -274,9 +274,14 @@ class TrialsPanel(QWidget):
         self.results = make_table(self.results_model, 0)
         self.results.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         self.results.setMinimumHeight(96)
-        self.results.setToolTip("per policy and prompt, from the trial episodes of the dataset; select two to "
-                                "compare")
+        self.results.setToolTip("per policy and prompt, from the trial episodes of this dataset and of the other "
+                                "policies' trial folders next to it; click two rows to compare them")
+        self.results.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # "cube@2000 · …the cube": both ends matter
         v.addWidget(self.results)
+        self.results_note = QLabel("Click two rows (two policies or prompts), then Compare.")
+        self.results_note.setProperty("class", "muted")
+        self.results_note.setWordWrap(True)
+        v.addWidget(self.results_note)
         row = QHBoxLayout()
         self.compare_btn = QPushButton("Compare")
         self.compare_btn.setToolTip("Fisher's exact test on the two selected rows")
@@ -703,16 +708,34 @@ class TrialsPanel(QWidget):
     def refresh_results(self) -> None:
         from workbench.deploy.trial_stats import load_trials, summarize
 
-        folder = self.dataset_dir()
+        folders = self.results_folders()
         groups: list = []
-        if folder and Path(folder).expanduser().is_dir():
+        if folders:
             try:
-                groups = summarize(load_trials(folder), by=("policy_id", "prompt"))
+                groups = summarize([r for f in folders for r in load_trials(f)], by=("policy_id", "prompt"))
             except Exception as exc:  # noqa: BLE001 - a foreign folder: said, not raised
                 self.ctl.error.emit(exc, "Reading the trial results")
+        self.results_note.setText(
+            f"{len(folders)} trial folder{'s' if len(folders) != 1 else ''} ({Path(folders[0]).parent if folders else '-'})"
+            " · click two rows, then Compare" if len(folders) > 1 else "Click two rows (two policies or prompts), "
+            "then Compare.")
         self.results_model.set_groups(groups)
         self.compare_label.setText("")
         self._update()
+
+    def results_folders(self) -> list[str]:
+        """This session's dataset and, next to it, the other policies' trial folders (the default layout puts each
+        policy's trials in `<data root>/trials/<policy>`), so two policies can be compared here as with
+        `workbench trial-stats A B`."""
+        folder = self.dataset_dir()
+        if not folder or not Path(folder).expanduser().is_dir():
+            return []
+        here = Path(folder).expanduser()
+        out = [str(here)]
+        if here.parent.name == "trials":
+            out += [str(d) for d in sorted(here.parent.iterdir()) if d.is_dir() and d != here
+                    and any(d.glob("episode_*.hdf5"))]
+        return out
 
     def selected_groups(self) -> list:
         rows = sorted(i.row() for i in self.results.selectionModel().selectedRows())
@@ -725,9 +748,14 @@ class TrialsPanel(QWidget):
         if len(groups) != 2:
             self.compare_label.setText("Select two rows to compare.")
             return None
-        verdict = compare(groups[0], groups[1]).verdict
-        self.compare_label.setText(verdict)
-        return verdict
+        c = compare(groups[0], groups[1])
+
+        def side(g, s: int, n: int) -> str:
+            return f"<b>{g.label.replace('policy_id=', '').replace('prompt=', '')}</b>: {s}/{n}"
+
+        text = f"{side(groups[0], c.successes_a, c.n_a)} vs {side(groups[1], c.successes_b, c.n_b)} · {c.verdict}"
+        self.compare_label.setText(text)
+        return text
 
     def _ask_csv_path(self) -> str:
         default = str(Path(self.dataset_dir() or ".") / "trial_results.csv")
