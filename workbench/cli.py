@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 COMMAND_MODULES = [
@@ -72,10 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args.func, args.rig = _run_gui, None
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return rc
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `workbench episodes DIR show | head`: the reader left; no traceback (Python's advice)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # readable errors, not tracebacks, for the expected failure kinds
         if isinstance(exc, _user_errors()) and not args.verbose:
             print(f"error: {exc}", file=sys.stderr)

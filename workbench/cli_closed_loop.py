@@ -9,7 +9,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "closed-loop", help="the whole loop on the simulator with a measured success rate",
         description="Records --demos scripted demonstrations on the simulated rig, post-trains a policy on them, "
-                    "runs --trials seeded trials and prints the success rate with its Wilson 95%% interval, how far "
+                    "runs --trials seeded trials and prints the success rate with its Wilson 95% interval, how far "
                     "the failed trials got and where the time went. Each stage is skipped when its output is "
                     "already in --out. --rounds 2 adds operator corrections (the scripted demonstrator takes over "
                     "when the policy stalls, on fresh seeds), trains further on them and re-runs the trials.")

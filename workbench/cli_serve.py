@@ -15,6 +15,8 @@ what such a checkpoint does not.
 from __future__ import annotations
 
 import argparse
+
+from workbench.cli_help import DefaultsHelp
 import asyncio
 import json
 import logging
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(or WORKBENCH_API_KEY); clients then send `Authorization: Api-Key <key>` (an address sending "
                     "5 wrong keys within a minute is refused for 5 minutes). Off loopback, serve TLS "
                     "(--tls-cert/--tls-key: wss://), or the key and the actions travel in clear.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelp)
     p.add_argument("policy", metavar="POLICY", help="policy folder (runs/NAME/policy), hub id, or replay folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0: any free port (see --ready-file)")

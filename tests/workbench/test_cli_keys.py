@@ -98,3 +98,26 @@ def test_estop_keys_on_a_pty(cli):
         assert calls[-2:] == [("next",), ("stop",)], calls
     else:
         assert ("event", "mark") in calls and calls[-2:] == [("event", "next"), ("event", "stop")], calls
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(tmp_path, monkeypatch):
+    """`workbench episodes DIR show NAME | head -1`: the reader is gone before the output ends (a real OS pipe,
+    its read end closed): the command ends quietly with 0, no BrokenPipeError traceback."""
+    import io
+    import os
+    import sys
+
+    from recorder.store import DatasetStore
+    from tests.recorder.helpers import CAMS, tick
+    from workbench.cli import main
+
+    store = DatasetStore(tmp_path / "d")
+    w = store.new_episode(CAMS, task="t", control_hz=50)
+    for i in range(30):
+        w.append(tick(i))
+    w.stop()
+    r, wfd = os.pipe()
+    os.close(r)
+    out = io.TextIOWrapper(os.fdopen(wfd, "wb", buffering=1 << 16), write_through=False)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["episodes", str(tmp_path / "d"), "show", "episode_0"]) == 0
