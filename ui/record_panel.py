@@ -16,6 +16,7 @@ from PyQt6.QtWidgets import (QApplication, QComboBox, QDoubleSpinBox, QFileDialo
 
 from ui import theme
 from ui.widgets import BigFigure, RateMeter, is_text_input, rate_status, readable
+from workbench.recording import DEFAULT_EPISODE_S
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class RecordPanel(QWidget):
         self.episodes = QSpinBox()
         self.episodes.setRange(1, 1000)
         self.episodes.setValue(int(settings.value("record/episodes", 10)))
-        self.length = self._spin(settings.value("record/episode_s", 10.0), 1, 600, " s")
+        self.length = self._spin(settings.value("record/episode_s", DEFAULT_EPISODE_S), 1, 600, " s")
         nums.addWidget(self.episodes)
         nums.addWidget(QLabel("episodes of"))
         nums.addWidget(self.length)

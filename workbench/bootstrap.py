@@ -22,8 +22,10 @@ APT_PACKAGES = [
     "libxkbcommon-x11-0", "libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1", "libxcb-shape0",
     "libxcb-xinerama0", "libxcb-randr0", "libxcb-render-util0", "libxcb-image0", "libfontconfig1",
     "libdbus-1-3", "fonts-dejavu-core",  # Qt 6 xcb platform plugin
-    "openssh-client", "openssh-server", "rsync",  # workbench train --host (and its loopback test)
+    "openssh-client", "rsync",  # workbench train --host
 ]
+# only the tests need a server: an operator's PC never gets an sshd from the app's set-up
+TEST_APT_PACKAGES = ["openssh-server"]  # the loopback sshd of the `train --host` test
 TEST_COMMAND = [sys.executable, "-m", "pytest", "-q", "tests"]
 
 
@@ -32,19 +34,19 @@ def _run(cmd: list[str], **kw) -> int:
     return subprocess.call(cmd, **kw)
 
 
-def missing_apt_packages() -> list[str]:
+def missing_apt_packages(packages: list[str] | None = None) -> list[str]:
     if not shutil.which("dpkg-query"):
         return []
     missing = []
-    for pkg in APT_PACKAGES:
+    for pkg in APT_PACKAGES if packages is None else packages:
         out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
         if "install ok installed" not in out.stdout:
             missing.append(pkg)
     return missing
 
 
-def install_system_packages() -> None:
-    missing = missing_apt_packages()
+def install_system_packages(packages: list[str] | None = None) -> None:
+    missing = missing_apt_packages(packages)
     if not missing:
         return
     prefix = [] if os.geteuid() == 0 else (["sudo"] if shutil.which("sudo") else None)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = argv[0] if argv else "app"
     if mode not in ("app", "test"):
         sys.exit("usage: python3 -m workbench.bootstrap [app|test] [extra args]")
-    install_system_packages()
+    install_system_packages(APT_PACKAGES + (TEST_APT_PACKAGES if mode == "test" else []))
     install_python("test" if mode == "test" else "")
     if mode == "test":
         # openpi's client pins numpy<2 (its code runs on NumPy 2): installed without its pins for the serving tests

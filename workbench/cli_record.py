@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from workbench.cli_keys import RawKeys
+from workbench.recording import DEFAULT_EPISODE_S
 
 PRESET_LABELS = {str(i): f"segment {i}" for i in range(1, 10)}
 
@@ -20,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, type=Path, help="dataset folder (created if missing)")
     p.add_argument("--task", required=True, help="task prompt stored with every episode")
     p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--episode-s", type=float, default=8.0, help="episode length in seconds (default 8)")
+    p.add_argument("--episode-s", type=float, default=DEFAULT_EPISODE_S,
+                   help=f"episode length in seconds (default {DEFAULT_EPISODE_S:g}, as the Record tab's)")
     p.add_argument("--reset-s", type=float, default=5.0, help="reset period between episodes (real rigs)")
     p.add_argument("--countdown-s", type=float, default=3.0, help="countdown before each episode (real rigs)")
     p.add_argument("--seed", type=int, default=None, help="simulation: seed of the first episode")

@@ -68,11 +68,14 @@ class EventStream:
             return None
 
 
+DEFAULT_EPISODE_S = 10.0  # one default for `workbench record` and the Record tab
+
+
 @dataclass
 class SessionSettings:
     task: str
     episodes: int
-    episode_s: float
+    episode_s: float = DEFAULT_EPISODE_S
     reset_s: float = 5.0
     countdown_s: float = 3.0
     seed: int | None = None  # simulation: seed of the first episode (then +1 per episode); None: continue the dataset

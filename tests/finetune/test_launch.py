@@ -54,7 +54,7 @@ def _free_port() -> int:
 @pytest.fixture
 def sshd(tmp_path):
     if SSHD is None or shutil.which("rsync") is None:
-        pytest.skip("needs openssh-server and rsync (python -m workbench.bootstrap installs them: APT_PACKAGES)")
+        pytest.skip("needs openssh-server and rsync (python -m workbench.bootstrap test installs them)")
     if os.geteuid() != 0:
         pytest.skip("sshd on loopback needs root here (it switches to the logged-in user)")
     d = tmp_path / "ssh"

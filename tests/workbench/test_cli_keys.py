@@ -121,3 +121,11 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path, monkeypatch):
     out = io.TextIOWrapper(os.fdopen(wfd, "wb", buffering=1 << 16), write_through=False)
     monkeypatch.setattr(sys, "stdout", out)
     assert main(["episodes", str(tmp_path / "d"), "show", "episode_0"]) == 0
+
+
+def test_the_app_set_up_installs_no_ssh_server():
+    """`bootstrap app` is what an operator's PC runs: no sshd there (only the tests need one, `bootstrap test`)."""
+    from workbench import bootstrap
+
+    assert "openssh-server" not in bootstrap.APT_PACKAGES and "openssh-server" in bootstrap.TEST_APT_PACKAGES
+    assert "openssh-client" in bootstrap.APT_PACKAGES and "rsync" in bootstrap.APT_PACKAGES  # train --host needs them
