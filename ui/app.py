@@ -195,6 +195,7 @@ class MainWindow(QMainWindow):
         self.ctl.sessionEvent.connect(self._on_session_event)
         self.train_panel.policy_chosen.connect(self._use_policy)
         self.trials_panel.predictionChanged.connect(self.live.plots.set_prediction)
+        self.ctl.sessionEvent.connect(self._legend_for_mode)
         self.trials_panel.openEpisode.connect(self.open_episode)
 
         self._timer = QTimer(self)
@@ -245,6 +246,15 @@ class MainWindow(QMainWindow):
 
     def select_rig(self, ref: str) -> None:
         self.rig_panel.select(ref)
+
+    def _legend_for_mode(self, e) -> None:
+        """The live charts' thin line: the leader's reading in teleop / recording, the command in a trial (the
+        policy's, or the leaders' during a takeover), the recorded action in a replay."""
+        from workbench import events as ev
+
+        if isinstance(e, ev.ModeChanged) and e.mode is not ev.Mode.IDLE:
+            self.live.plots.set_command_label({ev.Mode.TRIAL: "command (policy / takeover)",
+                                               ev.Mode.REPLAY: "replayed action"}.get(e.mode, "leader"))
 
     def open_episode(self, folder: str, name: str) -> None:
         """An episode in the Episodes player (a trial from the Trials tab)."""

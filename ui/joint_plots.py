@@ -36,8 +36,9 @@ class SideHeader(QWidget):
         self.title.setProperty("class", "caption")
         head.addWidget(self.title)
         head.addSpacing(12)
-        head.addWidget(QLabel(f'<span style="color:{theme.ACCENT}">━━ leader</span>&nbsp;&nbsp;&nbsp;'
-                              f'<span style="color:{theme.WARN}">━━ follower</span>'))
+        self.legend = QLabel("")
+        head.addWidget(self.legend)
+        self.set_command_label("leader")
         self.extra = QLabel("")  # an extra legend entry (the live charts' predicted chunk), hidden when empty
         self.extra.hide()
         head.addWidget(self.extra)
@@ -51,6 +52,10 @@ class SideHeader(QWidget):
             b.clicked.connect(lambda _=False, s=side: self.sideChanged.emit(s))
             self.buttons.addButton(b)
             head.addWidget(b)
+
+    def set_command_label(self, name: str) -> None:
+        self.legend.setText(f'<span style="color:{theme.ACCENT}">━━ {name}</span>&nbsp;&nbsp;&nbsp;'
+                            f'<span style="color:{theme.WARN}">━━ follower</span>')
 
     def set_extra_legend(self, html: str) -> None:
         self.extra.setText(html)

@@ -103,6 +103,7 @@ class LiveJointCharts(QWidget):
         self._pred_t: np.ndarray | None = None
         self._pred: np.ndarray | None = None
         self.pred_px: list[np.ndarray] = []  # per joint of the shown arm: the drawn (x, y) points (tests)
+        self.line_px: list[np.ndarray] = []  # per joint of the shown arm: the drawn samples' (x, y) (tests)
         self.now_x: float | None = None  # x of the present while a prediction is shown
 
         lay = SideHeader.on_top_of(self)
@@ -114,6 +115,9 @@ class LiveJointCharts(QWidget):
         """Append one sample from a Tick (a tick already seen is skipped)."""
         if tick is None or tick.index == self._last_index:
             return
+        last = self._t[-1]
+        if np.isfinite(last) and tick.t < last:  # a new episode's clock (a trial's simulation restarts at 0): the
+            self._t[:] = np.nan  # old samples would land in the future, drawn past the chart's right edge
         self._last_index = tick.index
         self._t[:-1], self._t[-1] = self._t[1:], tick.t
         self._lead[:-1], self._lead[-1] = self._lead[1:], tick.action
@@ -143,6 +147,10 @@ class LiveJointCharts(QWidget):
             self._pred = np.asarray(actions, dtype=np.float64)
             self.header.set_extra_legend(f'&nbsp;&nbsp;&nbsp;<span style="color:{PREDICTED}">╍╍ predicted</span>')
         self._redraw(force=True)
+
+    def set_command_label(self, name: str) -> None:
+        """What the thin line is: the leader in teleop and recording, the policy's command in trials."""
+        self.header.set_command_label(name)
 
     def set_side(self, side: str) -> None:
         self.side = side
@@ -225,7 +233,10 @@ class LiveJointCharts(QWidget):
         canvas = self._bg.copy()
         pred = self._pred is not None and ok.any()
         span = self.window_s + (self.future_s if pred else 0.0)  # seconds across a chart
-        self.pred_px, self.now_x = [], None
+        self.pred_px, self.line_px, self.now_x = [], [], None
+        if ok.sum() >= 2:
+            ok &= self._t >= self._t[ok][-1] - self.window_s  # the window only: older samples would be drawn
+            #                                                   left of the frame, over the labels
         if ok.sum() >= 2:
             t = self._t[ok] - self._t[ok][-1]  # seconds before now (<= 0)
             for j, cell in enumerate(self.cells):
@@ -235,6 +246,8 @@ class LiveJointCharts(QWidget):
                     ys = np.clip(cell.rows(data[ok, off + j]), cell.y, cell.y + cell.h - 1)
                     pts = np.stack([xs, ys], axis=1)
                     pts = pts[np.isfinite(pts).all(axis=1)]
+                    if data is self._lead:
+                        self.line_px.append(pts)
                     # 4 fractional bits: sub-pixel positions, so slow motions stay smooth
                     cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, _bgr(colour), width,
                                   cv2.LINE_AA, shift=4)

@@ -77,3 +77,31 @@ def test_reset_clears_the_curves(qtbot):
     assert len(_pixels_of(w._canvas_np, w.cells[0], theme.ACCENT)[0]) > 0
     w.reset()
     assert len(_pixels_of(w._canvas_np, w.cells[0], theme.ACCENT)[0]) == 0
+
+
+def test_the_charts_stay_inside_their_frames_across_a_new_trials_clock(qtbot):
+    """Issue 21: after a trial the next one's rig clock restarts (the simulation at 0) and the buffer holds more
+    than the window: every drawn sample stays inside its joint's frame, never over the labels or the next chart;
+    the thin line is named for what it is (the command in trials)."""
+    w = LiveJointCharts(redraw_hz=1000, refit_s=0.0)
+    qtbot.addWidget(w)
+    w.resize(1000, 360)
+    w.show()
+    qtbot.waitExposed(w)
+    q = np.zeros(14)
+
+    def inside() -> None:
+        w._redraw(force=True)
+        assert w.line_px and all(len(p) for p in w.line_px)
+        for cell, pts in zip(w.cells, w.line_px):
+            assert pts[:, 0].min() >= cell.x - 1e-6 and pts[:, 0].max() <= cell.x + cell.w - 1 + 1e-6, \
+                (cell, pts[:, 0].min(), pts[:, 0].max())
+
+    for i in range(400):  # 40 s sampled at 10 Hz (a busy GUI polls late): the buffer spans twice the window
+        w.push(SimpleNamespace(index=i, t=100.0 + i * 0.1, action=q + np.sin(i / 9), qpos=q))
+    inside()
+    for i in range(30):  # the next trial: its clock starts again near 0
+        w.push(SimpleNamespace(index=1000 + i, t=i * 0.05, action=q - 0.3, qpos=q))
+    inside()
+    w.set_command_label("command (policy / takeover)")
+    assert "command (policy / takeover)" in w.header.legend.text() and "leader" not in w.header.legend.text()

@@ -89,6 +89,7 @@ def test_two_trials_from_the_gui(qtbot, window, tmp_path):
     drawn = [p for p in plots.pred_px if len(p)]
     assert drawn and all(p[:, 0].min() >= plots.now_x - 1e-6 for p in drawn)
     assert plots.header.extra.isVisible()
+    assert "command (policy / takeover)" in plots.header.legend.text()  # not "leader" during trials
 
     # trial 1 ends by itself: the replay of the demonstration transfers the cube
     qtbot.waitUntil(lambda: tp.trials_model.rowCount() == 2 or tp.trials_model.rows[0].outcome != "running",
