@@ -121,6 +121,7 @@ def test_two_trials_from_the_gui(qtbot, window, tmp_path):
     assert second.ended_by == "operator" and second.interventions == 1, second
     # ended by the operator on the simulator: aborted (the policy was not given its time), not a failure
     assert second.outcome == "aborted"
+    assert "Policy in control" not in tp.takeover_label.text()  # nobody is, once the trials ended
 
     # the policy server child process is gone once the trials ended
     qtbot.waitUntil(lambda: not _alive(pid), timeout=20_000)

@@ -862,6 +862,8 @@ class TrialsPanel(QWidget):
 
     def _on_trial_ended(self, e) -> None:
         self.predictionChanged.emit(None)
+        self.takeover_label.setText(f"<span style='color:{theme.MUTED}'>Trial {e.index + 1} ended: the followers "
+                                    "hold</span>")
         row = self._row(e.index)
         if row is None:
             row = TrialRow(e.index, e.name, None, "")
@@ -893,6 +895,9 @@ class TrialsPanel(QWidget):
             return
         self.state = "finished"
         self.predictionChanged.emit(None)
+        self.operator = False
+        self.takeover_btn.setText("Take over")
+        self.takeover_label.setText("")  # nobody is in control once the trials ended: the followers hold
         self._close_service(self.service, wait=False)
         if not self.state_label.text().endswith("success"):
             n = len(self.runner.results) if self.runner is not None else 0
