@@ -192,3 +192,26 @@ def test_the_player_follows_the_tables_dataset_and_selection(qtbot, window, tmp_
     ep.delete_selected()
     qtbot.waitUntil(lambda: ep.model.row_of("episode_1") < 0, timeout=10000)
     assert ep.current is None and ep.player.info is None and ep.notes.toPlainText() == ""
+
+
+def test_a_click_on_the_players_slider_jumps_there_and_frames_count_from_one(qtbot, tmp_path):
+    """Issue 21: clicking the slider moved one page toward the click; it goes where it lands. The camera tile's
+    frame number and the position label count alike (no "frame 253" next to "254/500")."""
+    from ui.episodes.player import EpisodePlayer
+
+    store = _dataset(tmp_path / "a", "demo", n=1)
+    player = EpisodePlayer()
+    qtbot.addWidget(player)
+    player.resize(900, 600)
+    player.show()
+    qtbot.waitExposed(player)
+    player.load(store.path("episode_0"))
+    s = player.slider
+    QTest.mouseClick(s, Qt.MouseButton.LeftButton, pos=QPoint(int(s.width() * 0.75), s.height() // 2))
+    n = player.info.steps
+    assert abs(s.value() - 0.75 * (n - 1)) <= 0.08 * n, (s.value(), n)
+    i = player.step
+    assert player.pos_label.text().endswith(f"{i + 1}/{n}")
+    tile = next(iter(player.tiles.values()))
+    assert tile.seq == i + 1, (tile.seq, i)
+    player.unload()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
-from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QStyle, QVBoxLayout, QWidget
 
 from drivers.arm import DEFAULT_CONTROL_HZ
 
@@ -36,7 +36,7 @@ class EpisodePlayer(QWidget):
         self.play_btn = QPushButton("▶")
         self.play_btn.setFixedWidth(48)
         self.play_btn.setToolTip("Play / pause (Space)")
-        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider = JumpSlider(Qt.Orientation.Horizontal)
         self.pos_label = QLabel("—")
         self.pos_label.setMinimumWidth(150)
         self.pos_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -108,7 +108,7 @@ class EpisodePlayer(QWidget):
             try:
                 img = self.reader.image(name, i)
                 tile.image = None
-                tile.set_frame(img, i)
+                tile.set_frame(img, i + 1)  # counted from 1, as the position label next to it
                 tile.status = "ok"
             except (KeyError, ValueError, OSError) as exc:
                 tile.clear(f"cannot decode: {exc}")
@@ -147,3 +147,15 @@ class EpisodePlayer(QWidget):
             self.pause()
         else:
             self.set_step(nxt)
+
+
+
+class JumpSlider(QSlider):
+    """A left click on the groove moves the handle there (the platform default moves one page toward it)."""
+
+    def mousePressEvent(self, e) -> None:  # noqa: N802 - Qt's name
+        if e.button() == Qt.MouseButton.LeftButton and self.maximum() > self.minimum():
+            span = max(1, self.width())
+            value = QStyle.sliderValueFromPosition(self.minimum(), self.maximum(), int(e.position().x()), span)
+            self.setValue(value)
+        super().mousePressEvent(e)
