@@ -363,6 +363,8 @@ class MainWindow(QMainWindow):
         self.live.setVisible(not on_episodes)
         if on_episodes:
             self.episodes_panel.refresh()
+        if self.tabs.widget(i) is self._pages.get(self.record_panel):
+            self.record_panel._refresh_goal()  # labels and deletes made in Episodes count at once
 
     def _update_title(self) -> None:
         cfg = self.ctl.config

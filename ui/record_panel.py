@@ -243,7 +243,7 @@ class RecordPanel(QWidget):
         self.dataset.editingFinished.connect(self._refresh_goal)
         controller.sessionEvent.connect(self._on_event)
         controller.teleopFinished.connect(self._on_finished)
-        controller.connectionChanged.connect(lambda _: self._update())
+        controller.connectionChanged.connect(self._connection_changed)
         controller.estopChanged.connect(lambda _: self._update())
         self._paint_labels()
         self._refresh_goal()
@@ -279,6 +279,12 @@ class RecordPanel(QWidget):
     def _focus_label(self) -> None:
         self.mark_text.setFocus()
         self.mark_text.selectAll()
+
+    def _connection_changed(self, connected: bool) -> None:
+        if not connected:  # no loop runs: no rate to show (it read "50.0 Hz" while disconnected)
+            self.q_rate.set("—")
+            self.meter = RateMeter()
+        self._update()
 
     def _refresh_goal(self) -> None:
         """"23 / 50 episodes (19 success)": the dataset's progress toward the operator's goal."""

@@ -148,6 +148,10 @@ class TeleopPanel(QWidget):
             self.summary.setText(f"Last run: {summary.ticks} ticks at {summary.rate_hz:.2f} Hz · period p99 "
                                  f"{summary.period_p99_ms:.2f} ms · max {summary.period_max_ms:.2f} ms · "
                                  f"overruns {summary.overruns}")
+        self._current_step = -1  # nothing is running: no step of the sequence is current (it kept "Teleoperating")
+        self._paint_steps()
+        if not self.ctl.estopped:
+            self.headline.setText("Idle")
         self.refresh()
 
     def on_estop(self, engaged: bool) -> None:

@@ -177,3 +177,43 @@ def test_replay_a_recorded_episode_then_cancel_one(qtbot, window):
     qtbot.waitUntil(lambda: win.banner.current is not None and win.banner.current.title.startswith("Replay stopped"),
                     timeout=5000)
     assert win.ctl.replay_job is None
+
+
+def test_no_stale_values_after_stop_relabel_or_disconnect(qtbot, window):
+    """Issue 21 ("Everywhere"): after teleop stops, no step of the start-up sequence stays current
+    ("Teleoperating"); the Record tab's goal counter follows labels and deletes made in Episodes; with the rig
+    disconnected the Record tab shows no loop rate."""
+    from tests.ui.conftest import start_teleop
+
+    win = window
+    connect(qtbot, win)
+    start_teleop(qtbot, win)
+    win.ctl.stop_teleop()
+    tp = win.teleop_panel
+    qtbot.waitUntil(lambda: not win.ctl.teleop_running, timeout=30000)
+    qtbot.waitUntil(lambda: not any("▶" in lab.text() or "✔" in lab.text() for lab in tp.step_labels),
+                    timeout=10000)
+    assert "Teleoperating" not in tp.headline.text()
+
+    _record_one_second(qtbot, win)
+    rp = win.record_panel
+    qtbot.waitUntil(lambda: "(0 success)" in rp.goal_label.text() or "(1 success)" in rp.goal_label.text(),
+                    timeout=10000)
+    ep = win.episodes_panel
+    win.show_tab(ep)
+    ep.set_dataset(rp.dataset_dir())
+    qtbot.waitUntil(lambda: ep.model.rowCount() == 1, timeout=10000)
+    ep.select_names(["episode_0"])
+    qtbot.waitUntil(lambda: ep.current == "episode_0", timeout=10000)
+    ep.set_outcome("success")
+    win.show_tab(rp)
+    assert "<b>1</b> / " in rp.goal_label.text() and "(1 success)" in rp.goal_label.text(), rp.goal_label.text()
+    win.show_tab(ep)
+    ep.select_names(["episode_0"])
+    ep.delete_selected()
+    win.show_tab(rp)
+    assert "<b>0</b> / " in rp.goal_label.text(), rp.goal_label.text()
+
+    win.ctl.disconnect_rig()
+    qtbot.waitUntil(lambda: not win.ctl.connected, timeout=60000)
+    assert "50" not in rp.q_rate.value.text() and "—" in rp.q_rate.value.text()
