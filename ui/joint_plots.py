@@ -24,6 +24,11 @@ def _small_font():
     return f
 
 
+def joint_unit(name: str) -> str:
+    """The axis unit of a joint's chart: radians for the arm joints, the normalized 0-1 range for a gripper."""
+    return "0 closed – 1 open" if name == "gripper" else "rad"
+
+
 class SideHeader(QWidget):
     """Caption, leader/follower legend and the left/right arm switch shared by the live charts and the player."""
     sideChanged = pyqtSignal(str)
@@ -94,7 +99,8 @@ class JointPlots(QWidget):
         self.lead_curves, self.fol_curves, self.cursors = [], [], []
         for j, name in enumerate(JOINT_NAMES):
             p = self.glw.addPlot(row=j // columns, col=j % columns)
-            p.setTitle(f'<span style="color:{theme.TEXT}; font-size:8pt">{name.replace("_", " ")}</span>', size="8pt")
+            p.setTitle(f'<span style="color:{theme.TEXT}; font-size:8pt">{name.replace("_", " ")} '
+                       f'<span style="color:{theme.MUTED}">({joint_unit(name)})</span></span>', size="8pt")
             p.titleLabel.setMaximumHeight(16)
             p.showGrid(x=False, y=True, alpha=0.15)
             p.setMenuEnabled(False)

@@ -19,7 +19,7 @@ from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 from drivers.arm import ARM_DOF, BIMANUAL_DOF, JOINT_NAMES, SIDES, arm_slice
 from ui import theme
-from ui.joint_plots import SideHeader
+from ui.joint_plots import SideHeader, joint_unit
 
 TITLE_H, AXIS_W, GAP = 16, 40, 6
 PREDICTED = "#bc8cff"  # the policy's predicted chunk, dashed, ahead of the present
@@ -191,7 +191,7 @@ class LiveJointCharts(QWidget):
             p.setPen(QColor(theme.TEXT))
             p.drawText(QRectF(cell.x, cell.y - TITLE_H, cell.w, TITLE_H),
                        Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                       JOINT_NAMES[j].replace("_", " "))
+                       f"{JOINT_NAMES[j].replace('_', ' ')} ({joint_unit(JOINT_NAMES[j])})")
             p.setFont(small)
             for frac in (0.0, 0.5, 1.0):
                 v = cell.hi - frac * (cell.hi - cell.lo)
