@@ -432,6 +432,13 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/geometry", self.saveGeometry())
         self._timer.stop()
         self.train_panel.shutdown()  # a training process checkpoints, then stops (Resume continues it)
+        if self.ctl.connected:  # parking takes seconds and blocks this thread: say so before it starts
+            what = ("Turning torque off" if torque_off else
+                    "Parking the arms (slowly to the sleep pose, then torque off)") + " before quitting…"
+            self.statusBar().showMessage(what)
+            self.quit_message = what
+            self.setCursor(Qt.CursorShape.WaitCursor)
+            QApplication.processEvents()
         try:
             self.ctl.shutdown(torque_off_here=torque_off)
         except Exception as exc:  # noqa: BLE001 - the window closes whatever happens; the session held the arms

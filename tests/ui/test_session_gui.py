@@ -157,3 +157,22 @@ def test_two_recording_sessions_record_different_scenes(qtbot, window):
         assert b.info.sim_seed == a.info.sim_seed + 1
         assert np.abs(np.asarray(a.qpos) - np.asarray(b.qpos)).max() > 1e-3 or \
             np.abs(np.asarray(a.action) - np.asarray(b.action)).max() > 1e-3
+
+
+def test_quitting_with_a_connected_rig_says_it_parks_the_arms(qtbot, window, monkeypatch):
+    """Issue 21: parking before the window closes takes seconds and gave no feedback. The status bar says what is
+    happening before the arms start moving (seen by the real shutdown, which parks the simulated arms)."""
+    win = window
+    connect(qtbot, win)
+    monkeypatch.setattr("ui.dialogs.before_arms_stop", lambda parent, ctl, what: "park")
+    seen = []
+    real = win.ctl.shutdown
+
+    def shutdown(**kw):
+        seen.append(win.statusBar().currentMessage())
+        return real(**kw)
+
+    monkeypatch.setattr(win.ctl, "shutdown", shutdown)
+    win.close()
+    assert seen and seen[0].startswith("Parking the arms (slowly to the sleep pose, then torque off)"), seen
+    assert not win.ctl.connected
