@@ -23,6 +23,7 @@ class Readable:
     message: str
     fix: str = ""
     severity: str = "error"  # error | warning | info
+    keep: bool = False  # an info banner with a result to read (a path): stays until dismissed
 
 
 def describe(exc: BaseException | str, context: str = "") -> Readable:
@@ -111,7 +112,8 @@ class ErrorBanner(QFrame):
                           f"<span style='color:{theme.TEXT}'>{_esc(r.message)}</span>{fix}")
         self.show()
         self.place()
-        if r.severity == "info":
+        self._timer.stop()
+        if r.severity == "info" and not r.keep:
             self._timer.start(6000)
         return r
 

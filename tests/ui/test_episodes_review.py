@@ -215,3 +215,35 @@ def test_a_click_on_the_players_slider_jumps_there_and_frames_count_from_one(qtb
     tile = next(iter(player.tiles.values()))
     assert tile.seq == i + 1, (tile.seq, i)
     player.unload()
+
+
+def test_push_errors_speak_to_a_window_user_and_results_stay(qtbot, window, tmp_path, monkeypatch):
+    """Issue 21: a push error named a CLI command (`hf auth login`, `workbench episodes export`); the window says
+    what to do in the window (the token field, the Export button). A finished export's confirmation stays until
+    dismissed (it vanished after 6 s)."""
+    from ui.errors import Readable
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no saved login
+    ep = window.episodes_panel
+    window.show_tab(ep)
+    ep.repo.setText("me/aloha-cube")
+    ep.export_dir.setText(str(tmp_path / "nothing_here"))
+    job = ep.push()
+    qtbot.waitUntil(lambda: window.banner.current is not None, timeout=20000)
+    r = window.banner.current
+    assert r.title == "Nothing exported to push" and "Export button" in r.fix and "workbench" not in r.fix, r
+    export = tmp_path / "export"
+    (export / "meta").mkdir(parents=True)
+    (export / "meta" / "info.json").write_text("{}")
+    ep.export_dir.setText(str(export))
+    window.banner.dismiss()
+    job = ep.push()
+    qtbot.waitUntil(lambda: window.banner.current is not None, timeout=20000)
+    r = window.banner.current
+    assert r.title == "No Hugging Face token" and "token field" in r.fix and "hf auth" not in r.fix, r
+    assert job is not None
+    window.banner.show_error(Readable("Exported 2 episodes", "LeRobot dataset at /x", "", "info", keep=True))
+    assert not window.banner._timer.isActive()  # stays until dismissed
+    window.banner.show_error(Readable("Uploaded", "done", "", "info"))
+    assert window.banner._timer.isActive()  # a passing note still goes by itself

@@ -163,6 +163,9 @@ class EpisodesPanel(QWidget):
         self.repo = QLineEdit()
         self.repo.setPlaceholderText("hub dataset id, e.g. my-lab/aloha-cube")
         self.push_btn = QPushButton("Push to hub")
+        self.hub_token = QLineEdit()  # not remembered: a write token stays in this session only
+        self.hub_token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.hub_token.setPlaceholderText("hub write token (empty: HF_TOKEN or a saved login)")
         eg.addWidget(self.export_dir, 0, 0, 1, 2)
         eg.addWidget(self.export_browse, 0, 2)
         eg.addWidget(self.export_scope, 1, 0)
@@ -170,8 +173,9 @@ class EpisodesPanel(QWidget):
         eg.addWidget(self.task_from_segments, 2, 0, 1, 3)
         eg.addWidget(self.repo, 3, 0)
         eg.addWidget(self.push_btn, 3, 1, 1, 2)
+        eg.addWidget(self.hub_token, 4, 0, 1, 3)
         self.progress = JobProgress(compact=True)
-        eg.addWidget(self.progress, 4, 0, 1, 3)
+        eg.addWidget(self.progress, 5, 0, 1, 3)
         lv.addWidget(exp)
         split.addWidget(left)
 
@@ -598,7 +602,7 @@ class EpisodesPanel(QWidget):
     def _exported(self, result) -> None:
         self.exported.emit(result)
         self.ctl.error.emit(_info(f"Exported {result.episodes} episodes ({result.frames} frames)",
-                                  f"LeRobot dataset at {result.root} (video codec {result.codec})."), "")
+                                  f"LeRobot dataset at {result.root} (video codec {result.codec}).", keep=True), "")
 
     def push(self):
         from recorder.hub import push_to_hub
@@ -608,23 +612,40 @@ class EpisodesPanel(QWidget):
             self.ctl.error.emit(_info("Give a hub dataset id", "Like your-name/aloha-cube."), "")
             return None
         self.settings.setValue("export/repo", repo)
+        token = self.hub_token.text().strip() or None
+
         def work(ctx):
             def progress(text: str, fraction: float) -> None:
                 ctx.check()  # Cancel: stops before the commit, so nothing half-uploaded appears on the hub
                 ctx.progress(text, fraction)
 
-            return push_to_hub(Path(folder), repo, progress=progress)
+            return push_to_hub(Path(folder), repo, progress=progress, token=token)
 
         job = self.jobs.submit(f"Pushing to {repo}", work, cancellable=True,
-                               on_success=lambda url: self.ctl.error.emit(_info("Uploaded", str(url)), ""),
-                               on_error=lambda e: self.ctl.error.emit(e, "Push to hub"))
+                               on_success=lambda url: self.ctl.error.emit(_info("Uploaded", str(url), keep=True), ""),
+                               on_error=lambda e: self.ctl.error.emit(_push_error(e), "Push to hub"))
         job.cancelled.connect(lambda: self.ctl.error.emit(
             _info("Upload cancelled", f"Nothing was committed to {repo}."), ""))
         self.progress.track(job)
         return job
 
 
-def _info(title: str, message: str):
+def _info(title: str, message: str, keep: bool = False):
     from ui.errors import Readable
 
-    return Readable(title, message, "", "info")
+    return Readable(title, message, "", "info", keep=keep)
+
+
+def _push_error(exc: BaseException):
+    """A missing token said for a window user (the hub module's text names the CLI login)."""
+    from recorder.hub import HubError
+    from ui.errors import Readable
+
+    if isinstance(exc, HubError) and "is not a LeRobot export" in str(exc):
+        return Readable("Nothing exported to push", str(exc).split(";")[0] + ".",
+                        "Export the episodes first (the Export button above), then push that folder.")
+    if isinstance(exc, HubError) and "no Hugging Face token" in str(exc):
+        return Readable("No Hugging Face token", "Pushing needs a token with write access.",
+                        "Paste one into the token field under Push (huggingface.co → Settings → Access Tokens), "
+                        "or set HF_TOKEN before starting the app.")
+    return exc
