@@ -111,6 +111,7 @@ class RigPanel(QWidget):
         controller.configChanged.connect(self._on_config)
         controller.armStatus.connect(self.show_status)
         controller.teleopState.connect(lambda s: self._update_buttons())
+        controller.teleopFinished.connect(lambda _: self._update_buttons())  # a replay ends with no phase change
         self._update_buttons()
 
     # -- rig choice --------------------------------------------------------------------------------------------

@@ -169,6 +169,8 @@ def test_replay_a_recorded_episode_then_cancel_one(qtbot, window):
     qtbot.waitUntil(lambda: win.banner.current is not None and win.banner.current.title.startswith("Replay done"),
                     timeout=5000)
     qtbot.waitUntil(lambda: ep.replay_btn.isEnabled(), timeout=5000)
+    # the Rig tab's servo Refresh is usable again after a replay (issue 21: it stayed disabled)
+    qtbot.waitUntil(lambda: win.rig_panel.refresh_btn.isEnabled(), timeout=5000)
 
     job = ep.replay()
     qtbot.mouseClick(ep.progress.cancel, Qt.MouseButton.LeftButton)
