@@ -32,6 +32,9 @@ def status_colour(status: str) -> str:
 
 
 CHECK_SVG = (Path(__file__).parent / "assets" / "check.svg").as_posix()
+# a styled spin box draws no arrows of its own: these, light on the dark buttons
+UP_SVG = (Path(__file__).parent / "assets" / "arrow_up.svg").as_posix()
+DOWN_SVG = (Path(__file__).parent / "assets" / "arrow_down.svg").as_posix()
 
 STYLE = f"""
 QWidget {{ background: {BG}; color: {TEXT}; font-size: 13px; }}
@@ -69,6 +72,17 @@ QPushButton#estop[engaged="true"] {{ background: {WARN}; border-color: #f2cc60; 
 QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QPlainTextEdit {{ background: {BG}; border: 1px solid {BORDER};
     border-radius: 5px; padding: 5px 7px; selection-background-color: #1f6feb; }}
 QLineEdit:focus, QComboBox:focus, QSpinBox:focus, QDoubleSpinBox:focus, QPlainTextEdit:focus {{ border-color: {ACCENT}; }}
+QSpinBox, QDoubleSpinBox {{ padding-right: 22px; }}
+QSpinBox::up-button, QDoubleSpinBox::up-button {{ subcontrol-origin: border; subcontrol-position: top right;
+    width: 20px; background: {RAISED}; border-left: 1px solid {BORDER}; border-top-right-radius: 5px; }}
+QSpinBox::down-button, QDoubleSpinBox::down-button {{ subcontrol-origin: border; subcontrol-position: bottom right;
+    width: 20px; background: {RAISED}; border-left: 1px solid {BORDER}; border-bottom-right-radius: 5px; }}
+QSpinBox::up-button:hover, QDoubleSpinBox::up-button:hover, QSpinBox::down-button:hover,
+    QDoubleSpinBox::down-button:hover {{ background: {BORDER}; }}
+QSpinBox::up-arrow, QDoubleSpinBox::up-arrow {{ image: url({UP_SVG}); width: 10px; height: 10px; }}
+QSpinBox::down-arrow, QDoubleSpinBox::down-arrow {{ image: url({DOWN_SVG}); width: 10px; height: 10px; }}
+QSpinBox::up-arrow:disabled, QDoubleSpinBox::up-arrow:disabled, QSpinBox::down-arrow:disabled,
+    QDoubleSpinBox::down-arrow:disabled {{ image: none; }}
 QComboBox QAbstractItemView {{ background: {PANEL}; border: 1px solid {BORDER}; selection-background-color: #1f6feb; }}
 QTableView, QTreeWidget, QListWidget {{ background: {BG}; border: 1px solid {BORDER}; border-radius: 6px;
     gridline-color: {PANEL}; alternate-background-color: {PANEL}; selection-background-color: #1f3a66;

@@ -105,3 +105,26 @@ def test_the_charts_stay_inside_their_frames_across_a_new_trials_clock(qtbot):
     inside()
     w.set_command_label("command (policy / takeover)")
     assert "command (policy / takeover)" in w.header.legend.text() and "leader" not in w.header.legend.text()
+
+
+def test_spin_boxes_show_their_arrows(qtbot):
+    """Issue 21: the styled spin boxes drew no arrows. With the app's style sheet, the up and down buttons show a
+    light arrow on the dark button (pixels of the rendered widget)."""
+    from PyQt6.QtWidgets import QApplication, QSpinBox
+
+    theme.apply(QApplication.instance())
+    box = QSpinBox()
+    qtbot.addWidget(box)
+    box.setRange(0, 10)
+    box.setValue(5)
+    box.resize(120, 34)
+    box.show()
+    qtbot.waitExposed(box)
+    img = box.grab().toImage()
+    w, h = img.width(), img.height()
+    light = 0
+    for x in range(w - 18, w - 2):
+        for y in range(2, h - 2):
+            c = img.pixelColor(x, y)
+            light += (c.red() + c.green() + c.blue()) / 3 > 150
+    assert light >= 8, light  # the two arrows' strokes
