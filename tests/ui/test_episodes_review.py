@@ -82,6 +82,15 @@ def test_timeline_click_selects_the_drawn_block_and_a_drag_moves_both_neighbours
                          QPoint(round(tl.x_of(step + 0.5)), tl.lane_y(ln)))
         assert tl.selected >= 0 and tl.segments[tl.selected].text == text, (text, step, ln)
         assert ep.seg_text.text() == text
+    # hovering a block names it whole (short blocks elide their text)
+    from PyQt6.QtCore import QEvent, QPointF
+    from PyQt6.QtGui import QMouseEvent
+    from PyQt6.QtWidgets import QApplication
+
+    at = QPointF(tl.x_of(50.5), tl.lane_y("operator"))
+    QApplication.sendEvent(tl, QMouseEvent(QEvent.Type.MouseMove, at, tl.mapToGlobal(at), Qt.MouseButton.NoButton,
+                                           Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier))
+    assert tl.toolTip().startswith("place\noperator · steps 40–60"), tl.toolTip()
     # drag the shared boundary lift|place (step 40) to 48: both neighbours move, nothing overlaps
     y = tl.lane_y("operator")
     QTest.mousePress(tl, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(round(tl.x_of(40)), y))

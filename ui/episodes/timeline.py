@@ -252,8 +252,16 @@ class SegmentTimeline(QWidget):
             self.cursorMoved.emit(self.cursor)
             self.update()
             return
-        _i, edge = self.hit(x, ev.position().y())
+        i, edge = self.hit(x, ev.position().y())
         self.setCursor(Qt.CursorShape.SizeHorCursor if edge else Qt.CursorShape.ArrowCursor)
+        self.setToolTip(self.tooltip_for(i))
+
+    def tooltip_for(self, i: int) -> str:
+        """The whole text of the block under the pointer (a short block elides it), with its span."""
+        if not 0 <= i < len(self.segments):
+            return ""
+        s = self.segments[i]
+        return f"{s.text}\n{s.lane} · steps {s.start}–{s.end} ({s.end - s.start} steps)"
 
     def mouseReleaseEvent(self, ev) -> None:  # noqa: N802
         if self._drag is not None:
