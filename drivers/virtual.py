@@ -15,6 +15,7 @@ within their limits. So `workbench teleop --rig virtual` shows the followers tra
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -33,6 +34,14 @@ class VirtualArm:
     name: str
     role: Role
     model: str
+    # the gripper linkage's mechanical range (closed, open) as gripper joint rad; None = HARDWARE_GRIPPER's.
+    # It belongs to the emulated hardware, not to the rig file: gripper calibration measures it.
+    gripper_range: tuple[float, float] | None = None
+
+
+# The emulated arms are ALOHA 1 hardware: their grippers' mechanical stops sit at these constants' open / closed
+# gripper joint angles, whatever constants a rig file configures (wrong ones misbehave as on a real arm).
+HARDWARE_GRIPPER = GRIPPER_PRESETS["aloha1"]
 
 
 DEFAULT_ARMS: tuple[VirtualArm, ...] = (
@@ -58,10 +67,15 @@ def _chain_spec(arm: VirtualArm, gripper: GripperConstants, hand: bool) -> dict[
     joint_open = gripper.leader_joint_open if arm.role == "leader" else gripper.follower_joint_open
     pose = dict(zip(("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"), SLEEP_POSE))
     pose["gripper"] = joint_close + 0.3 * (joint_open - joint_close)
+    hw = HARDWARE_GRIPPER
+    g_close, g_open = arm.gripper_range or ((hw.leader_joint_close, hw.leader_joint_open) if arm.role == "leader"
+                                            else (hw.follower_joint_close, hw.follower_joint_open))
+    lo, hi = sorted((g_close / ct.RAD_PER_TICK + ct.CENTER_TICK, g_open / ct.RAD_PER_TICK + ct.CENTER_TICK))
+    gripper_stops = (math.floor(lo), math.ceil(hi))  # outward: a goal rounded to a tick stays reachable
     servos = []
     for m in layout:
         if m.is_shadow:
-            servos.append((m.id, m.model, ct.CENTER_TICK, None))  # coupled to its primary by the chain
+            servos.append((m.id, m.model, ct.CENTER_TICK, None, None))  # coupled to its primary by the chain
             continue
         present = min(max(ct.rad_to_ticks(float(pose[m.name])), m.min_tick), m.max_tick)
         shaft = ct.shaft_from_present(present, m.reverse, 0)  # as it will read once drive modes are configured
@@ -75,7 +89,7 @@ def _chain_spec(arm: VirtualArm, gripper: GripperConstants, hand: bool) -> dict[
             else:
                 amp, freq = _HAND[m.name]
                 motion = dict(kind="sine", amplitude=amp / ct.RAD_PER_TICK, freq_hz=freq)
-        servos.append((m.id, m.model, shaft, motion))
+        servos.append((m.id, m.model, shaft, motion, gripper_stops if m.name == "gripper" else None))
     return {"servos": servos, "couplings": dict(SHADOW_PAIRS)}
 
 
@@ -85,8 +99,8 @@ def _serve(conn, specs: list[dict[str, Any]], boot_time_s: float, linger_s: floa
 
     chains = []
     for spec in specs:
-        servos = [Servo(i, model, shaft, HandMotion(**motion) if motion else None, boot_time_s)
-                  for i, model, shaft, motion in spec["servos"]]
+        servos = [Servo(i, model, shaft, HandMotion(**motion) if motion else None, boot_time_s, stops)
+                  for i, model, shaft, motion, stops in spec["servos"]]
         chains.append(ServoChain(servos, spec["couplings"]))
     server = EmulatorServer(chains, linger_s=linger_s)
     conn.send(server.paths)

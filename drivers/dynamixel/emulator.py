@@ -19,6 +19,9 @@ It is a behavioural model, not a physics simulation: enough to exercise a driver
 - Return Delay Time (2 us units) delays replies; replies of one sync/bulk read go out in list order, each no
   earlier than the previous (a late servo delays the ones after it, as on a real half-duplex bus).
 - A `HandMotion` per servo moves a torque-off joint as an operator's hand would (virtual rig leaders).
+- Mechanical stops (`Servo.stops`, shaft ticks; None = none): the linkage's own range (a gripper's fingers
+  closed / fully open). Whatever drives the shaft (its controller, a hand), it stops there; a servo with torque
+  whose goal lies beyond stalls at the stop with its current saturated (what gripper calibration measures).
 - A *grab* (`ServoChain.grab`) is an operator's hand taking hold of a joint and moving it toward a position at a
   hand's speed. Whether the hand or the servo wins is decided by how hard the servo may push (its holding
   strength), not by a force balance: torque off, or in current-based position mode a |Goal Current| below
@@ -83,7 +86,7 @@ class Servo:
     """One emulated servo: control table bytes plus a shaft angle."""
 
     def __init__(self, dxl_id: int, model: str, shaft: float = ct.CENTER_TICK, hand: HandMotion | None = None,
-                 boot_time_s: float = 0.02):
+                 boot_time_s: float = 0.02, stops: tuple[float, float] | None = None):
         self.info = ct.MODELS[model]
         self.table = bytearray(_CONTROL_TABLE_END)
         self.shaft = float(shaft)
@@ -97,6 +100,9 @@ class Servo:
         self.pending_write: tuple[int, bytes] | None = None  # REG WRITE
         self.grab_target: float | None = None  # Present Position ticks an operator's hand pulls the joint to
         self.grab_speed = GRAB_SPEED_TICKS_S
+        self.stops = None if stops is None else (float(min(stops)), float(max(stops)))  # mechanical, shaft ticks
+        if self.stops is not None:
+            self.shaft = min(max(self.shaft, self.stops[0]), self.stops[1])
         self._factory_reset(dxl_id)
 
     # -- control table -----------------------------------------------------------------------------------
@@ -289,6 +295,8 @@ class Servo:
             t = self.hand.target(now - self.released_at, self.released_base)
             t = min(max(t, self.get(ct.MIN_POSITION_LIMIT)), self.get(ct.MAX_POSITION_LIMIT))
             self.set_present(t)
+        if self.stops is not None:  # the linkage ends here, whatever pushes the shaft
+            self.shaft = min(max(self.shaft, self.stops[0]), self.stops[1])
         self.velocity = (self.shaft - before) / dt
         self._refresh_present()
 
@@ -712,8 +720,10 @@ class EmulatorServer:
 
 def make_chain(motors: Iterable[tuple[int, str]], couplings: dict[int, int] | None = None,
                shafts: dict[int, float] | None = None, hands: dict[int, HandMotion] | None = None,
-               boot_time_s: float = 0.02) -> ServoChain:
-    """Convenience: servos from (id, model name) pairs with optional starting shaft angles and hand motions."""
-    shafts, hands = shafts or {}, hands or {}
-    return ServoChain([Servo(i, m, shafts.get(i, ct.CENTER_TICK), hands.get(i), boot_time_s) for i, m in motors],
+               boot_time_s: float = 0.02, stops: dict[int, tuple[float, float]] | None = None) -> ServoChain:
+    """Convenience: servos from (id, model name) pairs with optional starting shaft angles, hand motions and
+    mechanical stops (shaft ticks)."""
+    shafts, hands, stops = shafts or {}, hands or {}, stops or {}
+    return ServoChain([Servo(i, m, shafts.get(i, ct.CENTER_TICK), hands.get(i), boot_time_s, stops.get(i))
+                       for i, m in motors],
                       couplings)
