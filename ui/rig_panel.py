@@ -54,8 +54,12 @@ class RigPanel(QWidget):
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.browse = QPushButton("Open file…")
         self.browse.setToolTip("Use a rig TOML file (start one with `workbench rig init my_rig.toml`)")
+        self.setup_btn = QPushButton("Set up a new rig…")
+        self.setup_btn.setToolTip("Find the arms and cameras, name them, measure the grippers, save a rig file "
+                                  "and check it with a short teleop (`workbench rig detect / udev / calibrate`)")
         row.addWidget(self.combo, 1)
         row.addWidget(self.browse)
+        row.addWidget(self.setup_btn)
         b.addLayout(row)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -104,6 +108,8 @@ class RigPanel(QWidget):
         self._fill_combo()
         self.combo.currentIndexChanged.connect(self._chosen)
         self.browse.clicked.connect(self._browse)
+        self.setup_btn.clicked.connect(self.open_wizard)
+        self.wizard = None  # the "Set up a new rig" wizard, while open
         self.connect_btn.clicked.connect(self.connect_rig)
         self.disconnect_btn.clicked.connect(self.disconnect_rig)
         self.refresh_btn.clicked.connect(lambda: self.ctl.refresh_status())
@@ -159,6 +165,17 @@ class RigPanel(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Open a rig file", str(Path.home()), "Rig files (*.toml)")
         if path:
             self.select(path)
+
+    def open_wizard(self):
+        """The set-up wizard (ui.rig_wizard), non-modal: the saved rig file joins this tab's list."""
+        from ui.rig_wizard import RigWizard
+
+        if self.wizard is not None and self.wizard.isVisible():
+            self.wizard.raise_()
+            return self.wizard
+        self.wizard = RigWizard(self.ctl, self, select_rig=self.select)
+        self.wizard.show()
+        return self.wizard
 
     def _on_config(self, cfg: RigConfig) -> None:
         cams = ", ".join(c.name for c in cfg.cameras) or "none"

@@ -5,13 +5,16 @@
     SetupSession.camera_watch()                "wave in front of cam_high": the image that changed is cam_high
     SetupSession.plan()                        the proposed rig file (stable paths)
     calibration_rig(plan) + gripper_calibration  measured [gripper] constants
-    save(plan, path), teleop_check(path)       the rig file, and a short teleop run on it
+    save(plan, path), teleop_check(path)       the rig file, and a short teleop run on it (TrackingMeter judges it)
+
+EmulatedOperator is the virtual rig for a set-up run; watch_wave the "wave in front of it" watch.
 
 The UI only asks and shows; nothing here prints or waits for a key.
 """
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from drivers.arm import SIDES
-from workbench.rig_setup.assign import ARM_MOVE_MIN_RAD, IMAGE_CHANGE_MIN, arm_motion, pick_changed
+from workbench.rig_setup.assign import ARM_MOVE_MIN_RAD, CLEAR_RATIO, IMAGE_CHANGE_MIN, arm_motion, pick_changed
 from workbench.rig_setup.buses import BusReport, PositionReader, scan_bus
 from workbench.rig_setup.cameras import DetectedCamera, list_realsense, list_v4l2
 from workbench.rig_setup.rig_file import CAMERA_NAMES, ArmPlan, CameraPlan, RigPlan
@@ -107,11 +110,16 @@ class ArmWatch:
     def changes(self) -> dict[str, float]:
         return {p: arm_motion(self._base[p], self._samples[p]) for p in self.readers}
 
-    def watch(self, seconds: float, hz: float = 20.0, until_moved: bool = True) -> dict[str, float]:
-        """Sample for up to `seconds` (sooner once one bus moved clearly)."""
+    def watch(self, seconds: float, hz: float = 20.0, until_moved: bool = True,
+              should_stop: Callable[[], bool] = lambda: False,
+              on_sample: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
+        """Sample for up to `seconds` (sooner once one bus moved clearly, or `should_stop()`); `on_sample` gets
+        each sample's changes (the wizard shows them live)."""
         t_end = time.monotonic() + seconds
-        while time.monotonic() < t_end:
+        while time.monotonic() < t_end and not should_stop():
             ch = self.sample()
+            if on_sample is not None:
+                on_sample(ch)
             if until_moved and max(ch.values()) >= 2 * ARM_MOVE_MIN_RAD:
                 break
             time.sleep(1.0 / hz)
@@ -155,6 +163,21 @@ class SetupSession:
         self.camera_names[ident] = name
         return ident
 
+    def next_camera_name(self) -> str | None:
+        """The name the next "wave in front of it" step asks for (CAMERA_NAMES in order), None when all are named."""
+        left = len(self.unnamed_cameras())
+        if not left:
+            return None
+        return CAMERA_NAMES[len(self.camera_names)] if len(self.camera_names) < len(CAMERA_NAMES) else None
+
+    def name_last_camera(self) -> str | None:
+        """With one camera left unnamed it needs no wave: it gets the next name. Returns its ident, or None."""
+        cams, name = self.unnamed_cameras(), self.next_camera_name()
+        if len(cams) != 1 or name is None:
+            return None
+        self.name_camera(cams[0].ident, name)
+        return cams[0].ident
+
     def name_camera(self, ident: str, name: str) -> None:
         if name not in CAMERA_NAMES:
             raise ValueError(f"camera name {name!r}: one of {', '.join(CAMERA_NAMES)}")
@@ -182,6 +205,62 @@ class SetupSession:
                  "after `workbench rig udev` you may use /dev/ttyDXL_* and /dev/CAM_* instead"]
         return RigPlan(self.name, self.backend, tuple(sorted(arms, key=lambda a: a.name)), cams + extra_cameras,
                        gripper, notes=tuple(notes))
+
+
+def watch_wave(watch, seconds: float, *, hz: float = 10.0, exclude: tuple[str, ...] = (),
+               should_stop: Callable[[], bool] = lambda: False,
+               on_sample: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Each camera's largest image change (cameras.CameraWatch, from its baseline) over up to `seconds`; ends
+    early once one camera (not in `exclude`: already named) changed clearly more than the others."""
+    best: dict[str, float] = {}
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end and not should_stop():
+        for k, v in watch.changes().items():
+            best[k] = max(best.get(k, 0.0), v)
+        if on_sample is not None:
+            on_sample(dict(best))
+        pool = sorted((v for k, v in best.items() if k not in exclude), reverse=True)
+        if pool and pool[0] >= 2 * IMAGE_CHANGE_MIN and (len(pool) == 1 or pool[0] > 2 * CLEAR_RATIO * pool[1]):
+            break
+        time.sleep(1.0 / hz)
+    return best
+
+
+class EmulatedOperator:
+    """The virtual rig for a set-up run (`rig detect --virtual`, the wizard's "virtual rig"): four emulated
+    chains on pseudo-terminals, and an operator who moves the arm a step asks for."""
+
+    CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
+
+    def __init__(self):
+        from drivers.virtual import VirtualRig
+
+        self.rig = VirtualRig(hand_motion=False)
+
+    def start(self) -> tuple[str, ...]:
+        """The chains' ports: the candidates detection pings."""
+        return tuple(self.rig.start().values())
+
+    def stop(self) -> None:
+        self.rig.stop()
+
+    def arm_at(self, port: str) -> str | None:
+        """The emulated arm's name behind a port (what the operator sees labelled on the virtual rig)."""
+        return next((n for n, p in self.rig.paths.items() if p == port), None)
+
+    @contextmanager
+    def moving(self, role: str, side: str = "left", joint: str = "waist", rad: float = 0.6):
+        """The operator's hand moves one joint of `<role>_<side>` while the block runs, then lets go."""
+        arm = f"{role}_{side}"
+        self.rig.grab(arm, joint, rad=rad)
+        try:
+            yield
+        finally:
+            self.rig.release_grab(arm, joint)
+
+    def camera_plans(self) -> tuple[CameraPlan, ...]:
+        """The virtual rig has no cameras to wave at: synthetic ones, as the `virtual` preset."""
+        return tuple(CameraPlan(n, "synthetic", {"seed": i}, fps=50) for i, n in enumerate(self.CAMERAS))
 
 
 def calibration_plan(plan: RigPlan) -> RigPlan:
@@ -215,21 +294,41 @@ class TeleopCheck:
                 f"{self.median_error:.3f} rad, max {self.max_error:.3f} rad")
 
 
+class TrackingMeter:
+    """A tick listener (control thread): each tick's largest follower-vs-leader arm joint error. The CLI's
+    teleop check and the wizard's (a teleop through the app's RigController) judge a new rig by it."""
+
+    def __init__(self):
+        from drivers.arm import ARM_JOINT_COLUMNS
+
+        self.cols = list(ARM_JOINT_COLUMNS)
+        self.errors: list[float] = []
+
+    def __call__(self, tick) -> None:
+        self.errors.append(float(np.max(np.abs(tick.qpos - tick.action)[self.cols])))
+
+    def result(self, max_median_error: float = 0.2) -> TeleopCheck:
+        errors = list(self.errors)
+        if not errors:
+            raise RuntimeError("teleop check: the loop ran no tick")
+        tail = np.asarray(errors[len(errors) // 5:])  # after the first fifth: the followers catch up first
+        med = float(np.median(tail))
+        return TeleopCheck(len(errors), med, float(tail.max()), med <= max_median_error)
+
+
 def teleop_check(rig_ref: str, steps: int = 100, max_median_error: float = 0.2,
                  progress: Callable[[str], None] = lambda s: None) -> TeleopCheck:
     """A short teleop on the saved rig file (no squeeze wait): the followers must track the leaders."""
-    from drivers.arm import ARM_JOINT_COLUMNS
     from workbench.backends import build_rig
     from workbench.config import load_rig_config
     from workbench.session import RigSession
 
     rig = build_rig(load_rig_config(rig_ref))
     rig.connect(progress=progress)
-    errors: list[float] = []
-    cols = list(ARM_JOINT_COLUMNS)
+    meter = TrackingMeter()
     session = RigSession(rig)
     try:
-        session.add_tick_listener(lambda t: errors.append(float(np.max(np.abs(t.qpos - t.action)[cols]))))
+        session.add_tick_listener(meter)
         session.start_teleop(wait_for_squeeze=False, steps=steps)
         while not session.wait(0.2):
             pass
@@ -237,8 +336,4 @@ def teleop_check(rig_ref: str, steps: int = 100, max_median_error: float = 0.2,
             raise session.last_error
     finally:
         session.close()
-    if not errors:
-        raise RuntimeError("teleop check: the loop ran no tick")
-    tail = np.asarray(errors[len(errors) // 5:])
-    med = float(np.median(tail))
-    return TeleopCheck(len(errors), med, float(tail.max()), med <= max_median_error)
+    return meter.result(max_median_error)

@@ -87,6 +87,12 @@ def missing_names(devices: list[NamedDevice], dev_root: str = "/dev") -> list[st
     return [os.path.join(dev_root, d.name) for d in devices if not os.path.exists(os.path.join(dev_root, d.name))]
 
 
+def expected_names(cfg) -> list[NamedDevice]:
+    """The /dev names the rules give a rig file's arms and V4L2 cameras (what the check after installing looks for)."""
+    return ([NamedDevice(serial_name(a.name), "tty", "") for a in cfg.arms]
+            + [NamedDevice(camera_name(c.name), "video4linux", "") for c in cfg.cameras if c.kind == "opencv"])
+
+
 def devices_for_rig(cfg, adapters, cameras) -> tuple[list[NamedDevice], list[str]]:
     """NamedDevice per arm port and V4L2 camera of a rig file that is plugged in now; and what could not be
     matched (absent devices, RealSense cameras: those are found by serial already and need no rule)."""
