@@ -8,7 +8,8 @@ Keys equal our `state_dict()` keys, except:
 
 Memory: the model is built on the meta device, each parameter is then allocated in its target dtype and filled
 from the file in bounded chunks (default: positioned reads through a 64 MiB staging buffer), so neither the
-whole fp32 file nor a whole fp32 tensor is ever held in RAM.
+whole fp32 file nor a whole fp32 tensor is ever held in RAM. Saving streams too (`WeightStream`: one tensor made
+and written at a time). Loading for inference builds bf16 unless asked for fp32 (`inference_dtype`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from finetune.model_config import Pi0Config
 from finetune.model.pi0 import Pi0, param_dtype, torch_dtype
+from finetune.model.pi05 import model_class
 
 TIED_ALIAS = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 TIED_SOURCE = "paligemma_with_expert.paligemma.lm_head.weight"
@@ -120,17 +122,21 @@ def write_safetensors(path: Path, specs: Mapping[str, tuple[tuple[int, ...], tor
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
     tmp = Path(str(path) + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        for key in sorted(specs):
-            shape, dtype = specs[key]
-            t = produce(key).detach()
-            if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
-                raise ValueError(f"{key}: produced {tuple(t.shape)} {t.dtype}, declared {tuple(shape)} {dtype}")
-            t = t.to("cpu").contiguous().reshape(-1)
-            f.write(t.view(torch.uint8).numpy().data if t.numel() else b"")
-            del t
+    try:
+        with open(tmp, "wb") as f:
+            f.write(len(blob).to_bytes(8, "little"))
+            f.write(blob)
+            for key in sorted(specs):
+                shape, dtype = specs[key]
+                t = produce(key).detach()
+                if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+                    raise ValueError(f"{key}: produced {tuple(t.shape)} {t.dtype}, declared {tuple(shape)} {dtype}")
+                t = t.to("cpu").contiguous().reshape(-1)
+                f.write(t.view(torch.uint8).numpy().data if t.numel() else b"")
+                del t
+    except BaseException:  # a full disk, a failed producer, Ctrl-C: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -261,7 +267,7 @@ def check_keys(expected: Mapping[str, tuple[int, ...]], entries: Mapping[str, Te
 def build_model(config: Pi0Config, device: torch.device | str = "meta") -> Pi0:
     """Builds on `device`; on "meta" nothing is allocated (use materialize_ / load_weights_ next)."""
     with torch.device(device):
-        model = Pi0(config)
+        model = model_class(config)(config)  # Pi05 for a pi0.5 config
     if str(device) != "meta":
         model.apply_precision()
     return model
@@ -314,6 +320,40 @@ def random_init_(model: Pi0, device: torch.device | str, std: float = 0.02, seed
     return materialize_(model, device, model.compute_dtype, fill)
 
 
+# ---------------------------------------------------------------- pi0 or pi0.5
+KIND_NAMES = {"pi0": "pi0", "pi05": "pi0.5"}
+# keys only one of the two networks has (pi0.md / pi05.md); LeRobot renames time_mlp_* <-> action_time_mlp_* between
+# its classes, so a loader that renamed silently would load half a model
+_KIND_MARKERS = {
+    "pi0": ("state_proj.weight", "action_time_mlp_in.weight"),
+    "pi05": ("time_mlp_in.weight", "paligemma_with_expert.gemma_expert.model.norm.dense.weight"),
+}
+
+
+class CheckpointKindError(CheckpointError):
+    """A pi0 checkpoint where a pi0.5 one is wanted, or the reverse."""
+
+
+def checkpoint_kind(keys: Iterable[str]) -> str | None:
+    """"pi0" or "pi05" from a checkpoint's keys (None: neither's marker keys, or both's)."""
+    ks = set(keys)
+    found = [k for k, marks in _KIND_MARKERS.items() if any(m in ks for m in marks)]
+    return found[0] if len(found) == 1 else None
+
+
+def refuse_other_kind(found: str | None, wanted: str, source: str, evidence: str) -> None:
+    """Raises CheckpointKindError when a checkpoint of one kind is given where the other is wanted."""
+    if found is None or found == wanted:
+        return
+    other = {"pi0": "lerobot/pi0_base", "pi05": "lerobot/pi05_base"}
+    raise CheckpointKindError(
+        f"{source} is a {KIND_NAMES[found]} checkpoint ({evidence}), but a {KIND_NAMES[wanted]} model was asked "
+        f"for: the two networks differ (pi0.5 has no state token, time-conditioned expert norms and a longer "
+        f"prompt), so its weights cannot be used. Fix: give a {KIND_NAMES[wanted]} checkpoint (e.g. "
+        f"{other[wanted]}) or pick a {KIND_NAMES[found]} configuration (--config {'pi05' if found == 'pi05' else 'pi0'}"
+        f"...).")
+
+
 def load_weights_(model: Pi0, folder_or_files: Path | list[Path], device: torch.device | str = "cpu",
                   reader: str = "pread", source: str | None = None) -> Pi0:
     """Fills a meta-built model from safetensors, strictly: every expected key present with its shape, no
@@ -321,6 +361,10 @@ def load_weights_(model: Pi0, folder_or_files: Path | list[Path], device: torch.
     files = list_checkpoint_files(folder_or_files) if isinstance(folder_or_files, (str, Path)) else folder_or_files
     entries = read_entries(files)
     src = source or str(folder_or_files)
+    found = checkpoint_kind(entries)
+    if found is not None:
+        refuse_other_kind(found, model.config.kind, src,
+                          "its weights have " + ", ".join(m for m in _KIND_MARKERS[found] if m in entries))
     check_keys(checkpoint_key_shapes(model), entries, src, model.config.name)
     rd: Any = _PreadReader() if reader == "pread" else _SafeOpenReader()
 
@@ -343,47 +387,101 @@ def load_weights_(model: Pi0, folder_or_files: Path | list[Path], device: torch.
     return model
 
 
-def read_config(folder: Path) -> Pi0Config:
+def read_config(folder: Path, kind: str | None = None) -> Pi0Config:
+    """The folder's config.json as a Pi0Config (ours, openpi's or LeRobot's "type": "pi0" / "pi05"). `kind`
+    ("pi0" / "pi05"): refuse a checkpoint of the other kind (CheckpointKindError, naming both)."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{folder}: no {CONFIG_FILE}; pass config= explicitly")
-    return Pi0Config.from_dict(json.loads(path.read_text()))
+    cfg = Pi0Config.from_dict(json.loads(path.read_text()))
+    if kind is not None:
+        refuse_other_kind(cfg.kind, kind, str(folder), f"its {CONFIG_FILE} describes a {KIND_NAMES[cfg.kind]} model")
+    return cfg
+
+
+def inference_dtype(config: Pi0Config, requested: str | None = None) -> str:
+    """The dtype a model is built in to run or to be exported: `requested` when the caller asks for one; else
+    bfloat16 (openpi's serving and export dtype; a float32 pi0 is 13 GB instead of 7), whatever a base's
+    config.json says (`lerobot/pi0_base` says float32). Only the small CPU models (pi0_tiny, pi0_small,
+    pi0_dummy: their variant says float32 and the dims are the variant's) keep a float32 config's float32."""
+    if requested is not None:
+        if requested not in ("bfloat16", "float32"):
+            raise ValueError(f"dtype must be 'bfloat16' or 'float32', not {requested!r}")
+        return requested
+    if config.dtype == "float32" and _is_float32_cpu_variant(config):
+        return "float32"
+    return "bfloat16"
+
+
+def _is_float32_cpu_variant(config: Pi0Config) -> bool:
+    try:
+        v = Pi0Config.variant(config.name)
+    except ValueError:
+        return False
+    return v.dtype == "float32" and (v.paligemma, v.expert, v.vision, v.vocab_size) == (
+        config.paligemma, config.expert, config.vision, config.vocab_size)
 
 
 def load_pi0(source: str | Path, *, revision: str | None = None, token: str | bool | None = None,
              config: Pi0Config | None = None, dtype: str | None = None, device: torch.device | str = "cpu",
-             reader: str = "pread") -> Pi0:
-    """Loads pi0 from a local folder or a hub repo id (`lerobot/pi0_base`, openpi conversions, our saves).
+             reader: str = "pread", kind: str | None = None) -> Pi0:
+    """Loads pi0 or pi0.5 (its config.json says which) from a local folder or a hub repo id (`lerobot/pi0_base`,
+    `lerobot/pi05_base`, openpi conversions, our saves). `kind` ("pi0" / "pi05"): refuse the other kind.
 
-    `dtype` ("bfloat16"/"float32") overrides the config's; the weights are cast while streaming."""
+    `dtype` ("bfloat16"/"float32"): None builds in `inference_dtype` (bf16 for pi0 even where the config says
+    float32; pass "float32" to get fp32); the weights are cast while streaming."""
     from finetune.hub import resolve_folder
 
     folder = resolve_folder(source, revision=revision, token=token)
-    cfg = config or read_config(folder)
-    if dtype is not None:
-        cfg = cfg.replace(dtype=dtype)
+    cfg = config or read_config(folder, kind)
+    if kind is not None:
+        refuse_other_kind(cfg.kind, kind, str(source), f"config={cfg.name!r} is a {KIND_NAMES[cfg.kind]} model")
+    cfg = cfg.replace(dtype=inference_dtype(cfg, dtype))
     model = build_model(cfg, "meta")
     load_weights_(model, folder, device=device, reader=reader, source=str(source))
     return model.eval()
 
 
-def save_pi0(model: Pi0, folder: Path, norm_stats: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+@dataclass(frozen=True)
+class WeightStream:
+    """A pi0's weights in the hub layout, made one tensor at a time: what `save_pi0` writes. `specs`: hub key ->
+    (shape, dtype); `produce(key)` returns that tensor (any device), called once per key in sorted key order.
+    The policy export builds one from the training model (finetune.policy_export) so no second model is built."""
+
+    config: Pi0Config  # written as config.json (its dtype: the weights' compute dtype)
+    specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]]
+    produce: Callable[[str], Tensor]
+
+
+def model_weights(model: Pi0) -> WeightStream:
+    """A plain (LoRA-free) model's state_dict as a WeightStream: the tied alias left out, the rest as stored."""
+    sd = {k: v for k, v in model.state_dict().items() if k != TIED_ALIAS}
+    return WeightStream(model.config, {k: (tuple(v.shape), v.dtype) for k, v in sd.items()}, lambda k: sd[k])
+
+
+def save_pi0(model: Pi0 | WeightStream, folder: Path, norm_stats: Mapping[str, Mapping[str, Any]] | None = None
+             ) -> Path:
     """Writes config.json + model.safetensors in the hub layout (lm_head stored, tied alias and expert lm_head
-    not), and `assets/<asset_id>/norm_stats.json` for each entry of norm_stats (asset id -> stats)."""
+    not), and `assets/<asset_id>/norm_stats.json` for each entry of norm_stats (asset id -> stats). `model`: a
+    plain Pi0, or a WeightStream (streamed: one tensor in memory at a time)."""
     from finetune.normalize import save_norm_stats
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sd = {k: v for k, v in model.state_dict().items() if k != TIED_ALIAS}
-    save_tensors(folder / MODEL_FILE, sd, metadata={"format": "pt"})
-    (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    weights = model if isinstance(model, WeightStream) else model_weights(model)
+    if TIED_ALIAS in weights.specs:
+        raise ValueError(f"{TIED_ALIAS} is tied to {TIED_SOURCE}: store only the latter (the hub layout)")
+    write_safetensors(folder / MODEL_FILE, weights.specs, weights.produce, metadata={"format": "pt"})
+    (folder / CONFIG_FILE).write_text(json.dumps(weights.config.to_dict(), indent=2) + "\n")
     for asset_id, stats in (norm_stats or {}).items():
         save_norm_stats(folder / "assets" / asset_id / "norm_stats.json", stats)
     return folder
 
 
 __all__ = [
-    "CheckpointError", "CheckpointKeyError", "TensorEntry", "build_model", "check_keys", "checkpoint_key_shapes",
-    "load_pi0", "load_weights_", "materialize_", "random_init_", "read_config", "read_safetensors_header",
-    "save_pi0", "save_tensors", "write_safetensors", "torch_dtype",
+    "CheckpointError", "CheckpointKeyError", "CheckpointKindError", "TensorEntry", "checkpoint_kind",
+    "refuse_other_kind", "WeightStream", "build_model", "check_keys",
+    "checkpoint_key_shapes", "inference_dtype", "load_pi0", "load_weights_", "materialize_", "model_weights",
+    "random_init_", "read_config", "read_safetensors_header", "save_pi0", "save_tensors", "write_safetensors",
+    "torch_dtype",
 ]

@@ -39,7 +39,7 @@ from finetune.episode_set import EpisodeDataError, EpisodeSet
 from finetune.episodes import (RIG_FILE, ALOHA_DIM_NAMES, TRIAL_MODES, EpisodeSplit, RigSnapshot, TrialsMode,
                                fingerprint, load_episodes, rig_snapshot, split_episodes)
 from finetune.model.pi0 import Observation
-from finetune.normalize import NormStats
+from finetune.normalize import NormStats, load_norm_stats
 from finetune.stats import compute_norm_stats
 from finetune.tokenizer import PromptTokenizer
 from finetune.transforms import PolicyTransforms, TransformConfig
@@ -67,6 +67,10 @@ class DataConfig:
     only; trials without a correction span are left out. "all": every trial step (for imitating successful
     rollouts: combine with outcomes=("success",)). Demonstrations are used as usual in every mode. Norm stats are
     computed over every step of the training episodes, trials included.
+
+    norm_stats_file: a norm_stats.json to normalize with instead of computing the statistics from the training
+    episodes: with `episodes` and `val_episodes` it reproduces a run's data exactly (`workbench train --resume
+    --keep-run-data` sets all three from the run's recorded data state, finetune.run_data).
     """
 
     source: str
@@ -90,6 +94,7 @@ class DataConfig:
     # models on a CPU, where JPEG decode + resize cost more than the training step. Speed only (no effect on the
     # samples, which are augmented after resizing either way); refused when it would not fit in memory.
     cache_images: bool = False
+    norm_stats_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.prompt not in ("task", "segment", "mix"):
@@ -196,7 +201,11 @@ class FrameDataset(Dataset):
         v = self.pt.state_actions(state_rig, actions_rig)
         prompt = self.prompts.for_step(ep, t, rng)
         images, masks = self.pt.images(self.frames.frames(e, t), Augmenter(rng) if self.augment else None)
-        tokens, token_mask = self.tokens[prompt]
+        if self.pt.config.discrete_state_input:  # pi0.5: the prompt carries this sample's state
+            tp = self.pt.prompt_tokens(prompt, v.state)
+            tokens, token_mask = tp.tokens, tp.mask
+        else:
+            tokens, token_mask = self.tokens[prompt]
         return {
             "images": {k: torch.from_numpy(v_) for k, v_ in images.items()},
             "image_masks": {k: torch.tensor(m) for k, m in masks.items()},
@@ -336,6 +345,7 @@ class TrainingData:
     source_kind: str = "hdf5"
     trial_episodes: tuple[str, ...] = ()  # the selected episodes that are trials (see DataConfig.trials)
     tasks: tuple[str, ...] = ()  # task prompts of the training episodes, most frequent first (a trial's default)
+    identities: tuple[str, ...] = ()  # per episode (as `episodes`): its content hash (Episode.identity)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -396,9 +406,13 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
     pos = {e.id: i for i, e in enumerate(es.episodes)}
     train_eps = [es.episodes[pos[i]] for i in split.train]
     names = ALOHA_DIM_NAMES if dim == len(ALOHA_DIM_NAMES) else tuple(f"dim_{i}" for i in range(dim))
-    res = compute_norm_stats(((e.state, e.actions) for e in train_eps), tc, dim_names=names, low_std=cfg.low_std,
-                             n_episodes=len(train_eps), seed=seed)
-    pt = PolicyTransforms(tc, res.stats)
+    if cfg.norm_stats_file:  # a run's own statistics (resume --keep-run-data), not today's episodes'
+        stats, fixed = _given_norm_stats(cfg.norm_stats_file, tc), ()
+    else:
+        res = compute_norm_stats(((e.state, e.actions) for e in train_eps), tc, dim_names=names,
+                                 low_std=cfg.low_std, n_episodes=len(train_eps), seed=seed)
+        stats, fixed = res.stats, res.fixed
+    pt = PolicyTransforms(tc, stats, tokenizer)
 
     prompts = Prompts(cfg.prompt, cfg.prompt_mix_p, cfg.default_prompt)
     tokens = {}
@@ -441,12 +455,28 @@ def build_training_data(cfg: DataConfig, model_config: Pi0Config, tokenizer: Pro
             val = BatchLoader(_loader(val_ds, vs, num_workers, pin), vs)
 
     return TrainingData(
-        train_loader=train, val_loader=val, norm_stats=res.stats, transform_config=tc, split=split,
+        train_loader=train, val_loader=val, norm_stats=stats, transform_config=tc, split=split,
         fingerprint=fingerprint(es.episodes, {**cfg.selection(), "source_kind": es.kind}), rig=rig_snapshot(es),
         config=cfg, episodes=tuple(es.ids()), train_samples=len(train_ds), val_samples=n_val, batch_size=batch_size,
-        world_size=world_size, near_constant_fixed=res.fixed, skipped=es.skipped, source_kind=es.kind,
+        world_size=world_size, near_constant_fixed=fixed, skipped=es.skipped, source_kind=es.kind,
         trial_episodes=tuple(e.id for e in es.episodes if e.trial),
-        tasks=tuple(t for t, _ in collections.Counter(e.task for e in train_eps if e.task).most_common()))
+        tasks=tuple(t for t, _ in collections.Counter(e.task for e in train_eps if e.task).most_common()),
+        identities=tuple(e.identity() for e in es.episodes))
+
+
+def _given_norm_stats(path: str, tc: TransformConfig) -> dict[str, NormStats]:
+    """DataConfig.norm_stats_file, checked against the transform chain (state and actions, its dims)."""
+    try:
+        stats = load_norm_stats(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EpisodeDataError(f"norm_stats_file {path}: unreadable ({e}); give an openpi norm_stats.json or "
+                               f"leave norm_stats_file out to compute the statistics from the episodes") from None
+    for key in ("state", "actions"):
+        if key not in stats or stats[key].mean.shape != (tc.rig_dim,):
+            got = stats[key].mean.shape if key in stats else "none"
+            raise EpisodeDataError(f"norm_stats_file {path}: {key!r} statistics have shape {got}, the episodes "
+                                   f"{tc.rig_dim} dims; it belongs to another dataset or robot")
+    return stats
 
 
 def open_training_data(source: str, fields: Mapping[str, Any], model_config: Pi0Config, tokenizer: PromptTokenizer,

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 VLM_LAYERS = r"paligemma_with_expert\.paligemma\.model\.language_model\.layers\.\d+"
 EXPERT_LAYERS = r"paligemma_with_expert\.gemma_expert\.model\.layers\.\d+"
@@ -68,17 +68,52 @@ def lora_ranks(model: nn.Module) -> dict[str, int]:
     return {n: int(m.r["default"]) for n, m in model.named_modules() if isinstance(m, LoraLayer)}
 
 
+@dataclass(frozen=True)
+class Adapter:
+    """Where one adapted weight lives in a LoRA model's state_dict (peft's names), and its scaling alpha / r."""
+
+    weight: str  # `...q_proj.base_layer.weight`
+    lora_a: str  # `...q_proj.lora_A.default.weight` [r, in]
+    lora_b: str  # `...q_proj.lora_B.default.weight` [out, r]
+    scaling: float
+
+
+def adapters(model: nn.Module) -> dict[str, Adapter]:
+    """hub key of every adapted weight (`...q_proj.weight`) -> its Adapter; empty for a model without LoRA."""
+    from peft.tuners.lora import LoraLayer
+
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, LoraLayer):
+            if m.fan_in_fan_out or m.use_dora.get("default"):
+                raise ValueError(f"{name}: only plain LoRA on nn.Linear is merged (fan_in_fan_out / DoRA is not)")
+            out[f"{name}.weight"] = Adapter(f"{name}.base_layer.weight", f"{name}.lora_A.default.weight",
+                                            f"{name}.lora_B.default.weight", float(m.scaling["default"]))
+    return out
+
+
+def merged_weight(weight: Tensor, lora_a: Tensor, lora_b: Tensor, scaling: float, dtype: torch.dtype) -> Tensor:
+    """W + (B @ A) * scaling, computed in fp32 (a bf16 sum would round the small update away; the same operations
+    as peft's merge), returned in `dtype`. Temporaries: one fp32 copy of this one weight (and the cast)."""
+    delta = lora_b.float() @ lora_a.float()
+    delta.mul_(scaling)
+    delta.add_(weight)  # in fp32: a bf16 W is widened exactly
+    return delta.to(dtype)
+
+
 @torch.no_grad()
 def merge_lora_(model: nn.Module) -> nn.Module:
-    """Folds every adapter into its base weight (W + alpha/r * B A, computed in fp32, stored in the base dtype)
-    and puts the plain Linear back, so the state_dict keys are the hub keys again."""
+    """Folds every adapter into its base weight (`merged_weight`, stored in the base dtype) and puts the plain
+    Linear back, so the state_dict keys are the hub keys again. Works on the model in place (tests, small
+    models); the policy export streams `merged_weight` per tensor instead (finetune.policy_export)."""
     from peft.tuners.lora import LoraLayer
 
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     for name, module in targets:
         base = module.get_base_layer()
-        delta = module.get_delta_weight("default").float()
-        base.weight.copy_((base.weight.float() + delta).to(base.weight.dtype))
+        merged = merged_weight(base.weight, module.lora_A["default"].weight, module.lora_B["default"].weight,
+                               float(module.scaling["default"]), base.weight.dtype)
+        base.weight.copy_(merged)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, base)
@@ -94,4 +129,5 @@ def base_name(lora_param_name: str) -> str:
     return re.sub(r"\.base_layer\.", ".", lora_param_name)
 
 
-__all__ = ["LoraSpec", "apply_lora", "base_name", "frozen_names", "is_lora", "lora_ranks", "merge_lora_"]
+__all__ = ["Adapter", "LoraSpec", "adapters", "apply_lora", "base_name", "frozen_names", "is_lora", "lora_ranks",
+           "merge_lora_", "merged_weight"]

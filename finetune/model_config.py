@@ -1,6 +1,8 @@
-"""pi0 model configuration: frozen dataclasses with named variants.
+"""pi0 / pi0.5 model configuration: frozen dataclasses with named variants.
 
-Every variant (the full 3.5 B pi0 and the tiny test models) runs the same code; only these numbers change.
+Every variant (the full 3.5 B pi0 and pi0.5 and the tiny test models) runs the same code; only these numbers change.
+`pi05=True` selects pi0.5 (finetune.model.pi05: adaptive RMSNorm in the action expert conditioned on the flow time,
+no state token, the state discretized into a 200-token prompt, quantile normalization).
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ class Pi0Config:
     `loss_action_dims`: None averages the flow-matching MSE over all padded dims (openpi); an int averages over
     the first n dims only (LeRobot). `dtype` is the weight/activation dtype; norms and the vision patch/position
     embeddings stay fp32 whatever it is.
+
+    `pi05`: the pi0.5 network (no state token; the expert's norms are adaptive, conditioned on the flow time).
+    `discrete_state_input` (pi0.5 only): the normalized state is written into the prompt as 256-bin integers
+    (openpi's `pi05_base`); False leaves it out of the prompt (openpi's `pi05_libero`), so the model sees no state.
     """
 
     name: str = "pi0"
@@ -113,6 +119,8 @@ class Pi0Config:
     dtype: str = "bfloat16"
     attention: str = "sdpa"  # "sdpa", "eager" (explicit fp32 logits) or "flex" (FlexAttention block mask)
     loss_action_dims: int | None = None
+    pi05: bool = False
+    discrete_state_input: bool = False
 
     def __post_init__(self) -> None:
         p, e = self.paligemma, self.expert
@@ -131,6 +139,9 @@ class Pi0Config:
             raise ValueError(f"attention must be 'sdpa', 'eager' or 'flex', got {self.attention!r}")
         if not self.camera_names:
             raise ValueError("at least one camera slot is required")
+        if self.discrete_state_input and not self.pi05:
+            raise ValueError("discrete_state_input is a pi0.5 option (pi0 feeds the state as a token of its own); "
+                             "set pi05=True or leave it False")
         object.__setattr__(self, "camera_names", tuple(self.camera_names))
 
     @property
@@ -143,7 +154,13 @@ class Pi0Config:
 
     @property
     def suffix_len(self) -> int:
-        return 1 + self.action_horizon
+        """pi0: state token + action tokens; pi0.5: action tokens only."""
+        return self.action_horizon + (0 if self.pi05 else 1)
+
+    @property
+    def kind(self) -> str:
+        """"pi0" or "pi05": what a checkpoint of this model holds (config.json "type", the key layout)."""
+        return "pi05" if self.pi05 else "pi0"
 
     def replace(self, **changes: Any) -> "Pi0Config":
         return dataclasses.replace(self, **changes)
@@ -157,6 +174,7 @@ class Pi0Config:
 
     @staticmethod
     def variant(name: str) -> "Pi0Config":
+        """pi0: "pi0", "pi0_dummy", "pi0_tiny", "pi0_small"; pi0.5: "pi05", "pi05_tiny", "pi05_small"."""
         try:
             return _PI0_VARIANTS[name]()
         except KeyError:
@@ -194,14 +212,18 @@ class Pi0Config:
 
 
 CONFIG_FORMAT = "aloha-workbench/pi0"
+PI05_TOKEN_LEN = 200  # pi0.5's prompt (task + 32 discretized state values + "Action: ") in tokens
 
 
 def _from_port_dict(d: Mapping[str, Any]) -> Pi0Config:
-    """openpi: {action_dim, action_horizon, paligemma_variant, action_expert_variant, precision};
-    LeRobot: {max_action_dim, max_state_dim, chunk_size, tokenizer_max_length, num_inference_steps, dtype, ...}.
-    Both use the So400m vision tower."""
-    if d.get("type") not in (None, "pi0"):
-        raise ValueError(f"config.json is for policy type {d.get('type')!r}, not pi0")
+    """openpi: {action_dim, action_horizon, paligemma_variant, action_expert_variant, precision}; LeRobot: {"type": "pi0" | "pi05", max_action_dim, max_state_dim, chunk_size,
+    tokenizer_max_length, num_inference_steps, dtype, ...}. Both use the So400m vision tower."""
+    kind = d.get("type")
+    if kind not in (None, "pi0", "pi05"):
+        raise ValueError(f"config.json is for policy type {kind!r}, not pi0 or pi05")
+    # LeRobot's "type" only: an openpi pi0.5 conversion reads as pi0 and its weights are then refused by kind
+    # (finetune.checkpoint), rather than served with openpi's pi0 conventions (finetune.foreign_policy)
+    pi05 = kind == "pi05"
     action_dim = int(d.get("action_dim", d.get("max_action_dim", 32)))
     state_dim = int(d.get("max_state_dim", action_dim))
     dtype = str(d.get("precision", d.get("dtype", "bfloat16")))
@@ -222,10 +244,12 @@ def _from_port_dict(d: Mapping[str, Any]) -> Pi0Config:
         action_dim=action_dim,
         state_dim=state_dim,
         action_horizon=int(d.get("action_horizon", d.get("chunk_size", 50))),
-        max_token_len=int(d.get("tokenizer_max_length", d.get("max_token_len", 48))),
+        max_token_len=int(d.get("tokenizer_max_length", d.get("max_token_len", PI05_TOKEN_LEN if pi05 else 48))),
         num_steps=int(d.get("num_inference_steps", d.get("num_steps", 10))),
         dtype=dtype,
         camera_names=cams,
+        pi05=pi05,
+        discrete_state_input=pi05 and bool(d.get("discrete_state_input", True)),
     )
 
 
@@ -256,5 +280,30 @@ _PI0_VARIANTS = {
         vision=SiglipConfig.variant("small_56"),
         vocab_size=512,
         dtype="float32",
+    ),
+    # pi0.5 (openpi pi05_base / lerobot/pi05_base): the same backbone pair, adaptive expert norms, 200-token prompt
+    "pi05": lambda: Pi0Config(name="pi05", max_token_len=PI05_TOKEN_LEN, pi05=True, discrete_state_input=True),
+    # its unit-test and CPU closed-loop twins (pi0_tiny / pi0_small's numbers), with pi0.5's 200-token prompt
+    "pi05_tiny": lambda: Pi0Config(
+        name="pi05_tiny",
+        paligemma=GemmaConfig.variant("tiny"),
+        expert=GemmaConfig.variant("tiny_expert"),
+        vision=SiglipConfig.variant("tiny_56"),
+        vocab_size=512,
+        dtype="float32",
+        max_token_len=PI05_TOKEN_LEN,
+        pi05=True,
+        discrete_state_input=True,
+    ),
+    "pi05_small": lambda: Pi0Config(
+        name="pi05_small",
+        paligemma=GemmaConfig.variant("small"),
+        expert=GemmaConfig.variant("small_expert"),
+        vision=SiglipConfig.variant("small_56"),
+        vocab_size=512,
+        dtype="float32",
+        max_token_len=PI05_TOKEN_LEN,
+        pi05=True,
+        discrete_state_input=True,
     ),
 }

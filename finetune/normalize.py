@@ -1,4 +1,5 @@
-"""Normalization statistics in openpi's `norm_stats.json` layout, and the z-score transform pi0 uses.
+"""Normalization statistics in openpi's `norm_stats.json` layout, the z-score transform pi0 uses and the quantile
+one pi0.5 uses.
 
 File: {"norm_stats": {"state": {"mean": [...], "std": [...], "q01": [...], "q99": [...]}, "actions": {...}}}.
 """
@@ -77,6 +78,33 @@ def normalize(x: np.ndarray, stats: NormStats, eps: float = EPS) -> np.ndarray:
     n = stats.mean.shape[-1]
     out = np.array(x, dtype=np.float64, copy=True)
     out[..., :n] = (out[..., :n] - stats.mean) / (stats.std + eps)
+    return out.astype(np.asarray(x).dtype if np.issubdtype(np.asarray(x).dtype, np.floating) else np.float32)
+
+
+def _quantiles(stats: NormStats, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if stats.q01 is None or stats.q99 is None:
+        raise ValueError("quantile normalization (pi0.5) needs q01 and q99 in the norm stats, which have only mean "
+                         "and std: recompute the statistics from the episodes (finetune.stats.compute_norm_stats "
+                         "stores all four)")
+    return stats.q01[:n], stats.q99[:n]
+
+
+def quantile_normalize(x: np.ndarray, stats: NormStats, eps: float = EPS) -> np.ndarray:
+    """pi0.5 (openpi): 2 (x - q01) / (q99 - q01 + eps) - 1, so the 1st..99th percentile maps to [-1, 1]; eps keeps
+    a zero range finite. The first len(q01) dims only (padding passes through)."""
+    q01, q99 = _quantiles(stats, stats.mean.shape[-1])
+    n = q01.shape[-1]
+    out = np.array(x, dtype=np.float64, copy=True)
+    out[..., :n] = 2.0 * (out[..., :n] - q01) / (q99 - q01 + eps) - 1.0
+    return out.astype(np.asarray(x).dtype if np.issubdtype(np.asarray(x).dtype, np.floating) else np.float32)
+
+
+def quantile_unnormalize(x: np.ndarray, stats: NormStats, eps: float = EPS) -> np.ndarray:
+    """Exact inverse of quantile_normalize: (y + 1) (q99 - q01 + eps) / 2 + q01."""
+    q01, q99 = _quantiles(stats, stats.mean.shape[-1])
+    n = q01.shape[-1]
+    out = np.array(x, dtype=np.float64, copy=True)
+    out[..., :n] = (out[..., :n] + 1.0) * (q99 - q01 + eps) / 2.0 + q01
     return out.astype(np.asarray(x).dtype if np.issubdtype(np.asarray(x).dtype, np.floating) else np.float32)
 
 

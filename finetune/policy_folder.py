@@ -11,7 +11,8 @@
       tokenizer.model      the SentencePiece model the prompts were tokenized with
       train_config.json    the run's settings;  metrics.json: last step and validation metrics
 
-Written atomically (policy.partial, fsync, swap), so a crash never leaves half a policy where a good one was.
+Written atomically (policy.partial, fsync, swap), so a crash never leaves half a policy where a good one was;
+a failed write (full disk, out of memory) removes policy.partial.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
 from recorder.durable import fsync_tree
 from finetune.model.pi0 import Pi0
+
+if TYPE_CHECKING:
+    from finetune.checkpoint import WeightStream
 
 POLICY_FILE = "policy.json"
 POLICY_FORMAT = "aloha-workbench/policy"
@@ -48,39 +52,45 @@ class LoadedPolicy:
     transforms: Any | None  # finetune.transforms.PolicyTransforms (None for synthetic-data test runs)
 
 
-def write_policy_folder(folder: Path, model: Pi0, *, data: Any = None, tokenizer_file: Path | None = None,
-                        train_config: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
-                        step: int = 0) -> Path:
-    """model must be a plain Pi0 (LoRA merged). data: the run's TrainingData (its save() writes norm stats,
-    transforms, rig and dataset files)."""
+def write_policy_folder(folder: Path, model: "Pi0 | WeightStream", *, data: Any = None,
+                        tokenizer_file: Path | None = None, train_config: Mapping[str, Any] | None = None,
+                        metrics: Mapping[str, Any] | None = None, step: int = 0) -> Path:
+    """model: a plain Pi0 (LoRA merged) or a WeightStream of one (finetune.checkpoint; the trainer's export
+    streams the training model's tensors). data: the run's TrainingData (its save() writes norm stats,
+    transforms, rig and dataset files). Any failure (a full disk, out of memory, Ctrl-C) removes policy.partial
+    and leaves an earlier policy folder as it was."""
     from finetune.checkpoint import save_pi0
 
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_pi0(model, tmp)
-    if data is not None and hasattr(data, "save"):
-        data.save(tmp)
-    if tokenizer_file is not None:
-        shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
-    if train_config is not None:
-        (tmp / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")
-    (tmp / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=2) + "\n")
-    manifest = {
-        "format": POLICY_FORMAT,
-        "version": POLICY_VERSION,
-        "step": step,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model.config.name,
-        "base": (train_config or {}).get("base"),
-        "lora_merged": bool((train_config or {}).get("lora")),
-        # training-time real-time chunking: the runtime then passes committed actions as clean tokens (0: off)
-        "rtc_max_delay": int((train_config or {}).get("rtc_max_delay") or 0),
-        "files": sorted(p.name for p in tmp.iterdir()) + [POLICY_FILE],
-    }
-    (tmp / POLICY_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    fsync_tree(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        save_pi0(model, tmp)
+        if data is not None and hasattr(data, "save"):
+            data.save(tmp)
+        if tokenizer_file is not None:
+            shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
+        if train_config is not None:
+            (tmp / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=2) + "\n")
+        manifest = {
+            "format": POLICY_FORMAT,
+            "version": POLICY_VERSION,
+            "step": step,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": model.config.name,
+            "base": (train_config or {}).get("base"),
+            "lora_merged": bool((train_config or {}).get("lora")),
+            # training-time real-time chunking: the runtime then passes committed actions as clean tokens (0: off)
+            "rtc_max_delay": int((train_config or {}).get("rtc_max_delay") or 0),
+            "files": sorted(p.name for p in tmp.iterdir()) + [POLICY_FILE],
+        }
+        (tmp / POLICY_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
@@ -95,7 +105,9 @@ def is_policy_folder(folder: Path) -> bool:
 
 
 def load_policy(folder: Path, device: torch.device | str = "cpu", dtype: str | None = None) -> LoadedPolicy:
-    """The model (strict load, hub keys), its tokenizer and the serving transforms."""
+    """The model (strict load, hub keys), its tokenizer and the serving transforms. dtype None: bf16 for pi0
+    (also a policy an older export wrote in float32), the small CPU models as stored (checkpoint.inference_dtype);
+    "float32" on request."""
     from finetune.checkpoint import load_pi0
     from finetune.tokenizer import PromptTokenizer
 
@@ -108,7 +120,8 @@ def load_policy(folder: Path, device: torch.device | str = "cpu", dtype: str | N
         raise PolicyFolderError(f"{folder}: unsupported policy format {manifest.get('format')!r} "
                                 f"v{manifest.get('version')}")
     model = load_pi0(folder, device=device, dtype=dtype)
-    tok = PromptTokenizer(folder / TOKENIZER_FILE, max_len=model.config.max_token_len) \
+    # checked against the model: a full-size policy must carry PaliGemma's tokenizer (finetune.tokenizer)
+    tok = PromptTokenizer.for_model(folder / TOKENIZER_FILE, model.config) \
         if (folder / TOKENIZER_FILE).is_file() else None
     transforms = None
     if (folder / "transforms.json").is_file():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from finetune.hub import DEFAULT_CHECKPOINT_REPO as PI0_BASE
 
 RANDOM_BASE = "random"  # base = random weights (the small CPU models; nothing to download)
+PI05_BASE = "lerobot/pi05_base"  # pi0.5's base (pi05.md: one float32 model.safetensors, 3.6 B parameters)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class TrainPreset:
 
 # openpi's fine-tuning set-up (finetune.precision.OptimConfig's defaults are its optimizer's)
 _PI0 = dict(model="pi0", base=PI0_BASE, steps=20_000, batch_size=32, lr=2.5e-5, val_every=1000, save_every=1000)
+_PI05 = {**_PI0, "model": "pi05", "base": PI05_BASE}  # openpi's pi05 fine-tunes use pi0's optimizer set-up
 # random-init CPU models: a tokenizer trained into the run folder, fp32, frames cached (decoding costs more than
 # the step), no gradient checkpointing (nothing to save at this size)
 _CPU = dict(base=RANDOM_BASE, lr=3e-3, cache_images=True, precision="fp32", gradient_checkpointing=False)
@@ -70,12 +72,24 @@ PRESETS: tuple[TrainPreset, ...] = (
     TrainPreset("pi0", "Full fine-tune (80 GB card, or several)",
                 f"pi0 from {PI0_BASE}, fp32 master weights + bf16; estimated ~62 GB at batch 32 (use several "
                 "GPUs below 80 GB)", lora=False, **_PI0),
+    TrainPreset("pi05-lora", "pi0.5 LoRA (one 24 GB card)",
+                f"pi0.5 from {PI05_BASE} (state in the prompt, quantile normalization), rank 16/32 adapters, "
+                "gradient checkpointing; about pi0's memory", lora=True, **_PI05),
+    TrainPreset("pi05", "pi0.5 full fine-tune (80 GB card, or several)",
+                f"pi0.5 from {PI05_BASE}, fp32 master weights + bf16; about pi0's memory (use several GPUs below "
+                "80 GB)", lora=False, **_PI05),
     TrainPreset("small", "Small model (learns on a CPU)",
                 "pi0_small, 1.6 M parameters from random weights, 56 px cameras: learns a task from a few "
                 "demonstrations in minutes to an hour on a CPU (the closed loop's model)",
                 model="pi0_small", lora=False, steps=3000, batch_size=16, val_every=300, save_every=300, **_CPU),
     TrainPreset("tiny", "Tiny test model (CPU)", "a two-layer model: checks the data and the set-up in seconds",
                 model="pi0_tiny", lora=False, steps=200, batch_size=4, val_every=50, save_every=50, **_CPU),
+    TrainPreset("pi05-small", "Small pi0.5 model (learns on a CPU)",
+                "pi05_small: the small model's numbers as pi0.5 (state in the prompt, adaptive expert norms), "
+                "from random weights", model="pi05_small", lora=False, steps=3000, batch_size=16, val_every=300,
+                save_every=300, **_CPU),
+    TrainPreset("pi05-tiny", "Tiny pi0.5 test model (CPU)", "a two-layer pi0.5: checks the set-up in seconds",
+                model="pi05_tiny", lora=False, steps=200, batch_size=4, val_every=50, save_every=50, **_CPU),
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in PRESETS)
 DEFAULT = "pi0"  # `workbench train` without --config
@@ -93,4 +107,4 @@ def describe(field: str) -> str:
     return ", ".join(f"{p.name} {getattr(p, field)}" for p in PRESETS)
 
 
-__all__ = ["DEFAULT", "NAMES", "PI0_BASE", "PRESETS", "RANDOM_BASE", "TrainPreset", "describe", "preset"]
+__all__ = ["DEFAULT", "NAMES", "PI0_BASE", "PI05_BASE", "PRESETS", "RANDOM_BASE", "TrainPreset", "describe", "preset"]

@@ -2,7 +2,8 @@
 conversion and the delta joints (over every step of every action chunk), before z-scoring and padding.
 
 Near-constant dims (std below `min_std`) are the known cause of diverging fine-tunes: z-scoring multiplies any later
-deviation by up to 1/eps. They are refused with the joint's name, or fixed (std 1: the dim is only centred).
+deviation by up to 1/eps (pi0.5's quantile normalization likewise divides by the q01..q99 range). They are refused
+with the joint's name, or fixed (std 1, and q01/q99 at mean -/+ 1: the dim is only centred).
 """
 from __future__ import annotations
 
@@ -96,7 +97,10 @@ def _check_low_std(stats: dict[str, NormStats], names: Sequence[str], low_std: s
     for k, s in stats.items():
         std = s.std.copy()
         std[low[k]] = 1.0
-        fixed[k] = NormStats(s.mean, std, s.q01, s.q99)
+        q01, q99 = (None, None) if s.q01 is None else (s.q01.copy(), s.q99.copy())
+        if q01 is not None:  # pi0.5's quantile normalization: the same fix, mean -> 0 at unit scale
+            q01[low[k]], q99[low[k]] = s.mean[low[k]] - 1.0, s.mean[low[k]] + 1.0
+        fixed[k] = NormStats(s.mean, std, q01, q99)
     msg = f"near-constant dims only centred (std set to 1, not z-scored): {what}"
     log.warning(msg)
     warnings.warn(msg, NearConstantWarning, stacklevel=3)

@@ -12,7 +12,10 @@ What the loop guarantees, and where:
     leaves the previous checkpoint as it was; the last `keep_last` are kept;
   * NaN/inf loss or gradient: stops before the optimizer step (weights stay finite), names the step and batch,
     keeps the last good checkpoint;
-  * SIGINT / SIGTERM: finishes the current step, writes a checkpoint and the policy folder, exits 130.
+  * SIGINT / SIGTERM: finishes the current step, writes a checkpoint and the policy folder, exits 130;
+  * the policy export streams the training model's tensors (no second model: `export_policy`); a failed one
+    (full disk, out of memory) keeps the checkpoints and is redone by `workbench policy export RUN`
+    (finetune.run_export).
 
 Run folder (--out): train_config.json, metrics.jsonl (typed events, `finetune.events`), checkpoints/step_*/
 (`finetune.train_state`), policy/ (the deployable policy folder, `finetune.policy_folder`).
@@ -90,6 +93,9 @@ class TrainConfig:
     # actions are given clean (flow time 0) and left out of the loss; 0 = off. For policies run with --mode rtc.
     rtc_max_delay: int = 0
     data: dict[str, Any] = field(default_factory=dict)  # finetune.data.DataConfig fields (filters, prompt, ...)
+    # --resume on a dataset that changed since the run started: go on with the run's own split and normalization
+    # statistics (finetune.run_data) instead of refusing. This invocation's choice: not stored in train_config.json
+    keep_run_data: bool = False
 
     @staticmethod
     def from_preset(preset: "TrainPreset", *, dataset: str, out: str, data: Mapping[str, Any] | None = None,
@@ -110,6 +116,7 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["optim"]["betas"] = list(self.optim.betas)
+        d.pop("keep_run_data")
         return d
 
     @staticmethod
@@ -234,12 +241,15 @@ def build_data(cfg: TrainConfig, model_config: Pi0Config, tokenizer: Any, local_
 
 # ====================================================================================================== model
 def resolve_base(cfg: TrainConfig, emit: Callable[[ev.Event], None]) -> tuple[Path | None, Pi0Config]:
-    """-> (weights folder or None for random init, model config). An earlier run means its policy folder."""
-    from finetune.checkpoint import CheckpointError, read_config
+    """-> (weights folder or None for random init, model config). An earlier run means its policy folder. The
+    config's dtype is the inference/export one (checkpoint.inference_dtype: bf16 for pi0 even where the base's
+    config.json says float32); training builds in its precision policy's dtypes (build_policy) anyway."""
+    from finetune.checkpoint import CheckpointError, inference_dtype, read_config
     from finetune.hub import HubError, download_folder
 
     if cfg.base == RANDOM_BASE:
-        return None, Pi0Config.variant(cfg.model)
+        mc = Pi0Config.variant(cfg.model)
+        return None, mc.replace(dtype=inference_dtype(mc))
     p = Path(cfg.base).expanduser()
     if (p / TRAIN_CONFIG).is_file():  # an earlier run: continue from its policy
         if not (p / POLICY / "model.safetensors").is_file():
@@ -261,7 +271,7 @@ def resolve_base(cfg: TrainConfig, emit: Callable[[ev.Event], None]) -> tuple[Pa
         raise TrainError("not_pi0", f"base checkpoint {cfg.base} is not a pi0 checkpoint: {e}\nFix: pass --base "
                          f"{PI0_BASE}, a folder with a pi0 config.json + model.safetensors, or one of our "
                          "runs / policy folders.") from e
-    return folder, mc
+    return folder, mc.replace(dtype=inference_dtype(mc))
 
 
 def build_policy(cfg: TrainConfig, folder: Path | None, model_config: Pi0Config, precision: str,
@@ -424,15 +434,37 @@ class _Stop:
 
 
 def _oom_message(device: torch.device, cfg: TrainConfig, precision: str) -> str:
-    from finetune.precision import bytes_per_trainable_param
+    """What ran out, the memory model's estimate for this set-up (finetune.memory_model) and what to change."""
+    from finetune import memory_model
 
-    total = torch.cuda.get_device_properties(device).total_memory / 2 ** 30 if device.type == "cuda" else 0.0
-    return (f"out of GPU memory on {torch.cuda.get_device_name(device) if device.type == 'cuda' else device} "
-            f"({total:.0f} GiB) at batch {cfg.batch_size} ({'LoRA' if cfg.lora else 'full fine-tune'}, {precision}, "
-            f"gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}). Estimates for pi0 at batch "
-            "32 with checkpointing: LoRA ~16-24 GB, full fine-tune ~62 GB with fp32 master weights "
-            f"({bytes_per_trainable_param('bf16-amp')} B/param) or ~48 GB with --precision bf16-sr. Fix: --lora, a "
-            "smaller --batch, --grad-ckpt (if off), --precision bf16-sr, or several GPUs with --gpus N --fsdp.")
+    if device.type == "cuda":
+        dev = memory_model.DeviceMemory("cuda", torch.cuda.get_device_name(device),
+                                        int(torch.cuda.get_device_properties(device).total_memory))
+    else:
+        dev = memory_model.cpu_memory()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    ema = cfg.optim.ema_decay is not None
+    kw = dict(lora=cfg.lora, precision=precision, batch=max(cfg.batch_size // world, 1),
+              grad_ckpt=cfg.gradient_checkpointing)
+    what = (f"out of {'GPU' if dev.kind == 'cuda' else 'CPU'} memory on {dev.label} ({dev.total / 2 ** 30:.0f} GiB"
+            f"{'' if dev.kind == 'cuda' else ' available now'}) at batch {kw['batch']} per process "
+            f"({'LoRA' if cfg.lora else 'full fine-tune'}, {precision}, gradient checkpointing "
+            f"{'on' if cfg.gradient_checkpointing else 'off'}).")
+    try:
+        mc = Pi0Config.variant(cfg.model)
+    except ValueError:
+        return what + " Fix: --lora, a smaller --batch, --grad-ckpt, --precision bf16-sr, or --gpus N --fsdp."
+    est = memory_model.estimate(mc, **kw, device_kind=dev.kind, ema=ema, ddp=world > 1 and not cfg.fsdp)
+    tips = memory_model.advice(mc, **kw, capacity=dev.total, device_kind=dev.kind, ema=ema)
+    needs = f" The memory model puts this run at ~{est.total / 2 ** 30:.1f} GB ({est.describe()})"
+    if est.total <= dev.total:
+        why = (f"{needs}, within the {dev.total / 2 ** 30:.0f} GiB: something else holds memory there (other "
+               "processes: `nvidia-smi`), or the estimate is low for this set-up.")
+    else:
+        why = needs + "."
+    fix = (" Fix: " + ", or ".join(tips) + ", or several GPUs with --gpus N --fsdp.") if tips else \
+        " Fix: several GPUs with --gpus N --fsdp, or a bigger card."
+    return what + why + fix
 
 
 def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resume: bool = False) -> Path | None:
@@ -468,25 +500,41 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
                 diff = sorted(k for k in cfg.resume_key() if old.resume_key().get(k) != cfg.resume_key().get(k))
                 raise TrainError("resume_mismatch", f"--resume with settings that differ from the run's "
                                  f"({', '.join(diff)}); use the original ones or a new --out.")
+        from finetune.run_data import DatasetChangedError, record_data_state, resume_data
+
+        try:  # the dataset must still be what the run recorded at its start (finetune.run_data)
+            data_plan = resume_data(run_dir, cfg.dataset, cfg.data, resuming=resume and bool(existing),
+                                    keep=cfg.keep_run_data)
+        except DatasetChangedError as e:
+            raise TrainError("dataset_changed", str(e)) from e
+        for note in data_plan.notes:
+            report(ev.Status(note))
         if d.main:
             (run_dir / TRAIN_CONFIG).write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        if data_plan.data is not None:  # --keep-run-data: the run's own split and statistics (not in train_config)
+            cfg = dataclasses.replace(cfg, data=data_plan.data)
         torch.manual_seed(cfg.seed + d.rank)
         np.random.seed(cfg.seed + d.rank)
         random.seed(cfg.seed + d.rank)
 
         folder, model_config = resolve_base(cfg, report)
+        from finetune.tokenizer import PromptTokenizer, TokenizerMismatch, TokenizerUnavailable, tokenizer_for_run
+
+        # the tokenizer before the model: a missing or wrong file is said before minutes of building 3.5 B weights,
+        # and as a run failure (TrainError) the CLI and the Train tab show, not a traceback
+        try:
+            if d.main:  # rank 0 first: a small model's tokenizer is trained into the run folder once
+                tok_path = tokenizer_for_run(cfg.tokenizer, run_dir, model_config.vocab_size)
+            _barrier(d)
+            if not d.main:
+                tok_path = tokenizer_for_run(cfg.tokenizer, run_dir, model_config.vocab_size)
+        except (TokenizerMismatch, TokenizerUnavailable) as e:
+            raise TrainError("tokenizer", str(e)) from e
         report(ev.Status("building the model"))
         try:
             policy = build_policy(cfg, folder, model_config, precision, device)
         except torch.OutOfMemoryError as e:
             raise TrainError("out_of_memory", _oom_message(device, cfg, precision)) from e
-        from finetune.tokenizer import PromptTokenizer, tokenizer_for_run
-
-        if d.main:  # rank 0 first: a small model's tokenizer is trained into the run folder once
-            tok_path = tokenizer_for_run(cfg.tokenizer, run_dir, policy.config.vocab_size)
-        _barrier(d)
-        if not d.main:
-            tok_path = tokenizer_for_run(cfg.tokenizer, run_dir, policy.config.vocab_size)
 
         tokenizer = PromptTokenizer(tok_path, max_len=policy.config.max_token_len)
         if cfg.batch_size % d.world:
@@ -513,6 +561,8 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
             report(ev.Status(f"resuming from {last}"))
             step = load_checkpoint(last, model, opt, ema, rank=d.rank, world=d.world)
             resumed = True
+        if d.main and data_plan.record:  # before the first step: what this run trains on
+            record_data_state(run_dir, data, step)
         trainable = sum(p.numel() for _, p in named)
         total = sum(p.numel() for p in policy.parameters())
         if d.world > 1 and cfg.fsdp:
@@ -590,7 +640,8 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
                 if stop_now:
                     reason = "cancelled"
                     break
-        out = export_policy(run_dir, policy, ema, data, cfg, tok_path, step, d, report, model_config.dtype)
+        out = export_policy(run_dir, policy, ema.shadow if ema is not None else None, data, cfg, tok_path, step, d,
+                            report, model_config.dtype)
         report(ev.Finished(step, reason, str(out) if out else None))
         if reason == "cancelled":
             raise KeyboardInterrupt
@@ -615,36 +666,82 @@ def _agree(flag: bool, d: Dist) -> bool:
     return bool(t.item())
 
 
-def export_policy(run_dir: Path, policy: Pi0, ema: EMA | None, data: Any, cfg: TrainConfig, tok_path: Path,
-                  step: int, d: Dist, report: Callable[[ev.Event], None], dtype: str) -> Path | None:
-    """Writes run_dir/policy (EMA weights if EMA is on, LoRA merged). Collective under FSDP."""
+EXPORT_COMMAND = "workbench policy export"
+
+
+def export_policy(run_dir: Path, policy: Pi0, ema_shadow: Mapping[str, Tensor] | None, data: Any, cfg: TrainConfig,
+                  tok_path: Path | None, step: int, d: Dist, report: Callable[[ev.Event], None],
+                  dtype: str) -> Path | None:
+    """Writes run_dir/policy from the training model itself, one tensor at a time (finetune.policy_export: EMA
+    weights where EMA is on, LoRA merged per weight, in `dtype` = checkpoint.inference_dtype: bf16 for pi0), so
+    the export needs about one weight of memory, not a second model. Collective under FSDP (rank 0 writes).
+    A failure while writing (a full disk, out of memory) leaves no policy.partial and the checkpoints untouched,
+    and is a TrainError whose message names the re-export command (`workbench policy export RUN`)."""
+    from finetune.checkpoint import inference_dtype
+    from finetune.policy_export import TrainingWeights
     from finetune.policy_folder import write_policy_folder
 
-    with torch.no_grad():
-        full: dict[str, Tensor] = {}
-        src = ema.shadow if ema is not None else None
-        for n, p in policy.state_dict().items():
-            t = src[n] if src is not None and n in src else p
-            full[n] = (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
+    out_dtype = inference_dtype(policy.config.replace(dtype=dtype))
+    weights = TrainingWeights(policy, ema_shadow, out_dtype, on_progress=_export_progress(report) if d.main else None)
     if not d.main:
+        weights.walk()
         return None
-    from finetune.checkpoint import build_model
-
-    plain = build_model(policy.config.replace(dtype=dtype), "cpu")  # the base's dtype (bf16 for pi0)
-    if any("lora_" in n for n in full):
-        from finetune.lora import apply_lora, merge_lora_
-
-        apply_lora(plain)
-        plain.load_state_dict({k: v.to(plain.state_dict()[k].dtype) for k, v in full.items()}, strict=True)
-        merge_lora_(plain)
-    else:
-        plain.load_state_dict(full, strict=True)
-    plain.apply_precision()
-    metrics_summary = _metrics_summary(run_dir / METRICS)
-    out = write_policy_folder(run_dir / POLICY, plain.eval(), data=data, tokenizer_file=tok_path,
-                              train_config=cfg.to_json(), metrics=metrics_summary, step=step)
+    report(ev.Status(f"exporting the policy folder: {_size(weights.nbytes)} of {out_dtype} weights"
+                     f"{', LoRA merged' if cfg.lora else ''}{', EMA averages' if ema_shadow is not None else ''}"))
+    try:
+        out = write_policy_folder(run_dir / POLICY, weights.stream(), data=data, tokenizer_file=tok_path,
+                                  train_config=cfg.to_json(), metrics=_metrics_summary(run_dir / METRICS), step=step)
+    except (OSError, RuntimeError, MemoryError) as e:  # RuntimeError: torch's (out of memory, failed writes)
+        try:
+            weights.walk_rest()  # FSDP: the other ranks are still gathering
+        except Exception:  # noqa: BLE001 - the export's own error is the one to report
+            pass
+        raise export_error(e, run_dir, step, weights.nbytes) from e
     report(ev.PolicySaved(step, str(out)))
     return out
+
+
+def _export_progress(report: Callable[[ev.Event], None]) -> Callable[[int, int], None]:
+    """Export progress as Status events, one per tenth of the bytes (the GUI shows the text)."""
+    shown = {"tenth": 0}
+
+    def progress(done: int, total: int) -> None:
+        tenth = 10 * done // max(total, 1)
+        if tenth > shown["tenth"]:
+            shown["tenth"] = tenth
+            report(ev.Status(f"exporting the policy folder: {10 * tenth}% ({_size(done)} of {_size(total)})"))
+
+    return progress
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
+
+
+def export_error(e: BaseException, run_dir: Path, step: int, nbytes: int) -> TrainError:
+    """A failed export as a TrainError: disk_full / out_of_memory / export_failed, what is kept, what to run."""
+    from finetune.train_state import _DISK_FULL
+
+    chain: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and x not in chain:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    text = " ".join(str(x) for x in chain).lower()
+    if any(isinstance(x, MemoryError) or isinstance(x, torch.OutOfMemoryError) for x in chain) or any(
+            k in text for k in ("out of memory", "can't allocate memory", "cannot allocate memory")):
+        error, what = "out_of_memory", "out of memory"
+        fix = "Close other programs (or use a machine with more RAM)"
+    elif any(isinstance(x, OSError) and x.errno in _DISK_FULL for x in chain) or "no space left" in text:
+        error, what = "disk_full", "disk full"
+        fix = f"Free at least {_size(nbytes)} on the disk of {run_dir}"
+    else:
+        error, what, fix = "export_failed", "failed", "Fix the cause"
+    ckpts = list_checkpoints(run_dir)
+    kept = f"the checkpoints are kept (last: {ckpts[-1][1]})" if ckpts else "no checkpoint of the run exists"
+    return TrainError(error, f"exporting the policy folder {run_dir / POLICY} at step {step}: {what} ({e}). "
+                      f"Nothing half-written is left, and {kept}. {fix}, then export it again from the last "
+                      f"checkpoint: `{EXPORT_COMMAND} {run_dir}` (--step N for an earlier one).", step)
 
 
 def _metrics_summary(path: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""What `workbench serve` can serve: a trained pi0 policy folder (or a hub id) as a finetune.runtime.PolicyRuntime,
-or a replay folder (replay.json: a recorded episode's actions as chunks) as a finetune.replay_policy.ReplayPolicy.
+"""What `workbench serve` can serve: a trained pi0 or pi0.5 policy folder (or a hub id; its config.json says which)
+as a finetune.runtime.PolicyRuntime, or a replay folder (replay.json: a recorded episode's actions as chunks) as a
+finetune.replay_policy.ReplayPolicy.
 A policy trained elsewhere -- a LeRobot pi0 folder or an openpi PyTorch checkpoint (finetune.foreign_policy) --
 becomes a ForeignPolicyRuntime (a PolicyRuntime over its statistics and conventions). All have what
 serving.server.PolicyServer needs: `infer(state, images, prompt, seed=, [step=, prefix=, delay=])`, `metadata()`

@@ -3,8 +3,12 @@
 control loop down; its typed JSON events (finetune.events) drive the progress, the loss plot and the run list.
 
 Cancel sends SIGTERM: the trainer finishes its step, writes a checkpoint and the policy folder, then exits;
-Resume continues the selected run from its last checkpoint. "Use in trials" emits `policy_chosen` with the run's
-policy folder and remembers it in QSettings ("trials/policy") for the Trials tab.
+Resume continues the selected run from its last checkpoint; "Export policy" writes the policy folder of a run
+whose export failed (or whose policy is older than its last checkpoint) from that checkpoint, as a child process
+too (`workbench policy export RUN --json`). "Use in trials" emits `policy_chosen` with the run's
+policy folder and remembers it in QSettings ("trials/policy") for the Trials tab. "Download base" runs
+`workbench base download BASE --json` as its own process too (byte progress in the download bar, the outcome in
+the status line): afterwards training runs offline.
 """
 from __future__ import annotations
 
@@ -14,14 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PyQt6.QtCore import QProcess, QSettings, Qt, pyqtSignal
-from PyQt6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-                             QLineEdit, QProgressBar, QPushButton, QSpinBox, QTreeWidget, QTreeWidgetItem,
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
+                             QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QTreeWidget, QTreeWidgetItem,
                              QVBoxLayout, QWidget)
 
 from finetune import events as ev
-from finetune import presets
+from finetune import memory_model, presets
+from finetune.model_config import Pi0Config
+from finetune.hub import BaseReady
 from finetune.presets import TrainPreset
 from finetune.train_state import list_checkpoints
+from ui import theme
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_POLICY = "trials/policy"
@@ -30,6 +37,8 @@ SETTINGS_POLICY = "trials/policy"
 PRESETS = presets.PRESETS  # every `workbench train --config` preset, in the table's order
 FILTER_OUTCOMES = ("All labels", "success", "failure", "partial", "unlabeled")  # the export filters
 FILTER_QUALITY = ("All quality", "pass", "warn", "fail")
+PRECISIONS = ("auto", "fp32", "bf16-amp", "bf16-sr")  # `workbench train --precision`
+DEVICES = ("auto", "cuda", "cpu")
 TRIAL_CHOICES = (  # DataConfig.trials: (value, label)
     ("exclude", "Leave out trial episodes"),
     ("corrections", "Operator corrections only (HG-DAgger)"),
@@ -48,6 +57,9 @@ class TrainRequest:
     outcome: str = ""
     quality: str = ""
     trials: str = "exclude"
+    lora: bool | None = None  # None: the preset's
+    precision: str = ""  # "": the preset's (auto, fp32, bf16-amp, bf16-sr)
+    device: str = ""  # "": the preset's (auto, cuda, cpu)
 
     def argv(self) -> list[str]:
         """`workbench train` selecting the preset by name; only what the form changed is passed on."""
@@ -64,13 +76,34 @@ class TrainRequest:
             a += ["--quality", self.quality]
         if self.trials != "exclude":
             a += ["--trials", self.trials]
+        if self.lora is not None and self.lora != self.preset.lora:
+            a += ["--lora" if self.lora else "--no-lora"]
+        if self.precision and self.precision != self.preset.precision:
+            a += ["--precision", self.precision]
+        if self.device and self.device != self.preset.device:
+            a += ["--device", self.device]
         return a
+
+
+def policy_state(run: Path) -> str:
+    """"ready", "stale" (the policy's step is below the last checkpoint's) or "missing" (an export that failed,
+    a run killed before it exported)."""
+    policy = run / "policy" / "policy.json"
+    if not policy.is_file():
+        return "missing"
+    ckpts = list_checkpoints(run)
+    try:
+        step = int(json.loads(policy.read_text()).get("step", 0))
+    except (ValueError, TypeError):
+        return "stale"
+    return "stale" if ckpts and ckpts[-1][0] > step else "ready"
 
 
 class TrainPanel(QWidget):
     policy_chosen = pyqtSignal(str)  # a policy folder for the Trials tab
     event_received = pyqtSignal(object)  # every finetune.events event of the running process
     running_changed = pyqtSignal(bool)
+    download_event = pyqtSignal(object)  # the Download / Status / Failed events of a "Download base" process
 
     def __init__(self, settings: QSettings, runs_root: Path | None = None, python: str = sys.executable,
                  extra_args: tuple[str, ...] = (), parent: QWidget | None = None) -> None:
@@ -79,10 +112,15 @@ class TrainPanel(QWidget):
         self.runs_root = Path(runs_root or settings.value("train/runs_root", str(Path.home() / "workbench-runs")))
         self.python, self.extra_args = python, tuple(extra_args)
         self.proc: QProcess | None = None
+        self.proc_command: tuple[str, ...] = ("train",)  # the workbench command self.proc runs
         self.current_run: Path | None = None
         self.last_event: ev.Event | None = None
         self.stderr_tail = ""
         self._buf = b""
+        self.download_proc: QProcess | None = None  # `workbench base download --json` ("Download base")
+        self._dl_buf = b""
+        self.download_error: str | None = None
+        self.base_ready: BaseReady | None = None
         self.steps_x: list[float] = []
         self.loss_y: list[float] = []
         self.val_x: list[float] = []
@@ -122,7 +160,13 @@ class TrainPanel(QWidget):
         self.base.setEditable(True)
         self.base.addItems(list(dict.fromkeys(p.base for p in PRESETS if not p.random_init)))
         self.base.setToolTip("a hub id, a local pi0 folder, or an earlier run (continue training a policy)")
-        form.addRow("Base checkpoint", self.base)
+        self.download_base_btn = QPushButton("Download base")
+        self.download_base_btn.setToolTip("fetch this base checkpoint and PaliGemma's tokenizer into the hub cache "
+                                          "now (`workbench base download`), so that training can run offline")
+        base_row = QHBoxLayout()
+        base_row.addWidget(self.base, 1)
+        base_row.addWidget(self.download_base_btn)
+        form.addRow("Base checkpoint", base_row)
         self.preset = QComboBox()
         for p in PRESETS:
             self.preset.addItem(p.label, p.name)
@@ -141,6 +185,22 @@ class TrainPanel(QWidget):
         srow.addWidget(QLabel("batch"))
         srow.addWidget(self.batch)
         form.addRow("Length", srow)
+        self.lora = QCheckBox("LoRA")
+        self.lora.setToolTip("rank 16/32 adapters on the Gemma pair; the vision tower and projections still train")
+        self.precision = QComboBox()
+        self.precision.addItems(PRECISIONS)
+        self.precision.setToolTip("auto: bf16 compute over fp32 master weights on CUDA, fp32 on the CPU; bf16-sr: "
+                                  "bf16 weights with stochastic rounding (less memory)")
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        mrow = QHBoxLayout()
+        for w in (self.lora, QLabel("precision"), self.precision, QLabel("device"), self.device):
+            mrow.addWidget(w)
+        form.addRow("Run on", mrow)
+        self.memory = QLabel()  # "needs ~X GB on <device> (has Y GB)", finetune.memory_model
+        self.memory.setWordWrap(True)
+        form.addRow("Memory", self.memory)
+        self._gpu: dict[str, memory_model.DeviceMemory | None] = {}  # nvidia-smi answers, asked once per device
         self.name = QLineEdit()
         self.name.setPlaceholderText("run name (folder under the runs folder)")
         form.addRow("Run", self.name)
@@ -192,19 +252,30 @@ class TrainPanel(QWidget):
         rrow = QHBoxLayout()
         self.refresh_btn = QPushButton("Refresh")
         self.use_btn = QPushButton("Use in trials")
+        self.export_btn = QPushButton("Export policy")
+        self.export_btn.setToolTip("write the selected run's policy folder from its last checkpoint (`workbench "
+                                   "policy export`): for a run whose export failed or whose policy is older than "
+                                   "its last checkpoint")
         rrow.addWidget(self.refresh_btn)
         rrow.addStretch(1)
+        rrow.addWidget(self.export_btn)
         rrow.addWidget(self.use_btn)
         rv.addLayout(rrow)
         v.addWidget(runs)
         v.addStretch(1)
 
         self.preset.currentIndexChanged.connect(self._preset_changed)
+        self.batch.valueChanged.connect(self.update_memory)
+        self.lora.toggled.connect(self.update_memory)
+        self.precision.currentIndexChanged.connect(self.update_memory)
+        self.device.currentIndexChanged.connect(self.update_memory)
         self.train_btn.clicked.connect(lambda: self.start())
         self.cancel_btn.clicked.connect(self.cancel)
         self.resume_btn.clicked.connect(lambda: self.resume())
         self.refresh_btn.clicked.connect(self.refresh_runs)
         self.use_btn.clicked.connect(lambda: self.use_in_trials())
+        self.export_btn.clicked.connect(lambda: self.export_policy())
+        self.download_base_btn.clicked.connect(lambda: self.download_base())
         self.runs.itemSelectionChanged.connect(self._update_buttons)
         saved = max(0, self.preset.findData(str(self.settings.value("train/preset", PRESETS[0].name))))
         self._preset_changed(saved)
@@ -222,8 +293,40 @@ class TrainPanel(QWidget):
         self.batch.setValue(p.batch_size)
         self.preset_note.setText(p.note)
         self.base.setEnabled(not p.random_init)  # random weights: nothing to choose
+        self.download_base_btn.setEnabled(not p.random_init and not self.is_running() and not self.is_downloading())
         if not p.random_init:
             self.base.setCurrentText(p.base)
+        self.lora.setChecked(p.lora)
+        self.precision.setCurrentText(p.precision)
+        self.device.setCurrentText(p.device)
+        self.update_memory()
+
+    def update_memory(self) -> None:
+        """The memory line: the estimate for the form's set-up against the chosen device, in warning colour
+        when it will not fit (finetune.memory_model; no torch here: nvidia-smi tells a card's memory)."""
+        p = PRESETS[max(0, self.preset.currentIndex())]
+        device = self.device.currentText()
+        if device == "cpu":
+            dev: memory_model.DeviceMemory | None = memory_model.cpu_memory()
+        else:
+            if device not in self._gpu:
+                self._gpu[device] = memory_model.device_memory(device, use_torch=False)
+            dev = self._gpu[device]
+            if dev is not None and dev.kind == "cpu":  # auto without a card: the RAM available now
+                dev = memory_model.cpu_memory()
+        kw = dict(lora=self.lora.isChecked(), precision=self.precision.currentText(), batch=self.batch.value(),
+                  grad_ckpt=p.gradient_checkpointing, ema=p.ema_decay is not None)
+        mc = Pi0Config.variant(p.model)
+        est = memory_model.estimate(mc, **kw, device_kind=dev.kind if dev else "cuda")
+        fits = memory_model.fits(est, dev)
+        text = memory_model.fit_line(est, dev)
+        if not fits and dev is not None:
+            tips = memory_model.advice(mc, **kw, capacity=dev.total, device_kind=dev.kind)
+            text += " — will not fit" + ("; try " + ", or ".join(tips) if tips else "")
+        self.memory.setText(text)
+        self.memory.setToolTip(est.describe())
+        self.memory.setProperty("fits", fits)
+        self.memory.setStyleSheet("" if fits else f"color: {theme.WARN}; font-weight: 600;")
 
     # ------------------------------------------------------------------ actions
     def request(self) -> TrainRequest:
@@ -234,7 +337,8 @@ class TrainPanel(QWidget):
             out=str(self.runs_root / name), preset=p, steps=self.steps.value(), batch=self.batch.value(),
             outcome="" if self.outcome_f.currentIndex() == 0 else self.outcome_f.currentText(),
             quality="" if self.quality_f.currentIndex() == 0 else self.quality_f.currentText(),
-            trials=self.trials.currentData())
+            trials=self.trials.currentData(), lora=self.lora.isChecked(), precision=self.precision.currentText(),
+            device=self.device.currentText())
 
     def start(self, request: TrainRequest | None = None) -> None:
         req = request or self.request()
@@ -259,7 +363,18 @@ class TrainPanel(QWidget):
             self.status.setText("stopping: writing a checkpoint…")
             self.proc.terminate()
 
-    def _launch(self, run: Path, args: list[str], keep_plot: bool = False) -> None:
+    def export_policy(self, run: Path | None = None) -> None:
+        """`workbench policy export RUN --json` as a child process (the export never runs in the GUI process):
+        its events drive the status line, its PolicySaved / Failed the outcome and the run list."""
+        run = run or self.selected_run()
+        if run is None or policy_state(run) == "ready":
+            self.status.setText("Select a run whose policy is missing or older than its last checkpoint.")
+            return
+        self._launch(run, ["export", str(run), "--json"], keep_plot=True, command=("policy",))
+        self.status.setText(f"exporting the policy of {run.name}…")
+
+    def _launch(self, run: Path, args: list[str], keep_plot: bool = False,
+                command: tuple[str, ...] = ("train",)) -> None:
         if self.is_running():
             return
         self.current_run = run
@@ -274,7 +389,9 @@ class TrainPanel(QWidget):
         self.proc.readyReadStandardError.connect(self._read_stderr)
         self.proc.finished.connect(self._finished)
         self.status.setText(f"starting {run.name}…")
-        self.proc.start(self.python, ["-m", "workbench.cli", "train", *args, *self.extra_args])
+        self.proc_command = command
+        extra = self.extra_args if command == ("train",) else ()  # the form's extra options are train's
+        self.proc.start(self.python, ["-m", "workbench.cli", *command, *args, *extra])
         self.running_changed.emit(True)
         self._update_buttons()
 
@@ -340,7 +457,8 @@ class TrainPanel(QWidget):
         self._read_stdout()
         if not isinstance(self.last_event, (ev.Finished, ev.Failed)) or code not in (0, 130, 2):
             tail = self.stderr_tail.strip().splitlines()[-3:]
-            self.status.setText(f"the training process ended with code {code}: " + " | ".join(tail))
+            what = "export" if self.proc_command == ("policy",) else "training"
+            self.status.setText(f"the {what} process ended with code {code}: " + " | ".join(tail))
         self.running_changed.emit(False)
         self.refresh_runs()
         self._update_buttons()
@@ -353,8 +471,9 @@ class TrainPanel(QWidget):
             return
         for run in sorted(p for p in self.runs_root.iterdir() if (p / "train_config.json").is_file()):
             policy = run / "policy" / "policy.json"
-            state = "running" if self.is_running() and run == self.current_run else (
-                "policy ready" if policy.is_file() else "stopped")
+            state = "running" if self.is_running() and run == self.current_run else {
+                "ready": "policy ready", "stale": "policy older than its last checkpoint",
+                "missing": "stopped"}[policy_state(run)]
             step = json.loads(policy.read_text()).get("step", "") if policy.is_file() else ""
             item = QTreeWidgetItem([run.name, str(step), state])
             item.setData(0, Qt.ItemDataRole.UserRole, str(run))
@@ -397,9 +516,79 @@ class TrainPanel(QWidget):
         self.cancel_btn.setEnabled(running)
         self.resume_btn.setEnabled(not running and run is not None and bool(list_checkpoints(run)))
         self.use_btn.setEnabled(run is not None and (run / "policy" / "policy.json").is_file())
+        self.export_btn.setEnabled(not running and run is not None and policy_state(run) != "ready"
+                                   and bool(list_checkpoints(run)))
+        downloading = self.is_downloading()
+        if downloading:
+            self.train_btn.setEnabled(False)
+        self.download_base_btn.setEnabled(self.base.isEnabled() and not running and not downloading)
+
+    # ------------------------------------------------------------------ download base
+    def download_base(self, repo: str | None = None) -> None:
+        """Runs `workbench base download REPO --json` as a child process (a download never runs in the GUI
+        process); its Download events drive the download bar, its outcome the status line."""
+        repo = (repo or self.base.currentText()).strip()
+        if self.is_running() or self.is_downloading() or not repo:
+            return
+        self._dl_buf, self.download_error, self.base_ready = b"", None, None
+        self.download_proc = QProcess(self)
+        self.download_proc.setWorkingDirectory(str(ROOT))
+        self.download_proc.readyReadStandardOutput.connect(self._read_download)
+        self.download_proc.finished.connect(self._download_finished)
+        self.download.setRange(0, 1000)
+        self.download.setValue(0)
+        self.download.show()
+        self.status.setText(f"downloading {repo}…")
+        self.download_proc.start(self.python, ["-m", "workbench.cli", "base", "download", repo, "--json"])
+        self._update_buttons()
+
+    def is_downloading(self) -> bool:
+        proc = getattr(self, "download_proc", None)
+        return proc is not None and proc.state() != QProcess.ProcessState.NotRunning
+
+    def _read_download(self) -> None:
+        assert self.download_proc is not None
+        self._dl_buf += bytes(self.download_proc.readAllStandardOutput())
+        *lines, self._dl_buf = self._dl_buf.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            ready = BaseReady.parse(line)
+            if ready is not None:
+                self.base_ready = ready
+                continue
+            e = ev.parse(line)
+            if isinstance(e, ev.Download):
+                self.download.setValue(int(1000 * e.done / e.total) if e.total else 0)
+                self.status.setText(ev.human(e) or "")
+            elif isinstance(e, ev.Status):
+                self.status.setText(e.text)
+            elif isinstance(e, ev.Failed):
+                self.download_error = e.message
+            if e is not None:
+                self.download_event.emit(e)
+
+    def _download_finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        assert self.download_proc is not None
+        self._read_download()
+        r = self.base_ready
+        if r is not None and code == 0:
+            self.download.setValue(1000)
+            tok = f"; tokenizer {r.tokenizer}" if r.tokenizer else ""
+            self.status.setText(f"base {r.repo} ready ({r.bytes / 1e9:.2f} GB in {r.cache}): {r.checkpoint}{tok}. "
+                                "Training can now run offline (HF_HUB_OFFLINE=1).")
+        else:
+            self.download.hide()
+            tail = bytes(self.download_proc.readAllStandardError()).decode(errors="replace").strip().splitlines()
+            self.status.setText(f"download failed: {self.download_error}" if self.download_error else
+                                f"the download process ended with code {code}: " + " | ".join(tail[-3:]))
+        self._update_buttons()
 
     def shutdown(self) -> None:
         """App closing: ask the trainer to checkpoint and stop, wait a little."""
+        if self.is_downloading():  # a download resumes from its partial file next time
+            assert self.download_proc is not None
+            self.download_proc.kill()
+            self.download_proc.waitForFinished(5_000)
         if self.is_running():
             assert self.proc is not None
             self.proc.terminate()

@@ -1,4 +1,5 @@
-"""`workbench train`: recorded episodes -> a fine-tuned pi0 policy folder; `workbench policy push`: to the hub.
+"""`workbench train`: recorded episodes -> a fine-tuned pi0 policy folder; `workbench policy push`: to the hub;
+`workbench policy export RUN`: the policy folder again from a run's checkpoint (finetune.run_export).
 
 `--config NAME` picks a named preset (finetune.presets: model, base, LoRA, steps, batch, lr, intervals, ...); the
 other options override single values of it. One GPU: runs in this process. `--gpus N`: this command re-runs itself
@@ -7,6 +8,7 @@ under torchrun, `--host user@box`: on a GPU machine over SSH (both finetune.laun
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -74,8 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every", type=_at_least_one,
                    help=f"checkpoint interval [default: {presets.describe('save_every')}]")
     p.add_argument("--keep-last", type=int, default=2, help="checkpoints kept")
-    p.add_argument("--tokenizer", help="tokenizer.model file or repo [default: lerobot/pi0's; small and tiny: their "
-                                       "own, trained into the run folder]")
+    p.add_argument("--tokenizer", help="tokenizer.model file or repo [default: PaliGemma's (lerobot/pi0 at a pinned "
+                                       "revision, else the gated google/paligemma-3b-pt-224); small and tiny: "
+                                       "their own, trained into the run folder]")
     p.add_argument("--outcome", action="append", help="only episodes with this outcome (repeatable)")
     p.add_argument("--quality", action="append", help="only episodes with this quality verdict (repeatable)")
     p.add_argument("--episode", action="append", help="only these episodes (repeatable)")
@@ -96,10 +99,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "clean and left out of the loss) [default: 0 = off]")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (alone: with the run's own settings)")
+    p.add_argument("--keep-run-data", action="store_true",
+                   help="with --resume, when the dataset changed since the run started: go on with the run's own "
+                        "train/validation split and normalization statistics (episodes that no longer exist are "
+                        "dropped, new ones are not used) instead of refusing")
     p.add_argument("--json", action="store_true", help="print events as JSON lines (for programs)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the memory estimate for --device (finetune/memory_model.py) and stop: nothing is "
+                        "built, downloaded or written")
     p.set_defaults(func=run_train)
 
-    pp = sub.add_parser("policy", help="policy folders: push to the hub",
+    pp = sub.add_parser("policy", help="policy folders: push to the hub, export again from a run's checkpoint",
                         description="Work with policy folders written by `workbench train`.")
     psub = pp.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     push = psub.add_parser("push", help="upload a policy folder as a hub model repo")
@@ -107,6 +117,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     push.add_argument("repo", help="hub repo id (owner/name)")
     push.add_argument("--public", action="store_true")
     push.set_defaults(func=run_push)
+    exp = psub.add_parser(
+        "export", help="write a run's policy folder again from its last checkpoint (or --step N)",
+        description="Rebuild RUN_DIR's training model from train_config.json and a checkpoint and write "
+                    "RUN_DIR/policy the way the end of training does (streamed: bf16 for pi0, LoRA merged, EMA "
+                    "averages): after an export that failed (full disk, out of memory) or for an earlier step. "
+                    "Needs the run's base checkpoint (and its dataset, for a run that did not record its data description).")
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="run folder (runs/NAME)")
+    exp.add_argument("--step", type=int, help="checkpoint step [default: the last]")
+    exp.add_argument("--json", action="store_true", help="print events as JSON lines (for programs)")
+    exp.set_defaults(func=run_policy_export)
 
 
 # CLI option -> the preset field it overrides (None = not given: the preset's value)
@@ -124,6 +144,9 @@ def preset_from_args(args: argparse.Namespace) -> presets.TrainPreset:
 def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
     from finetune.train import TrainConfig
 
+    if args.keep_run_data and not args.resume:
+        raise SystemExit("error: --keep-run-data goes with --resume (it keeps a resumed run's own split and "
+                         "normalization statistics)")
     if not args.dataset:
         if args.resume and (Path(args.out) / "train_config.json").is_file():  # resume with the run's settings
             import dataclasses
@@ -131,7 +154,8 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
 
             cfg = TrainConfig.from_json(json.loads((Path(args.out) / "train_config.json").read_text()))
             return dataclasses.replace(cfg, steps=args.steps or cfg.steps, out=args.out,
-                                       num_workers=args.workers, device=args.device or cfg.device)
+                                       num_workers=args.workers, device=args.device or cfg.device,
+                                       keep_run_data=args.keep_run_data)
         raise SystemExit("error: --dataset is required (a dataset folder, a LeRobot dataset, or 'synthetic')")
     data = {"prompt": args.prompt, "augment": not args.no_augment, "val_fraction": args.val_fraction}
     for key, val in (("outcomes", args.outcome), ("quality", args.quality), ("episodes", args.episode)):
@@ -143,7 +167,7 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
         preset_from_args(args), dataset=args.dataset, out=args.out, data=data, revision=args.revision,
         attention=args.attention, compile=args.compile, fsdp=args.fsdp, seed=args.seed, num_workers=args.workers,
         log_every=args.log_every, keep_last=args.keep_last, tokenizer=args.tokenizer,
-        rtc_max_delay=args.rtc_max_delay)
+        rtc_max_delay=args.rtc_max_delay, keep_run_data=args.keep_run_data)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -156,19 +180,82 @@ def run_train(args: argparse.Namespace) -> int:
 
         return run_torchrun(_argv(args), args.gpus)
     cfg = config_from_args(args)
-    from finetune import events as ev
+    said = memory_preflight(cfg, _printer(args.json))
+    if args.dry_run:
+        if said is None:
+            print("no memory estimate: FSDP's shards are not modelled (finetune/memory_model.py)", flush=True)
+        return 0
     from finetune.train import TrainError, train
 
+    try:
+        train(cfg, emit=_printer(args.json), resume=args.resume)
+    except TrainError as e:
+        if not args.json:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    return 0
+
+
+def memory_preflight(cfg, emit) -> str | None:  # cfg: finetune.train.TrainConfig
+    """Before the base is resolved or anything built: the memory estimate (finetune.memory_model) against the
+    chosen device, as a status event: "memory: needs ~X GB on <device> (has Y GB) (breakdown)", or a warning with
+    what to change when the run will not fit. Returns the text, None where it is not modelled (FSDP) or not this
+    rank's to say."""
+    from finetune import events as ev
+    from finetune import memory_model
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if os.environ.get("RANK", "0") != "0" or (world > 1 and cfg.fsdp):
+        return None
+    mc = _model_config(cfg)
+    dev = memory_model.device_memory(cfg.device)
+    kw = dict(lora=cfg.lora, precision=cfg.precision, batch=max(cfg.batch_size // world, 1),
+              grad_ckpt=cfg.gradient_checkpointing, ema=cfg.optim.ema_decay is not None)
+    est = memory_model.estimate(mc, **kw, device_kind=dev.kind if dev else "cuda", ddp=world > 1)
+    warning = memory_model.fit_warning(mc, **kw, dev=dev)
+    text = f"warning: {warning}" if warning else f"memory: {memory_model.fit_line(est, dev)} ({est.describe()})"
+    emit(ev.Status(text))
+    return text
+
+
+def _model_config(cfg):  # -> finetune.model_config.Pi0Config, without downloading anything
+    """The base's own config.json when the base is a local folder or one of our runs, else the preset's
+    variant (a hub base is only read once downloaded, after this check)."""
+    from finetune.model_config import Pi0Config
+
+    folder = Path(cfg.base).expanduser()
+    for f in (folder / "policy" / "config.json", folder / "config.json"):
+        if cfg.base != presets.RANDOM_BASE and f.is_file():
+            try:
+                return Pi0Config.from_dict(json.loads(f.read_text()))
+            except (ValueError, KeyError, TypeError):
+                break  # not a pi0 config: the trainer says so with the fix
+    return Pi0Config.variant(cfg.model)
+
+
+def _printer(json_out: bool):  # -> Callable[[finetune.events.Event], None]
+    """Events to stdout: JSON lines (--json, for programs and the Train tab) or one human line each."""
+    from finetune import events as ev
+
     def emit(e: ev.Event) -> None:
-        if args.json:
+        if json_out:
             print(ev.to_json(e), flush=True)
         else:
             line = ev.human(e)
             if line:
                 print(line, flush=True)
 
+    return emit
+
+
+def run_policy_export(args: argparse.Namespace) -> int:
+    from finetune.run_export import export_run
+    from finetune.train import TrainError
+
     try:
-        train(cfg, emit=emit, resume=args.resume)
+        export_run(Path(args.run_dir), step=args.step, emit=_printer(args.json))
     except TrainError as e:
         if not args.json:
             print(f"error: {e}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Gemma decoder layers and pi0's two-expert transformer with shared attention.
+"""Gemma decoder layers and pi0's two-expert transformer with shared attention (pi0 and pi0.5).
 
 Module attribute names mirror the Hugging Face key layout of `lerobot/pi0_base`, so `state_dict()` keys are the
 checkpoint keys (e.g. `paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight`).
@@ -7,6 +7,9 @@ One forward handles the three ways pi0 runs the transformer:
   training  : prefix (VLM weights) + suffix (expert weights) together, block-wise mask;
   prefill   : prefix only, returning every layer's K/V (after RoPE) for the cache;
   denoise   : suffix only, attending to the cached prefix K/V plus itself.
+
+pi0.5 makes the expert's norms adaptive (AdaRMSNorm): the suffix group gets a condition (the flow time through
+pi0.5's time MLP) that every expert norm turns into a scale, a shift and a residual gate.
 """
 
 from __future__ import annotations
@@ -43,6 +46,42 @@ class RMSNorm(nn.Module):
         return (y * (1.0 + self.weight.float())).to(x.dtype)
 
 
+class AdaRMSNorm(nn.Module):
+    """pi0.5's adaptive RMSNorm: `dense` (cond -> 3 x dim, with bias) gives scale, shift and gate;
+    out = norm(x) * (1 + scale) + shift (norm in fp32), and the caller gates its residual: x + y * gate.
+
+    cond is [B, C] (one per sample, broadcast over the tokens) or [B, S, C] (one per token)."""
+
+    def __init__(self, dim: int, cond_dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps, self.dim = eps, dim
+        self.dense = nn.Linear(cond_dim, 3 * dim)
+
+    def _modulation(self, cond: Tensor, start: int, stop: int) -> Tensor:
+        w, b = self.dense.weight, self.dense.bias
+        m = F.linear(cond.to(w.dtype), w[start * self.dim:stop * self.dim], b[start * self.dim:stop * self.dim])
+        return m[:, None] if m.ndim == 2 else m
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        scale, shift = self._modulation(cond, 0, 2).float().chunk(2, dim=-1)
+        return (y * (1.0 + scale) + shift).to(x.dtype)
+
+    def gate(self, cond: Tensor) -> Tensor:
+        """The residual gate [B, 1 or S, dim] (only its third of `dense` is computed)."""
+        return self._modulation(cond, 2, 3)
+
+
+def _norm(norm: nn.Module, x: Tensor, cond: Tensor | None) -> Tensor:
+    return norm(x) if cond is None else norm(x, cond)
+
+
+def _gated(x: Tensor, y: Tensor, norm: nn.Module, cond: Tensor | None) -> Tensor:
+    """The residual after a sub-block: x + y (plain), x + y * gate (adaptive norm)."""
+    return x + y if cond is None else x + y * norm.gate(cond).to(y.dtype)
+
+
 class GemmaAttention(nn.Module):
     def __init__(self, cfg: GemmaConfig) -> None:
         super().__init__()
@@ -69,39 +108,44 @@ class GemmaMLP(nn.Module):
 class GemmaDecoderLayer(nn.Module):
     """A Gemma layer split in two halves around the attention, which is shared with the other expert."""
 
-    def __init__(self, cfg: GemmaConfig) -> None:
+    def __init__(self, cfg: GemmaConfig, cond_dim: int | None = None) -> None:
+        """cond_dim: adaptive norms conditioned on a [.., cond_dim] vector (pi0.5's expert); None: plain ones."""
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.width, cfg.rms_eps)
+        self.input_layernorm = _make_norm(cfg, cond_dim)
         self.self_attn = GemmaAttention(cfg)
-        self.post_attention_layernorm = RMSNorm(cfg.width, cfg.rms_eps)
+        self.post_attention_layernorm = _make_norm(cfg, cond_dim)
         self.mlp = GemmaMLP(cfg)
 
-    def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def qkv(self, x: Tensor, cos: Tensor, sin: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """[B, S, W] -> q [B, H, S, D], k/v [B, KV, S, D], RoPE applied to q and k."""
         a = self.self_attn
         b, s, _ = x.shape
-        h = self.input_layernorm(x)
+        h = _norm(self.input_layernorm, x, cond)
         q = a.q_proj(h).view(b, s, a.num_heads, a.head_dim).transpose(1, 2)
         k = a.k_proj(h).view(b, s, a.num_kv_heads, a.head_dim).transpose(1, 2)
         v = a.v_proj(h).view(b, s, a.num_kv_heads, a.head_dim).transpose(1, 2)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def finish(self, x: Tensor, attn: Tensor) -> Tensor:
-        """attn [B, S, H*D] -> residual, post-attention norm, MLP, residual."""
-        x = x + self.self_attn.o_proj(attn)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def finish(self, x: Tensor, attn: Tensor, cond: Tensor | None = None) -> Tensor:
+        """attn [B, S, H*D] -> residual, post-attention norm, MLP, residual (gated when the norms are adaptive)."""
+        x = _gated(x, self.self_attn.o_proj(attn), self.input_layernorm, cond)
+        return _gated(x, self.mlp(_norm(self.post_attention_layernorm, x, cond)), self.post_attention_layernorm, cond)
+
+
+def _make_norm(cfg: GemmaConfig, cond_dim: int | None) -> nn.Module:
+    return RMSNorm(cfg.width, cfg.rms_eps) if cond_dim is None else AdaRMSNorm(cfg.width, cond_dim, cfg.rms_eps)
 
 
 class GemmaModel(nn.Module):
     """Layers + final norm; the VLM also owns the token embedding (the expert has none)."""
 
-    def __init__(self, cfg: GemmaConfig, vocab_size: int | None) -> None:
+    def __init__(self, cfg: GemmaConfig, vocab_size: int | None, cond_dim: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         if vocab_size is not None:
             self.embed_tokens = nn.Embedding(vocab_size, cfg.width)
-        self.layers = nn.ModuleList(GemmaDecoderLayer(cfg) for _ in range(cfg.depth))
-        self.norm = RMSNorm(cfg.width, cfg.rms_eps)
+        self.layers = nn.ModuleList(GemmaDecoderLayer(cfg, cond_dim) for _ in range(cfg.depth))
+        self.norm = _make_norm(cfg, cond_dim)
 
 
 class TiedLMHead(nn.Module):
@@ -142,9 +186,9 @@ class PaliGemma(nn.Module):
 class GemmaExpert(nn.Module):
     """The action expert. The hub file also stores an unused `gemma_expert.lm_head` (263 M params): not built."""
 
-    def __init__(self, cfg: GemmaConfig) -> None:
+    def __init__(self, cfg: GemmaConfig, cond_dim: int | None = None) -> None:
         super().__init__()
-        self.model = GemmaModel(cfg, vocab_size=None)
+        self.model = GemmaModel(cfg, vocab_size=None, cond_dim=cond_dim)
 
 
 @dataclass(frozen=True)
@@ -162,7 +206,8 @@ class PaliGemmaWithExpert(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.paligemma = PaliGemma(cfg)
-        self.gemma_expert = GemmaExpert(cfg.expert)
+        # pi0.5: the expert's norms are conditioned on the time MLP's output (expert width)
+        self.gemma_expert = GemmaExpert(cfg.expert, cond_dim=cfg.expert.width if cfg.pi05 else None)
         self.gradient_checkpointing = False
 
     def attention_inputs(self, mask: Tensor, positions: Tensor, dtype: torch.dtype) -> AttentionInputs:
@@ -184,6 +229,7 @@ class PaliGemmaWithExpert(nn.Module):
         return_kv: bool = False,
         kv_write_at: int | None = None,
         prefix_out: bool = True,
+        suffix_cond: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
         """Runs prefix tokens through the VLM weights and suffix tokens through the expert weights, one shared
         attention per layer. Returns the final-normed outputs of each group and, if asked, the new K/V.
@@ -195,27 +241,33 @@ class PaliGemmaWithExpert(nn.Module):
 
         prefix_out=False (training): the prefix's output is not wanted, so the last layer's prefix o_proj/MLP and
         the VLM's final norm are skipped (nothing downstream reads them: ~5% of the prefix compute, and no
-        parameters without gradients for DDP). The prefix output is then None."""
+        parameters without gradients for DDP). The prefix output is then None.
+
+        suffix_cond (pi0.5): the adaptive norms' condition for the suffix group ([B, C] or [B, S, C])."""
         skip_last = not prefix_out and prefix is not None
         stacks = (self.paligemma.model.language_model, self.gemma_expert.model)
         groups = [(x, m) for x, m in zip((prefix, suffix), stacks) if x is not None]
+        if (suffix_cond is not None) != (suffix is not None and self.cfg.pi05):
+            raise ValueError("pi0.5's expert needs suffix_cond with its suffix (and pi0's takes none)")
         if not groups:
             raise ValueError("need a prefix, a suffix or both")
         hs = [x for x, _ in groups]
         lens = [x.shape[1] for x in hs]
         new_kv: KVCache = []
         which = tuple(w for w, x in enumerate((prefix, suffix)) if x is not None)
+        conds = [(None, suffix_cond)[w] for w in which]
         if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None and not return_kv:
             # training: recompute each layer in backward (non-reentrant: safe with DDP and frozen inputs)
             for i in range(self.cfg.paligemma.depth):
-                hs = list(checkpoint(self._train_layer, i, attn, which, lens, skip_last, *hs, use_reentrant=False))
-            return self._final(hs, groups, prefix, suffix, None, skip_last)
+                hs = list(checkpoint(self._train_layer, i, attn, which, lens, skip_last, suffix_cond, *hs,
+                                     use_reentrant=False))
+            return self._final(hs, groups, prefix, suffix, None, skip_last, conds)
         for i in range(self.cfg.paligemma.depth):
             qs, ks, vs = [], [], []
             start = 0
-            for h, (_, m), n in zip(hs, groups, lens):
+            for h, (_, m), n, c in zip(hs, groups, lens, conds):
                 cos, sin = attn.cos[:, :, start:start + n], attn.sin[:, :, start:start + n]
-                q, k, v = m.layers[i].qkv(h, cos, sin)
+                q, k, v = m.layers[i].qkv(h, cos, sin, c)
                 qs.append(q), ks.append(k), vs.append(v)
                 start += n
             q, k, v = _cat(qs), _cat(ks), _cat(vs)
@@ -233,36 +285,40 @@ class PaliGemmaWithExpert(nn.Module):
             out = attend(q, k, v, attn.bias, self.cfg.attention, attn.block_mask)  # [B, Sq, H*D]
             start = 0
             last = i == self.cfg.paligemma.depth - 1
-            for j, ((_, m), n) in enumerate(zip(groups, lens)):
+            for j, ((_, m), n, c) in enumerate(zip(groups, lens, conds)):
                 if not (skip_last and last and j == 0):
-                    hs[j] = m.layers[i].finish(hs[j], out[:, start:start + n])
+                    hs[j] = m.layers[i].finish(hs[j], out[:, start:start + n], c)
                 start += n
-        return self._final(hs, groups, prefix, suffix, new_kv if return_kv else None, skip_last)
+        return self._final(hs, groups, prefix, suffix, new_kv if return_kv else None, skip_last, conds)
 
     def _train_layer(self, i: int, attn: AttentionInputs, which: tuple[int, ...], lens: list[int],
-                     skip_last: bool, *hs: Tensor) -> tuple[Tensor, ...]:
+                     skip_last: bool, suffix_cond: Tensor | None, *hs: Tensor) -> tuple[Tensor, ...]:
         """Layer i over the present groups (which: 0 = prefix/VLM, 1 = suffix/expert) without any cache: the
         unit gradient checkpointing recomputes. Same arithmetic as the loop in forward."""
         all_stacks = (self.paligemma.model.language_model, self.gemma_expert.model)
         layers = [all_stacks[w].layers[i] for w in which]
+        conds = [(None, suffix_cond)[w] for w in which]
         qs, ks, vs = [], [], []
         start = 0
-        for h, layer, n in zip(hs, layers, lens):
-            q, k, v = layer.qkv(h, attn.cos[:, :, start:start + n], attn.sin[:, :, start:start + n])
+        for h, layer, n, c in zip(hs, layers, lens, conds):
+            q, k, v = layer.qkv(h, attn.cos[:, :, start:start + n], attn.sin[:, :, start:start + n], c)
             qs.append(q), ks.append(k), vs.append(v)
             start += n
         out = attend(_cat(qs), _cat(ks), _cat(vs), attn.bias, self.cfg.attention, attn.block_mask)
         res, start = [], 0
         last = i == self.cfg.paligemma.depth - 1
-        for j, (h, layer, n) in enumerate(zip(hs, layers, lens)):
-            res.append(h if (skip_last and last and j == 0) else layer.finish(h, out[:, start:start + n]))
+        for j, (h, layer, n, c) in enumerate(zip(hs, layers, lens, conds)):
+            res.append(h if (skip_last and last and j == 0) else layer.finish(h, out[:, start:start + n], c))
             start += n
         return tuple(res)
 
     @staticmethod
     def _final(hs: list[Tensor], groups: list, prefix: Tensor | None, suffix: Tensor | None,
-               kv: KVCache | None, skip_prefix: bool = False) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
-        outs = [None if (skip_prefix and j == 0) else m.norm(h) for j, (h, (_, m)) in enumerate(zip(hs, groups))]
+               kv: KVCache | None, skip_prefix: bool = False, conds: Sequence[Tensor | None] = ()
+               ) -> tuple[Tensor | None, Tensor | None, KVCache | None]:
+        conds = list(conds) or [None] * len(groups)
+        outs = [None if (skip_prefix and j == 0) else _norm(m.norm, h, c)
+                for j, (h, (_, m), c) in enumerate(zip(hs, groups, conds))]
         it = iter(outs)
         prefix_out = next(it) if prefix is not None else None
         suffix_out = next(it) if suffix is not None else None

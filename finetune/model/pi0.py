@@ -113,6 +113,8 @@ def sample_flow_time(batch: int, device: torch.device | str, generator: torch.Ge
 class Pi0(nn.Module):
     def __init__(self, config: Pi0Config) -> None:
         super().__init__()
+        if config.pi05:
+            raise ValueError(f"{config.name!r} is a pi0.5 config: build it with finetune.model.Pi05 (or model_class)")
         self.config = config
         self.paligemma_with_expert = PaliGemmaWithExpert(config)
         w = config.expert.width
@@ -198,6 +200,11 @@ class Pi0(nn.Module):
         h = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([a, te], dim=-1))))
         return torch.cat([state_emb[:, None, :].to(h.dtype), h], dim=1)
 
+    def suffix_inputs(self, state_emb: Tensor | None, x_t: Tensor, time_emb: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The suffix tokens and the expert's norm condition (pi0: none; pi0.5 overrides this): the one place
+        every forward (training, the samplers, RTC) builds the suffix."""
+        return self.embed_suffix(state_emb, x_t, time_emb), None
+
     def suffix_ar(self, device: torch.device) -> Tensor:
         ar = torch.zeros(self.config.suffix_len, dtype=torch.long, device=device)
         ar[:2] = 1  # state token starts a block, the first action token starts the next
@@ -222,11 +229,11 @@ class Pi0(nn.Module):
     def velocity(self, prefix_embs: Tensor, prefix_pad: Tensor, state_emb: Tensor, x_t: Tensor,
                  time_emb: Tensor) -> Tensor:
         """Prefix and suffix together through the shared-attention transformer -> v [B, H, A] fp32."""
-        suffix = self.embed_suffix(state_emb, x_t, time_emb)
+        suffix, cond = self.suffix_inputs(state_emb, x_t, time_emb)
         mask, positions = self.full_attention_mask(prefix_pad)
         pwe = self.paligemma_with_expert
         attn = pwe.attention_inputs(mask, positions, prefix_embs.dtype)
-        _, suffix_out, _ = pwe(prefix_embs, suffix, attn, prefix_out=False)
+        _, suffix_out, _ = pwe(prefix_embs, suffix, attn, prefix_out=False, suffix_cond=cond)
         return self.velocity_out(suffix_out)
 
     def compute_loss(self, obs: Observation, actions: Tensor, noise: Tensor | None = None,
@@ -314,8 +321,8 @@ class Pi0(nn.Module):
         state_emb = self.embed_state(state)
         x = noise.float()
         for i in range(n):
-            suffix = self.embed_suffix(state_emb, x, time_embs[i].expand(b, -1))
-            _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len)
+            suffix, cond = self.suffix_inputs(state_emb, x, time_embs[i].expand(b, -1))
+            _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len, suffix_cond=cond)
             x = x + dt * self.velocity_out(out)
         return x
 
@@ -363,8 +370,8 @@ class Pi0(nn.Module):
             t = float(times[i])
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
-                suffix = self.embed_suffix(state_emb, xg, time_embs[i].expand(b, -1))
-                _, out, _ = pwe(None, suffix, attn, kv_cache=kv)
+                suffix, cond = self.suffix_inputs(state_emb, xg, time_embs[i].expand(b, -1))
+                _, out, _ = pwe(None, suffix, attn, kv_cache=kv, suffix_cond=cond)
                 v = self.velocity_out(out)
                 a1 = xg - t * v  # the predicted clean chunk
                 (g,) = torch.autograd.grad(a1, xg, grad_outputs=(prefix - a1.detach()) * w_mask)
@@ -393,8 +400,8 @@ class Pi0(nn.Module):
         state_emb = self.embed_state(state)
         x = torch.where(clean, prefix, noise.float())
         for i in range(n):
-            suffix = self.embed_suffix(state_emb, x, time_embs[i][None].expand(b, -1, -1))
-            _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len)
+            suffix, cond = self.suffix_inputs(state_emb, x, time_embs[i][None].expand(b, -1, -1))
+            _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len, suffix_cond=cond)
             x = torch.where(clean, prefix, x + dt * self.velocity_out(out))
         return x
 

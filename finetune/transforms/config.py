@@ -1,7 +1,8 @@
 """The transform chain's configuration: everything that decides how rig data becomes model input and back.
 
 Frozen and JSON-serializable: it is saved as `transforms.json` in the policy folder so that serving rebuilds the
-exact chain training used. Defaults are openpi's pi0 ALOHA ones (camera slots, adapt_to_pi constants, delta joints).
+exact chain training used. Defaults are openpi's pi0 ALOHA ones (camera slots, adapt_to_pi constants, delta joints);
+`for_model` of a pi0.5 config switches to pi0.5's quantile normalization and discretized-state prompt.
 """
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ class TransformConfig:
     delta_actions: bool = True
     delta_mask: tuple[bool, ...] = DELTA_MASK
     norm_eps: float = 1e-6  # openpi's (LeRobot: 1e-8)
+    normalization: str = "zscore"  # "zscore" (pi0) or "quantile" (pi0.5: q01..q99 -> -1..1)
+    # pi0.5: the normalized state as 256-bin integers in the prompt (finetune.transforms.prompt), openpi's format
+    discrete_state_input: bool = False
 
     def __post_init__(self) -> None:
         for name in ("camera_slots", "joint_flip", "gripper_dims", "delta_mask"):
@@ -73,6 +77,8 @@ class TransformConfig:
         if max(self.rig_dim, 1) > min(self.state_dim, self.action_dim):
             raise ValueError(f"rig_dim {self.rig_dim} does not fit the model's state/action dims "
                              f"({self.state_dim}/{self.action_dim})")
+        if self.normalization not in ("zscore", "quantile"):
+            raise ValueError(f"normalization must be 'zscore' or 'quantile', not {self.normalization!r}")
         unknown = {slot for _, slot in self.camera_map} - set(self.camera_slots)
         if unknown:
             raise ValueError(f"camera_map names slots {sorted(unknown)} the model lacks; slots: {list(self.camera_slots)}")
@@ -80,13 +86,16 @@ class TransformConfig:
     @staticmethod
     def for_model(model: Pi0Config, *, camera_map: tuple[tuple[str, str], ...] = DEFAULT_CAMERA_MAP,
                   adapt_to_pi: bool = True, delta_actions: bool = True, rig_dim: int = 14) -> "TransformConfig":
-        """The chain for a model config: its camera slots, image size, padded dims and horizon."""
+        """The chain for a model config: its camera slots, image size, padded dims and horizon; pi0.5 configs get
+        quantile normalization and (their discrete_state_input) the state in the prompt."""
         slots = set(model.camera_names)
         return TransformConfig(camera_slots=model.camera_names,
                                camera_map=tuple((c, s) for c, s in camera_map if s in slots),
                                image_size=model.vision.image_size, rig_dim=rig_dim, state_dim=model.state_dim,
                                action_dim=model.action_dim, action_horizon=model.action_horizon,
-                               adapt_to_pi=adapt_to_pi, delta_actions=delta_actions)
+                               adapt_to_pi=adapt_to_pi, delta_actions=delta_actions,
+                               normalization="quantile" if model.pi05 else "zscore",
+                               discrete_state_input=model.discrete_state_input)
 
     @property
     def rig_cameras(self) -> tuple[str, ...]:

@@ -6,6 +6,9 @@ tokenizer) that the policy folder stores, so the two cannot drift apart:
     pt = PolicyTransforms.from_folder(policy_dir, tokenizer)
     obs = pt.observation(state14, {"cam_high": img, "cam_left_wrist": img, ...}, "transfer the cube")
     rig_actions = pt.actions(model.sample_actions(obs)[0], state14)          # [50, 14] rig units
+
+pi0.5 (config.discrete_state_input): the prompt carries the normalized state (`prompt_tokens`), so a sample's
+tokens depend on its state; the training dataset must take them from `prompt_tokens` as serving does.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from finetune.tokenizer import PromptTokenizer, TokenizedPrompt
 from finetune.transforms.config import TransformConfig
 from drivers.cameras.resize import resize_with_pad
 from finetune.transforms.images import blank, rename_cameras, to_unit_range
+from finetune.transforms.prompt import tokenize_state_prompt
 from finetune.transforms.vectors import Vectors, vector_chain
 
 NORM_STATS_FILE = "norm_stats.json"
@@ -68,6 +72,15 @@ class PolicyTransforms:
             tp = self._tokens[prompt] = self.tokenizer.tokenize(prompt)
         return tp
 
+    def prompt_tokens(self, prompt: str, model_state: np.ndarray) -> TokenizedPrompt:
+        """The prompt the model reads for one sample: pi0's (task only, cached) or, with discrete_state_input
+        (pi0.5), openpi's "Task: ..., State: <bins>;\nAction: " from the normalized, padded state [state_dim]."""
+        if not self.config.discrete_state_input:
+            return self.tokenize(prompt)
+        if self.tokenizer is None:
+            raise ValueError("these transforms were built without a tokenizer; pass one to tokenize prompts")
+        return tokenize_state_prompt(self.tokenizer, prompt, model_state)
+
     # -- serving ------------------------------------------------------------------------------------------------
     def observation(self, state: np.ndarray, images: Mapping[str, np.ndarray], prompt: str,
                     device: torch.device | str = "cpu") -> Observation:
@@ -78,7 +91,7 @@ class PolicyTransforms:
             raise ValueError(f"state must be one vector of {self.config.rig_dim} joints, got shape {state.shape}")
         st = self.state_actions(state).state
         imgs, masks = self.images(images)
-        tp = self.tokenize(prompt)
+        tp = self.prompt_tokens(prompt, st)
         obs = Observation(
             images={k: torch.from_numpy(v)[None] for k, v in imgs.items()},
             image_masks={k: torch.tensor([m]) for k, m in masks.items()},

@@ -12,7 +12,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from finetune.normalize import NormStats, normalize, unnormalize
+from finetune.normalize import NormStats, normalize, quantile_normalize, quantile_unnormalize, unnormalize
 from finetune.transforms.config import GripperConversion, TransformConfig
 
 
@@ -136,20 +136,29 @@ class DeltaActions:
 
 # -- normalization, padding -----------------------------------------------------------------------------------
 
+NORMALIZATIONS = ("zscore", "quantile")  # pi0's, pi0.5's
+
+
 @dataclass(frozen=True)
 class Normalize:
-    """z-score (x - mean) / (std + eps) with the dataset's statistics; stats longer than the data (openpi files
-    padded to 32) are cut to the data's dims."""
+    """z-score (x - mean) / (std + eps), or quantile (pi0.5: q01..q99 -> -1..1, finetune.normalize), with the
+    dataset's statistics; stats longer than the data (openpi files padded to 32) are cut to the data's dims."""
 
     state: NormStats
     actions: NormStats
     eps: float = 1e-6
+    mode: str = "zscore"
+
+    def __post_init__(self) -> None:
+        if self.mode not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, not {self.mode!r}")
 
     @staticmethod
     def _cut(stats: NormStats, n: int) -> NormStats:
         if stats.mean.shape[-1] < n:
             raise ValueError(f"norm stats have {stats.mean.shape[-1]} dims, the data {n}")
-        return NormStats(stats.mean[:n], stats.std[:n])
+        q = [None if x is None else x[:n] for x in (stats.q01, stats.q99)]
+        return NormStats(stats.mean[:n], stats.std[:n], q[0], q[1])
 
     def _map(self, v: Vectors, fn) -> Vectors:
         n = v.state.shape[-1]
@@ -159,10 +168,10 @@ class Normalize:
         return Vectors(st, fn(_f64(v.actions), self._cut(self.actions, v.actions.shape[-1]), self.eps))
 
     def forward(self, v: Vectors) -> Vectors:
-        return self._map(v, normalize)
+        return self._map(v, quantile_normalize if self.mode == "quantile" else normalize)
 
     def inverse(self, v: Vectors) -> Vectors:
-        return self._map(v, unnormalize)
+        return self._map(v, quantile_unnormalize if self.mode == "quantile" else unnormalize)
 
 
 @dataclass(frozen=True)
@@ -222,7 +231,8 @@ def vector_chain(cfg: TransformConfig, stats: Mapping[str, NormStats]) -> Chain:
     missing = {"state", "actions"} - set(stats)
     if missing:
         raise ValueError(f"norm stats lack {sorted(missing)} (have {sorted(stats)})")
-    return Chain(tuple(pi_space_steps(cfg)) + (Normalize(stats["state"], stats["actions"], cfg.norm_eps),
+    return Chain(tuple(pi_space_steps(cfg)) + (Normalize(stats["state"], stats["actions"], cfg.norm_eps,
+                                                         cfg.normalization),
                                                PadTo(cfg.rig_dim, cfg.state_dim, cfg.action_dim)))
 
 

@@ -128,3 +128,33 @@ def test_a_runs_tokenizer_is_checked_by_the_models_vocabulary(tmp_path):
     with pytest.raises(TokenizerMismatch, match="257,152 pieces but the model's embedding has 512 rows"):
         tokenizer_for_run(str(standin_tokenizer()), tmp_path / "run", vocab_size=512)
     assert tokenizer_for_run(None, tmp_path / "tiny", vocab_size=512) == tmp_path / "tiny" / "tokenizer.model"
+
+
+def test_a_wrong_tokenizer_fails_the_run_before_the_model_is_built_and_a_policy_refuses_one(tmp_path):
+    """`workbench train --tokenizer WRONG`: a run failure (Failed event, one readable line, exit 2) before the
+    model is built, not a traceback; a policy folder whose tokenizer does not fit its model is refused by name
+    when it is loaded for serving."""
+    import shutil
+
+    from hub_helpers import standin_tokenizer
+    from serve_helpers import tiny_policy
+    from train_helpers import events, run_cli
+
+    from finetune import events as fev
+    from finetune.policy_folder import load_policy
+    from finetune.tokenizer import TokenizerMismatch
+
+    run = tmp_path / "run"
+    res = run_cli("--config", "tiny", "--dataset", "synthetic", "--out", str(run), "--steps", "1",
+                  "--tokenizer", str(standin_tokenizer()))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "257,152 pieces but the model's embedding has" in res.stderr
+    seen = events(run)
+    assert [e.error for e in seen if isinstance(e, fev.Failed)] == ["tokenizer"]
+    assert not any(isinstance(e, fev.Status) and e.text == "building the model" for e in seen)
+
+    folder = tmp_path / "policy"
+    shutil.copytree(tiny_policy(), folder)
+    shutil.copyfile(standin_tokenizer(), folder / "tokenizer.model")
+    with pytest.raises(TokenizerMismatch, match="tokenizer.model"):
+        load_policy(folder)

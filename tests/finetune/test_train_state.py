@@ -20,7 +20,10 @@ OLD_RUN = DATA / "train_run_v1_tiny_step2.tar.xz"  # see "made_by" in the .json 
 def test_a_run_written_by_the_earlier_trainer_resumes_from_its_step(tmp_path):
     """The folder was written by the trainer before the split into presets / train_state / launch (commit
     ee0189a): `--config tiny` on synthetic data with EMA, 4 steps, killed after its step-2 checkpoint. Resumed by
-    today's code it starts at step 2 and repeats the uninterrupted old run's steps 3 and 4 and its policy."""
+    today's code it starts at step 2 and repeats the uninterrupted old run's steps 3 and 4 and its policy. (One
+    figure was corrected since: the old export wrote the tied token embedding, lm_head, from the raw weights while
+    every other weight got its EMA average; the streamed export averages it too, checked against the step-4
+    checkpoint's EMA state.)"""
     expected = json.loads(OLD_RUN.with_suffix("").with_suffix(".json").read_text())
     run = tmp_path / "run"
     with tarfile.open(OLD_RUN) as tar:
