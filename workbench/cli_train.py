@@ -185,17 +185,9 @@ def run_train(args: argparse.Namespace) -> int:
         if said is None:
             print("no memory estimate: FSDP's shards are not modelled (finetune/memory_model.py)", flush=True)
         return 0
-    from finetune.train import TrainError, train
+    from finetune.train import train
 
-    try:
-        train(cfg, emit=_printer(args.json), resume=args.resume)
-    except TrainError as e:
-        if not args.json:
-            print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return EXIT_CANCELLED
-    return 0
+    return _run_job(lambda: train(cfg, emit=_printer(args.json), resume=args.resume), args.json)
 
 
 def memory_preflight(cfg, emit) -> str | None:  # cfg: finetune.train.TrainConfig
@@ -252,12 +244,17 @@ def _printer(json_out: bool):  # -> Callable[[finetune.events.Event], None]
 
 def run_policy_export(args: argparse.Namespace) -> int:
     from finetune.run_export import export_run
+    return _run_job(lambda: export_run(Path(args.run_dir), step=args.step, emit=_printer(args.json)), args.json)
+
+
+def _run_job(job, json_events: bool) -> int:
+    """A training or export job: 0 done, 2 failed (the one line; with --json the Failed event said it), cancelled."""
     from finetune.train import TrainError
 
     try:
-        export_run(Path(args.run_dir), step=args.step, emit=_printer(args.json))
+        job()
     except TrainError as e:
-        if not args.json:
+        if not json_events:
             print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

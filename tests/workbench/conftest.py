@@ -19,3 +19,15 @@ def sim_rig():
     rig.connect()
     yield rig
     rig.disconnect()
+
+
+@pytest.fixture(scope="module")
+def sim_session():
+    """A RigSession on the simulated cube-transfer rig, shared by a module's trial tests."""
+    from workbench.session import RigSession
+
+    rig = build_rig(load_rig_config("sim-transfer-cube"))
+    rig.connect()
+    s = RigSession(rig)
+    yield s
+    s.close(torque_off_here=True)

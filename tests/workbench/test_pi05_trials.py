@@ -11,12 +11,9 @@ import pytest
 
 from recorder.store import DatasetStore
 from workbench import events as ev
-from workbench.backends import build_rig
-from workbench.config import load_rig_config
 from workbench.deploy.chunk_check import ChunkLimits
 from workbench.deploy.policy_launcher import open_policy
 from workbench.deploy.policy_source import ExecConfig
-from workbench.session import RigSession
 
 from trial_helpers import run_trials
 
@@ -40,12 +37,8 @@ def pi05_policy() -> Path:
 
 
 @pytest.fixture(scope="module")
-def session():
-    rig = build_rig(load_rig_config("sim-transfer-cube"))
-    rig.connect()
-    s = RigSession(rig)
-    yield s
-    s.close(torque_off_here=True)
+def session(sim_session):
+    return sim_session
 
 
 @pytest.fixture(scope="module")

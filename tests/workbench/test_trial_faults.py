@@ -24,14 +24,12 @@ import pytest
 from recorder.reader import EpisodeReader, read_info
 from recorder.store import DatasetStore
 from workbench import events as ev
-from workbench.backends import build_rig
 from workbench.config import load_rig_config
 from workbench.deploy.chunk_check import ChunkLimits
 from workbench.deploy.policy_launcher import open_policy
 from workbench.deploy.policy_source import ExecConfig
 from workbench.deploy.trial_stats import load_trials, summarize
 from workbench.safety import SafetyConfig
-from workbench.session import RigSession
 
 from trial_helpers import RampPolicy, run_trials, wait_event
 
@@ -51,12 +49,8 @@ def replay_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def session():
-    rig = build_rig(load_rig_config("sim-transfer-cube"))
-    rig.connect()
-    s = RigSession(rig)
-    yield s
-    s.close(torque_off_here=True)
+def session(sim_session):
+    return sim_session
 
 
 def _trials_cmd(policy: Path, dataset: Path, *extra: str) -> list[str]:

@@ -24,11 +24,8 @@ from foreign_helpers import aloha_stats, small_tokenizer, write_lerobot_folder  
 from recorder.store import DatasetStore  # noqa: E402
 from trial_helpers import run_trials  # noqa: E402
 from workbench import events as ev  # noqa: E402
-from workbench.backends import build_rig  # noqa: E402
-from workbench.config import load_rig_config  # noqa: E402
 from workbench.deploy.chunk_check import ChunkLimits  # noqa: E402
 from workbench.deploy.policy_source import ExecConfig  # noqa: E402
-from workbench.session import RigSession  # noqa: E402
 
 ROUGH = ChunkLimits(first_action_steps=1e9, velocity_tolerance=1e9, limit_tolerance=1e9, trained_range=False)
 
@@ -48,12 +45,8 @@ def lerobot_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def session():
-    rig = build_rig(load_rig_config("sim-transfer-cube"))
-    rig.connect()
-    s = RigSession(rig)
-    yield s
-    s.close(torque_off_here=True)
+def session(sim_session):
+    return sim_session
 
 
 def test_a_lerobot_folder_opens_like_ours_and_runs_a_trial_on_the_sim_rig(lerobot_folder, session, tmp_path):
