@@ -18,6 +18,11 @@ class EpisodeDataError(ValueError):
     """The selected episodes cannot be trained on as they are; the message says which and what to do."""
 
 
+class NoEpisodesError(EpisodeDataError):
+    """The selection is empty (nothing recorded, nothing labelled as asked, only trials): the fix is to label,
+    widen the selection or record, not to repair files."""
+
+
 class FrameReader(Protocol):
     def frames(self, episode: int, step: int) -> dict[str, np.ndarray]:
         """Rig camera name -> HxWx3 uint8 RGB frame of one step."""

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 
 from drivers.arm import JOINT_NAMES, SIDES
-from finetune.episode_set import Episode, EpisodeDataError, EpisodeSet
+from finetune.episode_set import Episode, EpisodeDataError, EpisodeSet, NoEpisodesError
 from finetune.lerobot_source import load_lerobot
 from recorder.rig_info import RigInfo, rig_info_from_toml
 
@@ -122,7 +122,7 @@ def _load_hdf5(root: Path, outcomes: Sequence[str], quality: Sequence[str], name
     if skipped:
         warnings.warn(f"{root}: {len(skipped)} damaged episodes left out: {'; '.join(skipped)}", stacklevel=3)
     if not chosen:
-        raise EpisodeDataError(_none_usable(root, listed, outcomes, quality, names, skipped))
+        raise NoEpisodesError(_none_usable(root, listed, outcomes, quality, names, skipped))
     eps = []
     left_out: list[str] = []  # trial episodes this `trials` mode does not use
     for s in chosen:
@@ -149,7 +149,7 @@ def _load_hdf5(root: Path, outcomes: Sequence[str], quality: Sequence[str], name
         why = ("trials='exclude' (the default) leaves policy rollouts out; use trials='corrections' (operator "
                "takeovers) or 'all'" if trials == "exclude" else
                "trials='corrections' uses only trials with correction segments; none of them has one")
-        raise EpisodeDataError(f"{root}: the {len(left_out)} selected episodes are all trial episodes and {why}, or "
+        raise NoEpisodesError(f"{root}: the {len(left_out)} selected episodes are all trial episodes and {why}, or "
                                f"record demonstrations")
     frames = HDF5Frames(tuple(str(store.path(e.id)) for e in eps))
     return EpisodeSet(str(root), "hdf5", tuple(eps), frames, skipped)
@@ -225,7 +225,7 @@ class HDF5Frames:
 def check_consistent(es: EpisodeSet) -> None:
     """One rig for all episodes: same cameras, same joint count, finite values, actions aligned with states."""
     if not es.episodes:
-        raise EpisodeDataError(f"{es.source}: no usable episodes")
+        raise NoEpisodesError(f"{es.source}: no usable episodes")
     first = es.episodes[0]
     for e in es.episodes:
         if e.length < 1:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from finetune.episode_set import Episode, EpisodeDataError, EpisodeSet
+from finetune.episode_set import Episode, EpisodeDataError, EpisodeSet, NoEpisodesError
 
 IMAGE_PREFIX = "observation.images."
 
@@ -109,7 +109,7 @@ def load_lerobot(root: Path, *, outcomes: Sequence[str] = (), quality: Sequence[
             vids[cam] = (str(root / path), float(r[f"videos/{key}/from_timestamp"]))
         videos.append(vids)
     if not eps:
-        raise EpisodeDataError(f"{root}: no episodes of this LeRobot dataset match the selection "
+        raise NoEpisodesError(f"{root}: no episodes of this LeRobot dataset match the selection "
                                f"(outcomes={list(outcomes)}, quality={list(quality)}, episodes={list(names)})")
     return EpisodeSet(str(root), "lerobot", tuple(eps), VideoFrames(tuple(videos), fps))
 

@@ -226,13 +226,14 @@ class LossModule(nn.Module):
 def build_data(cfg: TrainConfig, model_config: Pi0Config, tokenizer: Any, local_batch: int, d: Dist) -> Any:
     """This rank's data (finetune.data.open_training_data); dataset problems become TrainErrors with the fix."""
     from finetune.data import open_training_data
+    from finetune.episode_set import NoEpisodesError
 
     try:
         return open_training_data(cfg.dataset, cfg.data, model_config, tokenizer, batch_size=local_batch,
                                   num_workers=cfg.num_workers, seed=cfg.seed, rank=d.rank, world_size=d.world)
     except (ValueError, FileNotFoundError) as e:  # finetune.episodes.EpisodeDataError is a ValueError
         text = str(e)
-        if any(k in text for k in ("no episodes", "none of its", "no usable")):
+        if isinstance(e, NoEpisodesError):
             raise TrainError("no_episodes", f"{text}\n(Episodes in the trash are never used: restore them with "
                              "`workbench episodes DIR restore NAME`.)") from e
         # different cameras or joint counts across episodes, unreadable files, ...: the message names the fix
