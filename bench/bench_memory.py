@@ -374,7 +374,9 @@ def _fit(pts: list[dict], fwd_bwd: list[int], opt: list[int]) -> dict[str, float
             on_act = new
         pred = np.maximum(a_grad @ cg + grads, a_act @ ca + bnd)
         err = float(np.sum((y - pred) ** 2))
-        if best is None or err < best[0]:
+        # a clearly better fit only: an exact fit (4 points, 4 unknowns) is reached from several first guesses,
+        # whose errors then differ by rounding alone, which differs between BLAS builds; the first one wins
+        if best is None or err < best[0] * (1 - 1e-9) - 1.0:
             best = (err, cg, ca, pred)
     _, cg, ca, pred = best
     gp, vp = gemma_layer_params(ref), 1.5 * siglip_layer_params(ref)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from finetune.model_config import Pi0Config
 from finetune.model.pi0 import Pi0, param_dtype, torch_dtype
 from finetune.model.pi05 import model_class
+from finetune.presets import PI0_BASE, PI05_BASE
 
 TIED_ALIAS = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 TIED_SOURCE = "paligemma_with_expert.paligemma.lm_head.weight"
@@ -341,17 +342,37 @@ def checkpoint_kind(keys: Iterable[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def refuse_other_kind(found: str | None, wanted: str, source: str, evidence: str) -> None:
-    """Raises CheckpointKindError when a checkpoint of one kind is given where the other is wanted."""
+BASE_REPOS = {"pi0": PI0_BASE, "pi05": PI05_BASE}  # each kind's public base checkpoint
+
+
+def refuse_other_kind(found: str | None, wanted: str, source: str, evidence: str, fix: str | None = None) -> None:
+    """Raises CheckpointKindError when a checkpoint of one kind is given where the other is wanted. `fix`: the
+    caller's remedy (default: the other checkpoint or the other configuration, in general words)."""
     if found is None or found == wanted:
         return
-    other = {"pi0": "lerobot/pi0_base", "pi05": "lerobot/pi05_base"}
+    fix = fix or (f"give a {KIND_NAMES[wanted]} checkpoint (e.g. {BASE_REPOS[wanted]}) or pick a {KIND_NAMES[found]} "
+                  f"configuration (--config {'pi05' if found == 'pi05' else 'pi0'}...).")
     raise CheckpointKindError(
         f"{source} is a {KIND_NAMES[found]} checkpoint ({evidence}), but a {KIND_NAMES[wanted]} model was asked "
         f"for: the two networks differ (pi0.5 has no state token, time-conditioned expert norms and a longer "
-        f"prompt), so its weights cannot be used. Fix: give a {KIND_NAMES[wanted]} checkpoint (e.g. "
-        f"{other[wanted]}) or pick a {KIND_NAMES[found]} configuration (--config {'pi05' if found == 'pi05' else 'pi0'}"
-        f"...).")
+        f"prompt), so its weights cannot be used. Fix: {fix}")
+
+
+def check_folder_kind(folder: Path, config: Pi0Config, wanted: str, source: str, fix: str | None = None) -> None:
+    """Refuses (CheckpointKindError) a checkpoint folder of the other kind before any model is built: by its
+    config.json (`config`, as read_config read it), then by its weights' keys (safetensors headers only, a few
+    hundred KB: an openpi pi0.5 conversion's config.json has no "type" and reads as pi0). A folder without weights
+    passes here; loading names what is missing."""
+    refuse_other_kind(config.kind, wanted, source, f"its {CONFIG_FILE} describes a {KIND_NAMES[config.kind]} model",
+                      fix)
+    try:
+        entries = read_entries(list_checkpoint_files(folder))
+    except CheckpointError:
+        return
+    found = checkpoint_kind(entries)
+    if found is not None:
+        refuse_other_kind(found, wanted, source,
+                          "its weights have " + ", ".join(m for m in _KIND_MARKERS[found] if m in entries), fix)
 
 
 def load_weights_(model: Pi0, folder_or_files: Path | list[Path], device: torch.device | str = "cpu",
@@ -479,8 +500,8 @@ def save_pi0(model: Pi0 | WeightStream, folder: Path, norm_stats: Mapping[str, M
 
 
 __all__ = [
-    "CheckpointError", "CheckpointKeyError", "CheckpointKindError", "TensorEntry", "checkpoint_kind",
-    "refuse_other_kind", "WeightStream", "build_model", "check_keys",
+    "BASE_REPOS", "CheckpointError", "CheckpointKeyError", "CheckpointKindError", "TensorEntry", "checkpoint_kind",
+    "check_folder_kind", "refuse_other_kind", "WeightStream", "build_model", "check_keys",
     "checkpoint_key_shapes", "inference_dtype", "load_pi0", "load_weights_", "materialize_", "model_weights",
     "random_init_", "read_config", "read_safetensors_header", "save_pi0", "save_tensors", "write_safetensors",
     "torch_dtype",

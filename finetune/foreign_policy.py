@@ -1,4 +1,5 @@
-"""Policies trained elsewhere, served like ours: a LeRobot-trained pi0 folder and an openpi PyTorch checkpoint.
+"""Policies trained elsewhere, served like ours: a LeRobot-trained pi0 or pi0.5 folder and an openpi PyTorch pi0
+checkpoint.
 
 Both become a `ForeignPolicyRuntime` (a finetune.runtime.PolicyRuntime over their statistics and conventions, so
 inference, real-time chunking and the server's protocol are the code our policies run) with the rig check and
@@ -15,6 +16,15 @@ LeRobot (PI0Policy.save_pretrained + its processors, 2025-09 onwards):
   (`observation.images.<name>`) are mapped to the rig's by name, by the preprocessor's rename map, then by ALOHA
   aliases (top -> cam_high, left_wrist -> cam_left_wrist, ...), or as the operator says (camera_map).
   Older folders (normalization buffers inside model.safetensors) are refused with LeRobot's migration command.
+
+LeRobot pi0.5 (PI05Policy, 2025-10 onwards): the same files with "type": "pi05"; the preprocessor normalizes
+(QUANTILES by default: q01..q99 -> -1..1) and then `pi05_prepare_state_tokenizer_processor_step` writes the
+normalized state into the prompt, openpi's "Task: ..., State: <256-bin ints>;\nAction: " (no "\n" step, no
+adapt_to_pi_aloha). Which state dims the prompt holds changed: padded to max_state_dim (32) until 2026-03, the
+feature's own dims (14, as openpi) since. The folder does not say its LeRobot version; a config.json or processor
+with relative-actions fields (2026-04 onwards) reads as unpadded, anything else as padded (a folder saved between
+2026-03-05 and 2026-04-01 would be read wrongly; the served conventions say which was assumed). MEM (visual /
+proprioceptive memory, 2026-08) is a different network and refused.
 
 openpi (scripts/train_pytorch.py): `<checkpoint_dir>/<step>/model.safetensors` (openpi's PI0Pytorch keys, which are
 the hub layout), `assets/<asset_id>/norm_stats.json` (openpi's norm stats), no config.json: the operator names the
@@ -63,7 +73,9 @@ CAMERA_ALIASES: dict[str, str] = {"top": "cam_high", "high": "cam_high", "low": 
 # processor steps that do not change values the model sees (batching, device moves, the tokenizer, which we
 # replace by ours) or that we reproduce (normalizer, relative actions, the rename map for camera names)
 _PRE_STEPS = {"rename_observations_processor", "to_batch_processor", "pi0_new_line_processor", "tokenizer_processor",
-              "device_processor", "normalizer_processor", "relative_actions_processor"}
+              "device_processor", "normalizer_processor", "relative_actions_processor",
+              "pi05_prepare_state_tokenizer_processor_step"}
+PI05_STATE_PROMPT_STEP = "pi05_prepare_state_tokenizer_processor_step"  # LeRobot's pi0.5: the state into the prompt
 _POST_STEPS = {"unnormalizer_processor", "absolute_actions_processor", "device_processor"}
 _OLD_NORM_PREFIXES = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
 _MIGRATE = ("python src/lerobot/processor/migrate_policy_normalization.py --pretrained-path FOLDER "
@@ -369,19 +381,30 @@ def _feature_norm(stats: Mapping[str, Mapping[str, np.ndarray]], key: str, mode:
 
 
 def _lerobot_model_config(d: Mapping[str, Any], slots: tuple[str, ...], options: ForeignOptions) -> Pi0Config:
-    """The architecture from config.json (gemma variants, SigLIP So400m), or the operator's variant; the dims,
-    horizon, camera slots, token length and steps from config.json either way (the weights were saved so)."""
-    from finetune.model_config import GemmaConfig
+    """The architecture from config.json (gemma variants, SigLIP So400m; pi0.5 for "type": "pi05"), or the
+    operator's variant (of the same kind); the dims, horizon, camera slots, token length and steps from
+    config.json either way (the weights were saved so)."""
+    from finetune.checkpoint import KIND_NAMES
+    from finetune.model_config import PI05_TOKEN_LEN, GemmaConfig
 
+    kind = "pi05" if d.get("type") == "pi05" else "pi0"
     if options.config:
         base = model_variant(options.config)
+        if base.kind != kind:
+            examples = "pi05_tiny, pi05_small, pi05" if kind == "pi05" else "tiny, small, pi0"
+            raise ForeignPolicyError(
+                f"--config {options.config} names a {KIND_NAMES[base.kind]} model ({base.name}), but this LeRobot "
+                f"folder holds a {KIND_NAMES[kind]} policy (config.json \"type\": {d.get('type')!r}); name a "
+                f"{KIND_NAMES[kind]} variant (e.g. {examples}) or leave --config out for the full-size model")
     else:
         res = d.get("image_resolution") or d.get("resize_imgs_with_padding") or (224, 224)
         if list(res) != [224, 224]:
             raise ForeignPolicyError(f"image resolution {list(res)}: this pi0 runs 224x224 SigLIP inputs only")
         try:
-            base = Pi0Config(paligemma=GemmaConfig.variant(str(d.get("paligemma_variant", "gemma_2b"))),
-                             expert=GemmaConfig.variant(str(d.get("action_expert_variant", "gemma_300m"))))
+            base = Pi0Config(name=kind, paligemma=GemmaConfig.variant(str(d.get("paligemma_variant", "gemma_2b"))),
+                             expert=GemmaConfig.variant(str(d.get("action_expert_variant", "gemma_300m"))),
+                             max_token_len=PI05_TOKEN_LEN if kind == "pi05" else 48, pi05=kind == "pi05",
+                             discrete_state_input=kind == "pi05")
         except ValueError as e:
             raise ForeignPolicyError(f"config.json: {e}") from None
         if d.get("dtype") in ("bfloat16", "float32"):
@@ -422,8 +445,13 @@ def _read_lerobot(folder: Path, options: ForeignOptions, rig_cams: Sequence[str]
 
     cfg_path = folder / CONFIG_FILE
     d = _read_json(cfg_path)
-    if d.get("type") != "pi0":
-        raise ForeignPolicyError(f"{folder} is a LeRobot {d.get('type')!r} policy; only pi0 is served here")
+    if d.get("type") not in ("pi0", "pi05"):
+        raise ForeignPolicyError(f"{folder} is a LeRobot {d.get('type')!r} policy; pi0 and pi0.5 are served here")
+    pi05 = d.get("type") == "pi05"
+    memory = [k for k in ("use_visual_memory", "use_proprioceptive_memory") if d.get(k)]
+    if memory:
+        raise ForeignPolicyError(f"{cfg_path}: {' and '.join(memory)} set: LeRobot's pi0.5 with MEM (memory frames, "
+                                 "a state projection) is a different network; only the plain pi0.5 is served here")
     if int(d.get("n_obs_steps", 1)) != 1:
         raise ForeignPolicyError(f"{cfg_path}: n_obs_steps {d['n_obs_steps']}; pi0 reads one observation")
     if d.get("use_delta_joint_actions_aloha"):
@@ -487,10 +515,13 @@ def _read_lerobot(folder: Path, options: ForeignOptions, rig_cams: Sequence[str]
     cam_map = map_cameras(slots, rig_cams, explicit=options.camera_map, renamed=renamed, source=f"policy {folder}")
 
     cfg = _lerobot_model_config(d, tuple(slots), options)
+    prompt_dims, prompt_note = _pi05_prompt_state(d, pre, state_dim, cfg) if pi05 else (None, None)
     tcfg = TransformConfig(camera_slots=cfg.camera_names, camera_map=tuple((r, s) for s, r in cam_map.items()),
                            image_size=cfg.vision.image_size, rig_dim=BIMANUAL_DOF, state_dim=cfg.state_dim,
                            action_dim=cfg.action_dim, action_horizon=cfg.action_horizon, adapt_to_pi=False,
-                           delta_actions=False, norm_eps=float(ncfg.get("eps", 1e-8)))
+                           delta_actions=False, norm_eps=float(ncfg.get("eps", 1e-8)),
+                           normalization="quantile" if pi05 else "zscore", discrete_state_input=pi05,
+                           prompt_state_dims=prompt_dims)
     steps: list[Any] = [DeltaActions(mask)] if mask is not None else []
     steps.append(LeRobotNormalize(state_norm, action_norm))
     if adapt:
@@ -503,6 +534,8 @@ def _read_lerobot(folder: Path, options: ForeignOptions, rig_cams: Sequence[str]
         "relative_actions": list(mask) if mask is not None else None,
         "chunk_size": cfg.action_horizon, "n_action_steps": int(d.get("n_action_steps", cfg.action_horizon)),
         "camera_map": dict(cam_map)}
+    if prompt_note is not None:
+        conventions["state_in_prompt"] = prompt_note
     if adapt:
         conventions["adapt_to_pi_aloha_order"] = ("normalize, then flip dims 1,2,8,9 and convert grippers 6,13 "
                                                   "(state: finger -> angle over [0.4, 1.5] rad; actions: angle -> "
@@ -511,6 +544,35 @@ def _read_lerobot(folder: Path, options: ForeignOptions, rig_cams: Sequence[str]
     src = ForeignSource(LEROBOT, folder, _step_of(folder), tuple(cam_map[s] for s in slots if s in cam_map),
                         dict(cam_map), conventions, None, bounds)
     return _Read(folder, cfg, tcfg, Chain(tuple(steps)), stats, src)
+
+
+def _pi05_prompt_state(d: Mapping[str, Any], pre: _Pipeline, state_dim: int, cfg: Pi0Config
+                       ) -> tuple[int | None, str]:
+    """(TransformConfig.prompt_state_dims, what the served conventions say) for a LeRobot pi0.5 folder: its
+    preprocessor's state-prompt step must be there and keep the state in the prompt; unpadded (the feature's dims)
+    for folders with LeRobot's relative-actions fields (2026-04 onwards), padded to max_state_dim before."""
+    step = pre.find(PI05_STATE_PROMPT_STEP)
+    if step is None:
+        raise ForeignPolicyError(f"{pre.path}: no {PI05_STATE_PROMPT_STEP} step, which LeRobot's pi0.5 uses to write "
+                                 "the normalized state into the prompt; the folder's processors are not pi0.5's")
+    scfg = dict(step.get("config") or {})
+    if not scfg.get("include_state_in_prompt", True):
+        raise ForeignPolicyError(f"{pre.path}: its {PI05_STATE_PROMPT_STEP} leaves the state out of the prompt "
+                                 "(LeRobot's MEM variant); only the plain pi0.5 is served here")
+    names = [s.get("registry_name") for s in pre.steps]
+    if names.index(PI05_STATE_PROMPT_STEP) < names.index("normalizer_processor"):
+        raise ForeignPolicyError(f"{pre.path}: the state is written into the prompt before it is normalized; "
+                                 "LeRobot's pi0.5 normalizes first (its bins cover [-1, 1])")
+    padded_to = int(scfg.get("max_state_dim", cfg.state_dim))
+    unpadded = "use_relative_actions" in d or pre.find("relative_actions_processor") is not None
+    if unpadded:
+        return state_dim, (f"{state_dim} dims, unpadded (LeRobot 2026-03 onwards, as openpi; assumed from its "
+                           "relative-actions fields)")
+    if padded_to != cfg.state_dim:
+        raise ForeignPolicyError(f"{pre.path}: {PI05_STATE_PROMPT_STEP} pads the state to {padded_to}, the model's "
+                                 f"max_state_dim is {cfg.state_dim}")
+    return None, (f"{padded_to} dims, padded (LeRobot 2025-10 to 2026-03; assumed: its config has no "
+                  "relative-actions fields)")
 
 
 def _lerobot_cameras(inputs: Mapping[str, Any], d: Mapping[str, Any], pre: _Pipeline, cfg_path: Path
@@ -599,7 +661,8 @@ def _read_openpi(folder: Path, options: ForeignOptions, rig_cams: Sequence[str])
     if (ckpt / MODEL_FILE).is_file():
         keys = read_safetensors_header(ckpt / MODEL_FILE)[0]
         if any(k.endswith("time_mlp_in.weight") and "action_" not in k for k in keys):
-            raise ForeignPolicyError(f"{ckpt} is a pi0.5 checkpoint (time_mlp_in, adaRMS); only pi0 is served here")
+            raise ForeignPolicyError(f"{ckpt} is a pi0.5 checkpoint (time_mlp_in, adaRMS): openpi's pi0.5 conventions "
+                                     "are not reproduced here (LeRobot-trained pi0.5 folders are served)")
     names_openpi_config = options.config in {c.name for c in OPENPI_CONFIGS}
     if (ckpt / CONFIG_FILE).is_file() and names_openpi_config:  # a conversion's config.json: its architecture
         try:
@@ -641,8 +704,11 @@ class ForeignPolicyRuntime(PolicyRuntime):
     def metadata(self) -> dict[str, Any]:
         f = self.foreign
         assert f is not None
+        from finetune.checkpoint import KIND_NAMES
+
         return {"policy": str(f.folder), "step": f.step, "model": self.policy.model.config.name,
-                "policy_type": f"{f.layout} pi0", "cameras": list(f.rig_cameras),
+                "policy_type": f"{f.layout} {KIND_NAMES[self.policy.model.config.kind]}",
+                "cameras": list(f.rig_cameras),
                 "action_horizon": self.action_shape[0], "action_dim": self.action_shape[1],
                 "rig": None, "control_hz": None, "backend": None, "gripper_set": None, "gripper": None,
                 "joint_names": None, "joint_count": f.joint_count, "camera_subset": True,
@@ -653,8 +719,9 @@ class ForeignPolicyRuntime(PolicyRuntime):
 def load_foreign_policy(folder: str | Path, device: torch.device | str = "cpu", *, rig: Any = None,
                         num_steps: int | None = None, options: ForeignOptions | None = None,
                         dtype: str | None = None) -> ForeignPolicyRuntime:
-    """A LeRobot pi0 folder or an openpi checkpoint -> a runtime; with `rig`, refuses one whose cameras the rig
-    lacks and logs what the check could not cover (joint names, control rate, backend, gripper constants)."""
+    """A LeRobot pi0 / pi0.5 folder or an openpi checkpoint -> a runtime; with `rig`, refuses one whose cameras
+    the rig lacks and logs what the check could not cover (joint names, control rate, backend, gripper
+    constants)."""
     from finetune.checkpoint import load_pi0
     from finetune.foreign_transforms import ChainTransforms
 
@@ -667,7 +734,8 @@ def load_foreign_policy(folder: str | Path, device: torch.device | str = "cpu", 
     elif layout == OPENPI:
         read = _read_openpi(folder, options, rig_cams)
     else:
-        raise ForeignPolicyError(f"{folder} is neither a LeRobot pi0 folder (config.json with \"type\": \"pi0\") "
+        raise ForeignPolicyError(f"{folder} is neither a LeRobot pi0 / pi0.5 folder (config.json with \"type\": "
+                                 "\"pi0\" or \"pi05\") "
                                  f"nor an openpi checkpoint (<step>/{MODEL_FILE} + assets/)")
     src, cfg = read.source, read.cfg
     if rig is not None:

@@ -165,15 +165,26 @@ class Tensor_:
         return self.numel * _BYTES[self.dtype]
 
 
-def _gemma_layer(prefix: str, g, lora_rank: int | None) -> Iterator[tuple[str, int, bool]]:
-    """(name, numel, is a LoRA adapter) of one Gemma layer; with a rank, each projection gets adapters (peft)."""
+def _norm(name: str, width: int, adaptive: bool) -> Iterator[tuple[str, int, bool]]:
+    """One RMSNorm's parameters: its weight, or (pi0.5's expert, finetune.model.gemma.AdaRMSNorm) the modulation
+    Linear(cond width -> 3 x width, bias) giving scale, shift and gate."""
+    if adaptive:
+        yield name + ".dense.weight", 3 * width * width, False
+        yield name + ".dense.bias", 3 * width, False
+    else:
+        yield name + ".weight", width, False
+
+
+def _gemma_layer(prefix: str, g, lora_rank: int | None, adaptive: bool = False) -> Iterator[tuple[str, int, bool]]:
+    """(name, numel, is a LoRA adapter) of one Gemma layer; with a rank, each projection gets adapters (peft).
+    `adaptive`: pi0.5's expert layers (adaptive norms)."""
     hd = g.head_dim
     shapes = {"self_attn.q_proj": (g.width, g.num_heads * hd), "self_attn.k_proj": (g.width, g.num_kv_heads * hd),
               "self_attn.v_proj": (g.width, g.num_kv_heads * hd), "self_attn.o_proj": (g.num_heads * hd, g.width),
               "mlp.gate_proj": (g.width, g.mlp_dim), "mlp.up_proj": (g.width, g.mlp_dim),
               "mlp.down_proj": (g.mlp_dim, g.width)}
-    yield prefix + "input_layernorm.weight", g.width, False
-    yield prefix + "post_attention_layernorm.weight", g.width, False
+    yield from _norm(prefix + "input_layernorm", g.width, adaptive)
+    yield from _norm(prefix + "post_attention_layernorm", g.width, adaptive)
     for name, (fan_in, fan_out) in shapes.items():
         if lora_rank is None:
             yield f"{prefix}{name}.weight", fan_in * fan_out, False
@@ -184,7 +195,8 @@ def _gemma_layer(prefix: str, g, lora_rank: int | None) -> Iterator[tuple[str, i
 
 
 def _inventory(cfg: Pi0Config, lora: bool) -> Iterator[tuple[str, int, bool]]:
-    """Every parameter of Pi0(cfg) (after finetune.lora.apply_lora when `lora`): (name, numel, is an adapter)."""
+    """Every parameter of the model cfg builds (Pi0, or Pi05 for a pi0.5 config; after finetune.lora.apply_lora
+    when `lora`): (name, numel, is an adapter)."""
     v, p, e = cfg.vision, cfg.paligemma, cfg.expert
     vt = _VLM + "vision_tower.vision_model."
     yield vt + "embeddings.patch_embedding.weight", v.width * 3 * v.patch_size ** 2, False
@@ -211,14 +223,25 @@ def _inventory(cfg: Pi0Config, lora: bool) -> Iterator[tuple[str, int, bool]]:
         yield from _gemma_layer(f"{_VLM}language_model.layers.{i}.", p, 16 if lora else None)
     yield _VLM + "language_model.norm.weight", p.width, False
     for i in range(e.depth):
-        yield from _gemma_layer(f"{_EXPERT}layers.{i}.", e, 32 if lora else None)
-    yield _EXPERT + "norm.weight", e.width, False
+        yield from _gemma_layer(f"{_EXPERT}layers.{i}.", e, 32 if lora else None, adaptive=cfg.pi05)
+    yield from _norm(_EXPERT + "norm", e.width, cfg.pi05)
     w = e.width
-    for name, fan_in, fan_out in (("state_proj", cfg.state_dim, w), ("action_in_proj", cfg.action_dim, w),
-                                  ("action_time_mlp_in", 2 * w, w), ("action_time_mlp_out", w, w),
-                                  ("action_out_proj", w, cfg.action_dim)):
+    if cfg.pi05:  # no state token, no action-time MLP: the time's own MLP feeds the adaptive norms
+        heads = (("action_in_proj", cfg.action_dim, w), ("time_mlp_in", w, w), ("time_mlp_out", w, w),
+                 ("action_out_proj", w, cfg.action_dim))
+    else:
+        heads = (("state_proj", cfg.state_dim, w), ("action_in_proj", cfg.action_dim, w),
+                 ("action_time_mlp_in", 2 * w, w), ("action_time_mlp_out", w, w),
+                 ("action_out_proj", w, cfg.action_dim))
+    for name, fan_in, fan_out in heads:
         yield f"{name}.weight", fan_in * fan_out, False
         yield f"{name}.bias", fan_out, False
+
+
+def checkpoint_parameters(cfg: Pi0Config) -> int:
+    """Parameters a hub checkpoint of cfg stores (lerobot/pi0_base, lerobot/pi05_base: 3,616,757,520): the model's,
+    plus the expert's lm_head (stored, never built: finetune.checkpoint.IGNORED_KEYS); the tied embedding once."""
+    return sum(n for _, n, _ in _inventory(cfg, False)) + cfg.vocab_size * cfg.expert.width
 
 
 def _unused(cfg: Pi0Config) -> tuple[str, ...]:
@@ -322,6 +345,7 @@ class MemoryEstimate:
     peak_phase: str  # ACTIVATIONS | GRADIENTS | UPDATE
     total: int
     forward_backward: int = 0  # the forward+backward phase's peak alone (no overhead): the fit's own figure
+    model: str = ""  # the model config's name (pi0, pi05, pi0_small, ...)
 
     def breakdown(self) -> dict[str, int]:
         """What lives at the peak: its parts sum to `total`."""
@@ -337,9 +361,16 @@ class MemoryEstimate:
         return parts
 
     def describe(self) -> str:
-        """'weights 6.6, optimizer 3.4, activations 9.1, step extra 0.3 GB; peak: the backward pass's activations'."""
+        """'weights 6.6, optimizer 3.4, activations 9.1, step extra 0.3 GB; peak: the backward pass's activations;
+        model pi05, 3.35 B parameters (0.47 B trainable)'."""
         parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in self.breakdown().items() if v)
-        return f"{parts} GB; peak: {self.peak_phase}"
+        model = (f"; model {self.model}, {_count(self.params)} parameters ({_count(self.trainable)} trainable)"
+                 if self.model else "")
+        return f"{parts} GB; peak: {self.peak_phase}{model}"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 100_000_000 else f"{n / 1e6:.2f} M"
 
 
 ACTIVATIONS = "the backward pass's activations"
@@ -414,7 +445,7 @@ def estimate(model_config: Pi0Config, lora: bool, precision: str, batch: int, gr
     fwd_bwd = weights + optim + int(max(phases[ACTIVATIONS][0], phases[GRADIENTS][0]))
     return MemoryEstimate(device_kind, precision, batch, sum(t.numel for t in params), sum(t.numel for t in train),
                           weights, grads, optim, activations, phases[phase][1], int(opt_tmp), overhead, phase,
-                          peak + overhead, fwd_bwd)
+                          peak + overhead, fwd_bwd, model_config.name)
 
 
 def largest_batch(model_config: Pi0Config, lora: bool, precision: str, grad_ckpt: bool, capacity: int, *,
@@ -557,5 +588,5 @@ def reference_config() -> Pi0Config:
 
 
 __all__ = ["COEFFICIENTS", "CUDA_ALLOCATOR_FACTOR", "CUDA_CONTEXT_BYTES", "DeviceMemory", "MemoryEstimate",
-           "advice", "cpu_memory", "cuda_memory", "cuda_memory_nvidia_smi", "device_memory", "estimate", "fit_line",
-           "fit_warning", "fits", "largest_batch", "parameters", "resolve_precision"]
+           "advice", "checkpoint_parameters", "cpu_memory", "cuda_memory", "cuda_memory_nvidia_smi", "device_memory",
+           "estimate", "fit_line", "fit_warning", "fits", "largest_batch", "parameters", "resolve_precision"]

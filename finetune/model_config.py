@@ -237,7 +237,7 @@ def _from_port_dict(d: Mapping[str, Any]) -> Pi0Config:
         if names:
             cams = tuple(names)
     return Pi0Config(
-        name="pi0",
+        name="pi05" if pi05 else "pi0",
         paligemma=GemmaConfig.variant(d.get("paligemma_variant", "gemma_2b")),
         expert=GemmaConfig.variant(d.get("action_expert_variant", "gemma_300m")),
         vision=SiglipConfig.variant("so400m"),

@@ -74,10 +74,11 @@ PRESETS: tuple[TrainPreset, ...] = (
                 "GPUs below 80 GB)", lora=False, **_PI0),
     TrainPreset("pi05-lora", "pi0.5 LoRA (one 24 GB card)",
                 f"pi0.5 from {PI05_BASE} (state in the prompt, quantile normalization), rank 16/32 adapters, "
-                "gradient checkpointing; about pi0's memory", lora=True, **_PI05),
+                "gradient checkpointing; estimated ~30 GB at batch 32 (its 200-token prompt: ~3 GB more than "
+                "pi0), batch 20 on a 24 GB card", lora=True, **_PI05),
     TrainPreset("pi05", "pi0.5 full fine-tune (80 GB card, or several)",
-                f"pi0.5 from {PI05_BASE}, fp32 master weights + bf16; about pi0's memory (use several GPUs below "
-                "80 GB)", lora=False, **_PI05),
+                f"pi0.5 from {PI05_BASE}, fp32 master weights + bf16; estimated ~58 GB at batch 32 (use several "
+                "GPUs below 80 GB)", lora=False, **_PI05),
     TrainPreset("small", "Small model (learns on a CPU)",
                 "pi0_small, 1.6 M parameters from random weights, 56 px cameras: learns a task from a few "
                 "demonstrations in minutes to an hour on a CPU (the closed loop's model)",
@@ -93,6 +94,11 @@ PRESETS: tuple[TrainPreset, ...] = (
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in PRESETS)
 DEFAULT = "pi0"  # `workbench train` without --config
+CPU_DEFAULT = "small"  # the Train tab's choice on a machine without a CUDA card: the model that learns on a CPU
+# The episodes a run trains on unless told otherwise (`workbench train --outcome`, the Train tab's filter): the
+# successful demonstrations; a failure is not a behaviour to imitate. ALL_OUTCOMES ("all") takes every label.
+DEFAULT_OUTCOMES: tuple[str, ...] = ("success",)
+ALL_OUTCOMES = "all"
 
 
 def preset(name: str) -> TrainPreset:
@@ -102,9 +108,18 @@ def preset(name: str) -> TrainPreset:
     raise ValueError(f"unknown training preset {name!r}; known: {', '.join(NAMES)}")
 
 
+def names_for_kind(kind: str) -> tuple[str, ...]:
+    """The presets that train a model of `kind` ("pi0" / "pi05", Pi0Config.kind): what an error about a base of
+    that kind suggests."""
+    from finetune.model_config import Pi0Config
+
+    return tuple(p.name for p in PRESETS if Pi0Config.variant(p.model).kind == kind)
+
+
 def describe(field: str) -> str:
     """'pi0-lora 20000, pi0 20000, small 3000, tiny 200' for a field: the CLI's help shows the table's values."""
     return ", ".join(f"{p.name} {getattr(p, field)}" for p in PRESETS)
 
 
-__all__ = ["DEFAULT", "NAMES", "PI0_BASE", "PI05_BASE", "PRESETS", "RANDOM_BASE", "TrainPreset", "describe", "preset"]
+__all__ = ["ALL_OUTCOMES", "CPU_DEFAULT", "DEFAULT", "DEFAULT_OUTCOMES", "NAMES", "PI0_BASE", "PI05_BASE", "PRESETS",
+           "RANDOM_BASE", "TrainPreset", "describe", "names_for_kind", "preset"]

@@ -144,7 +144,9 @@ class PromptTokenizer:
 def train_small_tokenizer(folder: str | Path) -> Path:
     """A small SentencePiece model (BPE, 120 pieces, openpi's special ids) for models whose embedding is far below
     the PaliGemma vocabulary; trained once into `folder` (deterministically) and shipped in the policy folder like
-    the real one. An existing `folder/tokenizer.model` is kept."""
+    the real one. It covers pi0's task words and pi0.5's state prompt ("Task: ..., State: -1 0 ... 255;\nAction: ":
+    every digit, '-', ':', ',', ';'), so the tiny/small pi0.5 reads its state as tokens, as PaliGemma's tokenizer
+    makes them, not <unk>. An existing `folder/tokenizer.model` is kept (runs made before keep theirs)."""
     folder = Path(folder)
     path = folder / TOKENIZER_FILE
     if path.is_file():
@@ -154,12 +156,18 @@ def train_small_tokenizer(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     corpus = folder / ".tokenizer_corpus.txt"
     rng = random.Random(0)
-    corpus.write_text("\n".join(" ".join(rng.choice(_SMALL_TOKENIZER_WORDS) for _ in range(8)) for _ in range(400))
-                      + "\n")
+    lines = [" ".join(rng.choice(_SMALL_TOKENIZER_WORDS) for _ in range(8)) for _ in range(400)]
+    for _ in range(200):  # pi0.5's prompt (finetune.transforms.prompt): its words, digits, '-', ':', ',', ';'
+        task = " ".join(rng.choice(_SMALL_TOKENIZER_WORDS) for _ in range(rng.randint(2, 6)))
+        bins = " ".join(str(rng.randint(-1, 255)) for _ in range(14))
+        lines.append(f"Task: {task}, State: {bins};\nAction: ")
+    corpus.write_text("\n".join(lines) + "\n")
+    # character_coverage 1.0: every character of the corpus is a piece, so any state bin (-1..255) is tokens, not
+    # <unk> (the default 0.9995 may drop rare characters such as '-')
     spm.SentencePieceTrainer.train(
         input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=SMALL_TOKENIZER_VOCAB,
         model_type="bpe", pad_id=0, bos_id=2, eos_id=1, unk_id=3, minloglevel=2, user_defined_symbols=["\n"],
-        remove_extra_whitespaces=False, add_dummy_prefix=False)
+        remove_extra_whitespaces=False, add_dummy_prefix=False, character_coverage=1.0)
     corpus.unlink()
     (folder / "tokenizer.vocab").unlink(missing_ok=True)
     return path

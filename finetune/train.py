@@ -50,6 +50,7 @@ from finetune.model.pi0 import Observation, Pi0
 from finetune.model_config import Pi0Config
 from finetune.precision import EMA, OptimConfig, autocast, build_optimizer, cosine_lr, model_dtype_for, set_lr
 from finetune.presets import PI0_BASE, RANDOM_BASE
+from finetune.tracking import TrackingConfig, TrackingError
 from finetune.train_state import SaveError, list_checkpoints, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class TrainConfig:
     # --resume on a dataset that changed since the run started: go on with the run's own split and normalization
     # statistics (finetune.run_data) instead of refusing. This invocation's choice: not stored in train_config.json
     keep_run_data: bool = False
+    # experiment tracking (finetune.tracking: TensorBoard / W&B), off by default; not in the resume key
+    tracking: TrackingConfig = TrackingConfig()
 
     @staticmethod
     def from_preset(preset: "TrainPreset", *, dataset: str, out: str, data: Mapping[str, Any] | None = None,
@@ -117,6 +120,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["optim"]["betas"] = list(self.optim.betas)
         d.pop("keep_run_data")
+        d["tracking"] = self.tracking.to_json()
         return d
 
     @staticmethod
@@ -125,13 +129,14 @@ class TrainConfig:
         o = dict(kw.pop("optim", {}))
         if "betas" in o:
             o["betas"] = tuple(o["betas"])
-        return TrainConfig(optim=OptimConfig(**o), **kw)
+        tracking = TrackingConfig.from_json(kw.pop("tracking", None))  # absent: a run from before tracking
+        return TrainConfig(optim=OptimConfig(**o), tracking=tracking, **kw)
 
     def resume_key(self) -> dict[str, Any]:
         """What must not change between a run and its resume (steps, intervals and workers may)."""
         d = self.to_json()
         for k in ("steps", "log_every", "val_every", "save_every", "keep_last", "num_workers", "device", "out",
-                  "val_batches"):
+                  "val_batches", "tracking"):
             d.pop(k)
         d["optim"].pop("decay_steps", None)
         return d
@@ -244,13 +249,38 @@ def build_data(cfg: TrainConfig, model_config: Pi0Config, tokenizer: Any, local_
 def resolve_base(cfg: TrainConfig, emit: Callable[[ev.Event], None]) -> tuple[Path | None, Pi0Config]:
     """-> (weights folder or None for random init, model config). An earlier run means its policy folder. The
     config's dtype is the inference/export one (checkpoint.inference_dtype: bf16 for pi0 even where the base's
-    config.json says float32); training builds in its precision policy's dtypes (build_policy) anyway."""
-    from finetune.checkpoint import CheckpointError, inference_dtype, read_config
-    from finetune.hub import HubError, download_folder
+    config.json says float32); training builds in its precision policy's dtypes (build_policy) anyway.
+
+    A base of the other kind than `cfg.model` (a pi0 checkpoint for a pi0.5 preset, or the reverse) is refused
+    before the model is built, by its config.json and its weights' keys; a hub base by its config.json before the
+    weights are downloaded."""
+    from finetune.checkpoint import (CheckpointError, CheckpointKindError, check_folder_kind, inference_dtype,
+                                     read_config)
+    from finetune.hub import CONFIG_FILE, HubError, download_folder, resolve_file
 
     if cfg.base == RANDOM_BASE:
         mc = Pi0Config.variant(cfg.model)
         return None, mc.replace(dtype=inference_dtype(mc))
+    try:
+        wanted: str | None = Pi0Config.variant(cfg.model).kind
+    except ValueError:  # a model name that is not a variant: the base's config.json decides alone
+        wanted = None
+
+    def refuse_kind(folder: Path, mc: Pi0Config) -> None:
+        if wanted is None:
+            return
+        from finetune.checkpoint import BASE_REPOS, KIND_NAMES
+        from finetune.presets import names_for_kind
+
+        other = "pi05" if wanted == "pi0" else "pi0"
+        fix = (f"this is a {KIND_NAMES[other]} checkpoint: train it with a {KIND_NAMES[other]} preset (--config "
+               f"{' / '.join(names_for_kind(other))}), or give a {KIND_NAMES[wanted]} base for model "
+               f"{cfg.model!r}, such as {BASE_REPOS[wanted]} (--base {BASE_REPOS[wanted]}).")
+        try:
+            check_folder_kind(folder, mc, wanted, f"base checkpoint {cfg.base}", fix)
+        except CheckpointKindError as e:
+            raise TrainError("base_kind_mismatch", str(e)) from e
+
     p = Path(cfg.base).expanduser()
     if (p / TRAIN_CONFIG).is_file():  # an earlier run: continue from its policy
         if not (p / POLICY / "model.safetensors").is_file():
@@ -260,6 +290,14 @@ def resolve_base(cfg: TrainConfig, emit: Callable[[ev.Event], None]) -> tuple[Pa
     if p.is_dir():
         folder = p
     else:
+        if wanted is not None:  # its config.json first (a few KB): the other kind is refused before GBs of weights
+            try:
+                snapshot = resolve_file(cfg.base, CONFIG_FILE, revision=cfg.revision).parent
+                early = read_config(snapshot)
+            except (HubError, CheckpointError, ValueError, KeyError, TypeError):
+                early = None  # the download below (or reading its config) says what is wrong
+            if early is not None:
+                refuse_kind(snapshot, early)  # its config (the weights' keys too if already cached)
         emit(ev.Status(f"fetching base checkpoint {cfg.base} (cached after the first download)"))
         try:
             folder = download_folder(cfg.base, revision=cfg.revision,
@@ -272,6 +310,7 @@ def resolve_base(cfg: TrainConfig, emit: Callable[[ev.Event], None]) -> tuple[Pa
         raise TrainError("not_pi0", f"base checkpoint {cfg.base} is not a pi0 checkpoint: {e}\nFix: pass --base "
                          f"{PI0_BASE}, a folder with a pi0 config.json + model.safetensors, or one of our "
                          "runs / policy folders.") from e
+    refuse_kind(folder, mc)
     return folder, mc.replace(dtype=inference_dtype(mc))
 
 
@@ -411,10 +450,14 @@ def validate(policy: Pi0, data: Any, cfg: TrainConfig, precision: str, device: t
 
 # ====================================================================================================== the loop
 class _Stop:
-    """SIGINT/SIGTERM -> finish the step, checkpoint, stop (a second signal is left to the default handler)."""
+    """SIGINT/SIGTERM -> finish the step, checkpoint, stop. A second SIGINT (Ctrl-C again) is left to the default
+    handler; a repeated SIGTERM is not: under a scheduler it comes more than once (SLURM signals every process of
+    the job and torchrun forwards the same signal again), and SIGKILL is the scheduler's way to force. After a
+    SIGTERM stop, repeats stay ignored while the policy folder is written and the process exits."""
 
     def __init__(self) -> None:
         self.requested = False
+        self._terminated = False  # the stop came from SIGTERM
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_Stop":
@@ -427,11 +470,15 @@ class _Stop:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
-        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+        if signum == signal.SIGTERM:
+            self._terminated = True
+        else:
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
 
     def __exit__(self, *a: Any) -> None:
         for s, h in self._old.items():
-            signal.signal(s, h)
+            if not (s == signal.SIGTERM and self._terminated):
+                signal.signal(s, h)
 
 
 def _oom_message(device: torch.device, cfg: TrainConfig, precision: str) -> str:
@@ -478,6 +525,7 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
         torch.cuda.set_device(device)
     precision = resolve_precision(cfg.precision, device)
     metrics = None
+    tracker = None  # finetune.tracking.Tracker on rank 0 when cfg.tracking is on: mirrors the reported events
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = open(run_dir / METRICS, "a", buffering=1)
@@ -486,6 +534,8 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
         if d.main:
             assert metrics is not None
             metrics.write(ev.to_json(e) + "\n")
+            if tracker is not None:
+                tracker.log(e)
             if emit is not None:
                 emit(e)
 
@@ -512,6 +562,13 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
             report(ev.Status(note))
         if d.main:
             (run_dir / TRAIN_CONFIG).write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        if d.main and cfg.tracking.on:  # before the model is built: a missing package or W&B login said in seconds
+            from finetune.tracking import open_tracker
+
+            try:
+                tracker = open_tracker(cfg.tracking, run_dir, lambda text: report(ev.Status(text)))
+            except TrackingError as e:
+                raise TrainError(e.error, str(e)) from e
         if data_plan.data is not None:  # --keep-run-data: the run's own split and statistics (not in train_config)
             cfg = dataclasses.replace(cfg, data=data_plan.data)
         torch.manual_seed(cfg.seed + d.rank)
@@ -568,8 +625,11 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
         total = sum(p.numel() for p in policy.parameters())
         if d.world > 1 and cfg.fsdp:
             trainable, total = trainable * d.world, total * d.world  # local shards -> approximate totals
+        if tracker is not None:  # logged with the RunStarted event: the configuration and the dataset fingerprint
+            tracker.describe(cfg.to_json(), str(getattr(data, "fingerprint", "")))
         report(ev.RunStarted(str(run_dir), step, cfg.steps, d.world, str(device), precision, trainable, total,
-                             cfg.batch_size, resumed))
+                             cfg.batch_size, resumed, base=cfg.base, base_path=str(folder) if folder else "",
+                             model=model_config.name))
 
         params = [p for _, p in named]
         it = data.iterator(step)
@@ -652,6 +712,8 @@ def train(cfg: TrainConfig, emit: Callable[[ev.Event], None] | None = None, resu
         report(ev.Finished(step, "error"))
         raise
     finally:
+        if tracker is not None:
+            tracker.close()
         if metrics is not None:
             metrics.close()
         if d.world > 1 and dist.is_initialized():

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "byte progress; interrupted downloads resume. Afterwards `workbench train` runs offline "
                     "(HF_HUB_OFFLINE=1), or the printed cache folders can be copied to a machine without network.")
     d.add_argument("repo", nargs="?", default=presets.preset("pi0").base, metavar="REPO",
-                   help="hub repo of the base checkpoint [default: %(default)s, the pi0 presets' base]")
+                   help="hub repo of the base checkpoint [default: %(default)s, the pi0 presets' base; "
+                        f"{presets.PI05_BASE} is the pi0.5 presets' (--config pi05 / pi05-lora)]")
     d.add_argument("--revision", help="branch, tag or commit of REPO [default: main]")
     d.add_argument("--tokenizer", metavar="SOURCE",
                    help="tokenizer.model file, folder or hub repo instead of the default sources "
@@ -89,8 +90,8 @@ def download_base(repo: str, *, revision: str | None = None, tokenizer: str | No
         try:
             vocab = Pi0Config.from_dict(json.loads((folder / CONFIG_FILE).read_text())).vocab_size
         except (ValueError, KeyError, TypeError) as e:
-            raise NotPi0Error(f"{repo}: its config.json is not a pi0 configuration ({e}). Fix: pass a pi0 base "
-                              f"such as {presets.preset('pi0').base}.") from None
+            raise NotPi0Error(f"{repo}: its config.json is not a pi0 or pi0.5 configuration ({e}). Fix: pass a "
+                              f"base such as {presets.PI0_BASE} (pi0) or {presets.PI05_BASE} (pi0.5).") from None
     tok: Path | None = None
     if tokenizer or tokenizer_only or vocab >= PALIGEMMA_VOCAB_SIZE:
         emit(ev.Status(f"fetching the tokenizer ({tokenizer or 'PaliGemma, default sources'})"))
@@ -125,7 +126,7 @@ def _summary(r: BaseReady, revision: str | None, tokenizer_only: bool) -> str:
     if r.tokenizer:
         lines.append(f"tokenizer   {r.tokenizer}")
     lines.append(f"{r.bytes / 1e6:,.1f} MB in the hub cache {r.cache}")
-    base = "" if r.repo == presets.preset("pi0").base else f" --base {r.repo}"
+    base = _train_flags(r)
     rev = f" --revision {revision}" if revision and not tokenizer_only else ""
     tok = f" --tokenizer {r.tokenizer}" if r.tokenizer and _repo_cache_folder(r.tokenizer) is None else ""
     lines.append("Training can now run offline (no network needed):")
@@ -135,6 +136,25 @@ def _summary(r: BaseReady, revision: str | None, tokenizer_only: bool) -> str:
         lines.append("For a machine without network, copy " + " and ".join(str(f) for f in sorted(folders))
                      + " into its hub cache (~/.cache/huggingface/hub, or $HF_HOME/hub), then run as above.")
     return "\n".join(lines)
+
+
+def _train_flags(r: BaseReady) -> str:
+    """The `workbench train` flags for this base: the preset of its kind (pi0 / pi0.5, from its config.json;
+    training refuses a base of the other kind) and --base unless it is that preset's own base."""
+    from finetune.hub import CONFIG_FILE
+    from finetune.model_config import Pi0Config
+
+    if not r.checkpoint:
+        return ""
+    try:
+        mc = Pi0Config.from_dict(json.loads((Path(r.checkpoint) / CONFIG_FILE).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return f" --base {r.repo}"
+    full = "pi0" if mc.kind == "pi0" else "pi05"  # the full fine-tune of that kind
+    named = [n for n in presets.names_for_kind(mc.kind) if presets.preset(n).model == mc.name]  # pi05_tiny
+    name = full if full in named or not named else named[0]
+    flags = "" if name == presets.DEFAULT else f" --config {name}"
+    return flags + ("" if presets.preset(name).base == r.repo else f" --base {r.repo}")
 
 
 class _Output:

@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--config", default="small", choices=presets.NAMES,
                    help="training preset (finetune/presets.py, as `workbench train --config`): small (1.6 M "
                         "parameters, learns on a CPU), tiny (0.14 M, tests), pi0 / pi0-lora (the 3.5 B model; a GPU); "
-                        "the options below override its values")
+                        "their pi0.5 twins pi05-small, pi05-tiny, pi05 / pi05-lora (from lerobot/pi05_base); the "
+                        "options below override its values")
     p.add_argument("--base", default=None, help=f"base weights [default: the preset's: {presets.describe('base')}]")
     p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
                    help=f"[default: the preset's: {presets.describe('lora')}]")

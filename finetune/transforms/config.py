@@ -67,6 +67,11 @@ class TransformConfig:
     normalization: str = "zscore"  # "zscore" (pi0) or "quantile" (pi0.5: q01..q99 -> -1..1)
     # pi0.5: the normalized state as 256-bin integers in the prompt (finetune.transforms.prompt), openpi's format
     discrete_state_input: bool = False
+    # how many of the normalized state's dims the prompt carries: openpi tokenizes the state before padding it
+    # (TokenizePrompt runs before PadStatesAndActions), so its ALOHA prompts hold the 14 rig dims (for_model sets
+    # rig_dim; LeRobot too since 2026-03). None: the whole padded vector (state_dim values: LeRobot's pi0.5 from
+    # 2025-10 to 2026-03, and transforms.json files written before this field, which keep what they trained with)
+    prompt_state_dims: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("camera_slots", "joint_flip", "gripper_dims", "delta_mask"):
@@ -77,6 +82,9 @@ class TransformConfig:
         if max(self.rig_dim, 1) > min(self.state_dim, self.action_dim):
             raise ValueError(f"rig_dim {self.rig_dim} does not fit the model's state/action dims "
                              f"({self.state_dim}/{self.action_dim})")
+        if self.prompt_state_dims is not None and not 1 <= self.prompt_state_dims <= self.state_dim:
+            raise ValueError(f"prompt_state_dims must be 1..state_dim ({self.state_dim}) or None, not "
+                             f"{self.prompt_state_dims}")
         if self.normalization not in ("zscore", "quantile"):
             raise ValueError(f"normalization must be 'zscore' or 'quantile', not {self.normalization!r}")
         unknown = {slot for _, slot in self.camera_map} - set(self.camera_slots)
@@ -87,7 +95,7 @@ class TransformConfig:
     def for_model(model: Pi0Config, *, camera_map: tuple[tuple[str, str], ...] = DEFAULT_CAMERA_MAP,
                   adapt_to_pi: bool = True, delta_actions: bool = True, rig_dim: int = 14) -> "TransformConfig":
         """The chain for a model config: its camera slots, image size, padded dims and horizon; pi0.5 configs get
-        quantile normalization and (their discrete_state_input) the state in the prompt."""
+        quantile normalization and (their discrete_state_input) the state's rig dims in the prompt (openpi's)."""
         slots = set(model.camera_names)
         return TransformConfig(camera_slots=model.camera_names,
                                camera_map=tuple((c, s) for c, s in camera_map if s in slots),
@@ -95,7 +103,8 @@ class TransformConfig:
                                action_dim=model.action_dim, action_horizon=model.action_horizon,
                                adapt_to_pi=adapt_to_pi, delta_actions=delta_actions,
                                normalization="quantile" if model.pi05 else "zscore",
-                               discrete_state_input=model.discrete_state_input)
+                               discrete_state_input=model.discrete_state_input,
+                               prompt_state_dims=rig_dim if model.discrete_state_input else None)
 
     @property
     def rig_cameras(self) -> tuple[str, ...]:

@@ -74,12 +74,14 @@ class PolicyTransforms:
 
     def prompt_tokens(self, prompt: str, model_state: np.ndarray) -> TokenizedPrompt:
         """The prompt the model reads for one sample: pi0's (task only, cached) or, with discrete_state_input
-        (pi0.5), openpi's "Task: ..., State: <bins>;\nAction: " from the normalized, padded state [state_dim]."""
+        (pi0.5), openpi's "Task: ..., State: <bins>;\nAction: " from the normalized, padded state [state_dim], of
+        which the first `config.prompt_state_dims` (openpi: the rig's dims; None: all) are written."""
         if not self.config.discrete_state_input:
             return self.tokenize(prompt)
         if self.tokenizer is None:
             raise ValueError("these transforms were built without a tokenizer; pass one to tokenize prompts")
-        return tokenize_state_prompt(self.tokenizer, prompt, model_state)
+        n = self.config.prompt_state_dims
+        return tokenize_state_prompt(self.tokenizer, prompt, np.asarray(model_state)[:n] if n else model_state)
 
     # -- serving ------------------------------------------------------------------------------------------------
     def observation(self, state: np.ndarray, images: Mapping[str, np.ndarray], prompt: str,

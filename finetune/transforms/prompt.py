@@ -1,10 +1,12 @@
 """pi0.5's prompt: the task and the normalized state as 256-bin integers, in openpi's format.
 
-    Task: {task}, State: {b0} {b1} ... {b31};\nAction:          (then BOS first, right-padded to max_len)
+    Task: {task}, State: {b0} {b1} ... {b13};\nAction:          (then BOS first, right-padded to max_len)
 
-bins = np.digitize(state, np.linspace(-1, 1, 257)[:-1]) - 1 on the normalized, zero-padded (32) state, as openpi's
+bins = np.digitize(state, np.linspace(-1, 1, 257)[:-1]) - 1 on the normalized state, as openpi's
 `PaligemmaTokenizer.tokenize(prompt, state)` and LeRobot's `Pi05PrepareStateTokenizerProcessorStep`: values in
-[-1, 1) fall in 0..255, 1 and above in 255, below -1 in -1 (kept: the pre-trained model saw those too).
+[-1, 1) fall in 0..255, 1 and above in 255, below -1 in -1 (kept: the pre-trained model saw those too). Which dims:
+openpi tokenizes before padding (the rig's 14 for ALOHA); LeRobot's pi0.5 padded to 32 first until 2026-03
+(`TransformConfig.prompt_state_dims` says which; these functions write whatever vector they are given).
 pi0's layout (no state) stays finetune.tokenizer.PromptTokenizer.tokenize.
 """
 from __future__ import annotations

@@ -24,7 +24,7 @@ import bench_memory  # noqa: E402
 POINTS = bench_memory.load_points()
 
 
-@pytest.mark.parametrize("variant", ["pi0_tiny", "pi0_small"])
+@pytest.mark.parametrize("variant", ["pi0_tiny", "pi0_small", "pi05_tiny", "pi05_small"])
 @pytest.mark.parametrize("lora", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "bf16-amp", "bf16-sr"])
 def test_the_count_is_the_trainers_model_tensor_by_tensor(variant, lora, precision):
@@ -59,6 +59,47 @@ def test_the_count_of_the_full_size_model_on_the_meta_device():
         assert sum(t.numel for t in counted if t.trainable) == sum(
             p.numel() for p in model.parameters() if p.requires_grad)
     assert sum(t.numel for t in parameters(mc, True, "bf16-amp")) == 3_271_521_040
+
+
+def test_the_pi05_count_is_its_model_and_its_published_checkpoint():
+    """pi0.5 (adaptive expert norms, its own time MLP, no state_proj / action-time MLP): the count of the model
+    built on the meta device, and with the stored expert lm_head the published lerobot/pi05_base figure, which
+    the reference key layout (tests/finetune/pi05_helpers.py, written from the notes) sums to as well."""
+    import math
+
+    from finetune.checkpoint import build_model
+    from pi05_helpers import reference_pi05_hub_keys
+
+    mc = Pi0Config.variant("pi05")
+    model = build_model(mc, "meta")
+    counted = parameters(mc, False, "bf16-amp")
+    assert {t.name: t.numel for t in counted} == {n: p.numel() for n, p in model.named_parameters()}
+    assert sum(t.numel for t in counted) == 3_353_433_872
+    assert memory_model.checkpoint_parameters(mc) == 3_616_757_520  # pi05.md: model.safetensors as published
+    assert sum(math.prod(s) for s in reference_pi05_hub_keys(mc).values()) == 3_616_757_520
+    assert memory_model.checkpoint_parameters(Pi0Config.variant("pi0")) == 3_501_372_176  # pi0.md: ~3.5 B stored
+
+
+def test_the_pi05_estimate_differs_from_pi0s_by_its_parameters_and_its_longer_prompt():
+    """Same backbones, so the difference is what pi0.5 changes: the expert's norms (w -> 3w x w + 3w each), the
+    time MLP in place of state_proj and the action-time MLP (counted by hand here), and 200 prompt tokens instead
+    of 48 (more activations per sample)."""
+    pi0, pi05 = Pi0Config.variant("pi0"), Pi0Config.variant("pi05")
+    w, depth = 1024, 18
+    norms = (2 * depth + 1) * (3 * w * w + 3 * w - w)
+    heads = 2 * (w * w + w) - (32 * w + w) - (2 * w * w + w) - (w * w + w)
+    a, b = (estimate(c, lora=False, precision="fp32", batch=8, grad_ckpt=True) for c in (pi0, pi05))
+    assert b.params - a.params == norms + heads == 115_385_344
+    assert b.weights - a.weights == 4 * (norms + heads)  # fp32: every parameter 4 bytes
+    assert b.activations > 1.1 * a.activations and b.total > a.total
+    assert (a.model, b.model) == ("pi0", "pi05") and "model pi05, 3.35 B parameters" in b.describe()
+    lora = estimate(pi05, lora=True, precision="bf16-amp", batch=32, grad_ckpt=True)
+    from finetune import presets
+
+    assert f"~{lora.total / GIB:.0f} GB at batch 32" in presets.preset("pi05-lora").note  # the Train tab's note
+    full = estimate(pi05, lora=False, precision="bf16-amp", batch=32, grad_ckpt=True)
+    assert f"~{full.total / GIB:.0f} GB at batch 32" in presets.preset("pi05").note
+    assert memory_model.largest_batch(pi05, True, "bf16-amp", True, 24 * GIB) == 20
 
 
 def test_the_counted_bytes_are_the_measured_tensors():
@@ -167,6 +208,20 @@ def test_the_cli_warns_before_a_run_that_does_not_fit_the_cpu(tmp_path):
     fits = _cli("--config", "tiny", "--device", "cpu", "--dataset", "synthetic", "--out", str(out), "--dry-run",
                 cwd=tmp_path)
     assert fits.returncode == 0 and "warning" not in fits.stdout and "needs ~" in fits.stdout, fits.stdout
+
+
+def test_the_cli_dry_run_of_the_pi05_preset_prints_a_pi05_estimate(tmp_path):
+    from finetune import presets
+
+    out = tmp_path / "run"
+    r = _cli("--config", "pi05", "--device", "cpu", "--dataset", "synthetic", "--out", str(out), "--dry-run",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    want = estimate(Pi0Config.variant("pi05"), lora=False, precision="fp32", batch=presets.preset("pi05").batch_size,
+                    grad_ckpt=True, device_kind="cpu")
+    assert f"needs ~{want.total / GIB:.1f} GB on cpu" in r.stdout, r.stdout
+    assert "model pi05, 3.35 B parameters (3.25 B trainable)" in r.stdout, r.stdout
+    assert not out.exists()
 
 
 def test_the_cli_warns_before_it_reads_the_base(tmp_path):

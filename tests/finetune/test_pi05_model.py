@@ -50,7 +50,7 @@ def test_lerobot_pi05_config_json_is_recognized():
     d = {"type": "pi05", "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m", "chunk_size": 50,
          "max_state_dim": 32, "max_action_dim": 32, "dtype": "float32"}
     cfg = Pi0Config.from_dict(d)
-    assert (cfg.pi05, cfg.discrete_state_input, cfg.max_token_len) == (True, True, 200)
+    assert (cfg.pi05, cfg.discrete_state_input, cfg.max_token_len, cfg.name) == (True, True, 200, "pi05")
     assert build_model(cfg).config.kind == "pi05"
     assert Pi0Config.from_dict(cfg.to_dict()) == cfg
     assert not Pi0Config.from_dict({**d, "type": "pi0"}).pi05

@@ -91,12 +91,11 @@ def test_pi05_presets_name_pi05_models():
 def test_training_samples_carry_the_state_prompt_serving_builds():
     from finetune.data import open_training_data
     from finetune.model_config import Pi0Config
-    from finetune.tokenizer import PromptTokenizer
-    from pi05_helpers import digit_tokenizer
+    from finetune.tokenizer import PromptTokenizer, train_small_tokenizer
     from train_helpers import sim_dataset
 
     mc = Pi0Config.variant("pi05_tiny")
-    tok = PromptTokenizer(digit_tokenizer(Path(tempfile.mkdtemp())), max_len=mc.max_token_len)
+    tok = PromptTokenizer.for_model(train_small_tokenizer(Path(tempfile.mkdtemp())), mc)
     data = open_training_data(str(sim_dataset()), {"default_prompt": "transfer the cube"}, mc, tok, batch_size=2,
                               num_workers=0, seed=0)
     batch = next(iter(data.train_loader))
@@ -105,13 +104,14 @@ def test_training_samples_carry_the_state_prompt_serving_builds():
     for i in range(2):
         want = pt.prompt_tokens("transfer the cube", obs.state[i].numpy())
         assert obs.tokens[i].tolist() == want.tokens.tolist()
+        assert tok.sp.unk_id() not in want.tokens.tolist()
 
 
 def test_workbench_train_takes_the_pi05_tiny_preset(tmp_path):
     from train_helpers import run_cli, sim_dataset
 
     res = run_cli("--config", "pi05-tiny", "--batch", "2", "--workers", "0", "--log-every", "1", "--val-every", "0",
-                  "--dataset", str(sim_dataset()), "--steps", "2", "--out", str(tmp_path / "run"))
+                  "--outcome", "all", "--dataset", str(sim_dataset()), "--steps", "2", "--out", str(tmp_path / "run"))
     assert res.returncode == 0, res.stderr[-2000:]
     cfg = json.loads((tmp_path / "run" / "policy" / "config.json").read_text())
     assert cfg["name"] == "pi05_tiny" and cfg["pi05"] is True

@@ -12,10 +12,9 @@ import torch
 from finetune.model_config import Pi0Config
 from finetune.normalize import NormStats, quantile_normalize, quantile_unnormalize
 from finetune.stats import compute_norm_stats
-from finetune.tokenizer import PromptTokenizer
+from finetune.tokenizer import PromptTokenizer, train_small_tokenizer
 from finetune.transforms import PolicyTransforms, TransformConfig
 from finetune.transforms.prompt import discretize_state, state_prompt_text, tokenize_state_prompt
-from pi05_helpers import digit_tokenizer
 
 TINY = Pi0Config.variant("pi05_tiny")
 NAMES = tuple(f"j{i}" for i in range(14))
@@ -31,7 +30,8 @@ def rig_stats(rng: np.random.Generator) -> dict[str, NormStats]:
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> PromptTokenizer:
-    return PromptTokenizer(digit_tokenizer(tmp_path_factory.mktemp("tok")), max_len=TINY.max_token_len)
+    """The small tokenizer the tiny/small models' runs train (finetune.tokenizer.tokenizer_for_run)."""
+    return PromptTokenizer.for_model(train_small_tokenizer(tmp_path_factory.mktemp("tok")), TINY)
 
 
 def test_state_bins_and_prompt_text_match_openpis_format_on_known_values():
@@ -55,6 +55,29 @@ def test_state_prompt_tokens_are_bos_text_and_padding(tokenizer):
     short = PromptTokenizer(tokenizer.path, max_len=20)
     with pytest.warns(UserWarning, match="truncated to 20"):
         assert tokenize_state_prompt(short, "transfer the cube", state).mask.all()
+
+
+def test_the_small_tokenizer_reads_two_states_as_different_tokens_that_decode_to_openpis_prompt(tokenizer):
+    """The tiny/small pi0.5's own tokenizer (trained into the run folder) has pieces for every character of the
+    state prompt, so the discretized state is real tokens (before: digits and 'Task: State: Action: , ;' were
+    <unk>, every state read the same)."""
+    rng = np.random.default_rng(4)
+    pt = PolicyTransforms(TransformConfig.for_model(TINY), rig_stats(rng), tokenizer)
+    frames = {"cam_high": np.zeros((30, 40, 3), np.uint8)}
+    sp = tokenizer.sp
+    prompts = []
+    for state in (rng.uniform(-1, 1, 14), rng.uniform(-1, 1, 14)):
+        obs = pt.observation(state, frames, "transfer_the cube ")
+        n = int(obs.token_mask[0].sum())
+        ids = obs.tokens[0, :n].tolist()
+        assert ids[0] == sp.bos_id() and sp.unk_id() not in ids and not obs.tokens[0, n:].any()
+        bins = discretize_state(pt.state_actions(state).state[:14])
+        assert bins.min() >= -1 and bins.max() <= 255
+        # openpi's format, spelled out: cleaned task, the 14 bins, ";\nAction: "
+        want = "Task: transfer the cube, State: " + " ".join(str(int(b)) for b in bins) + ";\nAction: "
+        assert sp.decode(ids[1:]) == want
+        prompts.append(ids)
+    assert prompts[0] != prompts[1]
 
 
 def test_quantile_normalization_round_trips_and_maps_the_quantiles():
@@ -98,10 +121,19 @@ def test_serving_prompt_carries_the_training_state_and_the_config_is_saved(tmp_p
     frames = {"cam_high": np.zeros((30, 40, 3), np.uint8)}
     obs = again.observation(state, frames, "transfer the cube")
     model_state = pt.state_actions(state).state
-    want = tokenize_state_prompt(tokenizer, "transfer the cube", model_state)
+    assert model_state.shape == (32,) and pt.config.prompt_state_dims == 14
+    # openpi tokenizes the state before padding it: the prompt holds the 14 rig dims, not the 32 padded ones
+    want = tokenize_state_prompt(tokenizer, "transfer the cube", model_state[:14])
     assert torch.equal(obs.tokens[0], torch.from_numpy(want.tokens))
     assert torch.equal(obs.token_mask[0], torch.from_numpy(want.mask))
     assert torch.equal(torch.from_numpy(pt.prompt_tokens("transfer the cube", model_state).tokens), obs.tokens[0])
+    # a transforms.json without the field (written before it existed): the whole padded vector, as it trained
+    legacy = dict(pt.config.to_json())
+    del legacy["prompt_state_dims"]
+    padded = PolicyTransforms(TransformConfig.from_json(legacy), pt.norm_stats, tokenizer)
+    assert padded.config.prompt_state_dims is None
+    assert padded.prompt_tokens("transfer the cube", model_state).tokens.tolist() == \
+        tokenize_state_prompt(tokenizer, "transfer the cube", model_state).tokens.tolist()
     moved = again.observation(state + 0.5, frames, "transfer the cube")
     assert not torch.equal(moved.tokens, obs.tokens)
     # discrete_state_input=False (openpi's pi05_libero): pi0's prompt, the state left out

@@ -62,8 +62,10 @@ def test_from_local_folder_and_missing_file(sp_model, tmp_path):
 
 
 def test_a_small_models_tokenizer_is_trained_into_the_run_folder_once(tmp_path):
-    """tokenizer_for_run: the small vocabulary gets the same SentencePiece model the earlier trainer wrote into its
-    run folders (the committed old run holds one), trained once; a given source or the full vocabulary resolve."""
+    """tokenizer_for_run: the small vocabulary gets a SentencePiece model trained once into the run folder, the
+    same on every machine (it now covers pi0.5's state prompt too, so it differs from the one the earlier trainer
+    wrote); an earlier run keeps its own (the committed old run holds one); a given source or the full vocabulary
+    resolve."""
     import tarfile
 
     from finetune.model_config import PALIGEMMA_VOCAB_SIZE
@@ -76,7 +78,13 @@ def test_a_small_models_tokenizer_is_trained_into_the_run_folder_once(tmp_path):
         old = spm.SentencePieceProcessor(model_proto=tar.extractfile(f"./{TOKENIZER_FILE}").read())
     new = spm.SentencePieceProcessor(model_file=str(path))  # the file also records the training paths: not bytes
     pieces = lambda sp: [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]  # noqa: E731
-    assert pieces(new) == pieces(old)
+    again = spm.SentencePieceProcessor(model_file=str(tokenizer_for_run(None, tmp_path / "again", vocab_size=512)))
+    assert pieces(new) == pieces(again) and pieces(new) != pieces(old)
+    earlier = tmp_path / "earlier_run"  # an earlier run's folder: its tokenizer is used as it is, not retrained
+    earlier.mkdir()
+    (earlier / TOKENIZER_FILE).write_bytes(old.serialized_model_proto())
+    kept = spm.SentencePieceProcessor(model_file=str(tokenizer_for_run(None, earlier, vocab_size=512)))
+    assert pieces(kept) == pieces(old)
     tok = PromptTokenizer(path, max_len=16)
     assert tok.vocab_size == 120 and tok.tokenize("pick up the cube").mask.sum() > 2
     mtime = path.stat().st_mtime_ns
