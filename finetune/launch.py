@@ -17,10 +17,14 @@ the remote machine (it must have the workbench installed); this side only moves 
 
 SSH options (port, key, known-hosts file) come from ~/.ssh/config, or from WORKBENCH_SSH (a whole ssh command, e.g.
 "ssh -p 2222 -i ~/.ssh/gpu_key"); the remote command from WORKBENCH_REMOTE_CMD (default "workbench").
+
+A SLURM cluster (`--slurm`, finetune.cluster) uses the same `RemoteTarget` to reach its login node (or this machine,
+host "", when the command runs on the cluster itself) and `plan_remote` to rewrite the arguments.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import signal
@@ -41,7 +45,7 @@ class RemoteError(RuntimeError):
 
 @dataclass(frozen=True)
 class RemoteTarget:
-    host: str
+    host: str  # user@host (or an ~/.ssh/config alias); "" = this machine: commands run here, paths are local
     remote_dir: str  # run and dataset folders live here on the host
     ssh: tuple[str, ...]  # the ssh command and its options
     remote_cmd: str  # how `workbench` is invoked there
@@ -51,16 +55,66 @@ class RemoteTarget:
         ssh = tuple(shlex.split(os.environ.get("WORKBENCH_SSH", "ssh"))) + ("-o", "BatchMode=yes")
         return RemoteTarget(host, remote_dir.rstrip("/"), ssh, os.environ.get("WORKBENCH_REMOTE_CMD", "workbench"))
 
+    @property
+    def where(self) -> str:
+        """The host for messages ("this machine" in local mode)."""
+        return self.host or "this machine"
+
     def ssh_cmd(self, command: str) -> list[str]:
+        """argv that runs the shell `command` on the host (through bash here in local mode)."""
+        if not self.host:
+            return ["bash", "-c", command]
         return [*self.ssh, self.host, command]
 
+    def spec(self, path: str) -> str:
+        """An rsync source or destination on the host ("host:path"; the path itself in local mode)."""
+        return f"{self.host}:{path}" if self.host else path
+
+    def run(self, command: str, *, input: str | None = None,
+            timeout: float | None = 120) -> subprocess.CompletedProcess:
+        """Runs `command` on the host and returns what it printed; ssh itself failing (255) is a RemoteError."""
+        try:
+            r = subprocess.run(self.ssh_cmd(command), input=input, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise RemoteError(f"`{command[:80]}` on {self.where} did not answer within {timeout:.0f} s") from e
+        if self.host and r.returncode == 255:
+            raise RemoteError(f"cannot log in to {self.host}: {r.stderr.strip()[-600:]}\nFix: `ssh {self.host}` must "
+                              f"work without a password (ssh-copy-id {self.host}); set WORKBENCH_SSH for a port or "
+                              "key.")
+        return r
+
+    def resolve_dir(self, *subdirs: str) -> "RemoteTarget":
+        """This target with remote_dir made absolute by the host's shell (which expands ~), creating it and
+        `subdirs` in it."""
+        made = f"mkdir -p {' '.join(shlex.quote(d) for d in subdirs)} && " if subdirs else ""
+        probe = self.run(f"mkdir -p {self.remote_dir} && cd {self.remote_dir} && {made}pwd")
+        if probe.returncode != 0 or not probe.stdout.strip():
+            raise RemoteError(f"cannot use {self.remote_dir} on {self.where} ({probe.returncode}): "
+                              f"{probe.stderr.strip()[-600:]}\nFix: pick a folder you can write there (--remote-dir).")
+        return dataclasses.replace(self, remote_dir=probe.stdout.strip().splitlines()[-1])
+
     def rsync(self, src: str, dst: str, *extra: str) -> None:
-        cmd = ["rsync", "-a", "--partial", "--delete", "-e", shlex.join(self.ssh), *extra, src, dst]
+        cmd = ["rsync", "-a", "--partial", "--delete", *extra, src, dst]
+        if self.host:
+            cmd[1:1] = ["-e", shlex.join(self.ssh)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise RemoteError(f"rsync {src} -> {dst} failed ({r.returncode}): {r.stderr.strip()[-800:]}\n"
                               "Fix: check that rsync is installed on both machines and that `ssh "
                               f"{self.host}` logs in without a password (ssh-copy-id).")
+
+
+@dataclass(frozen=True)
+class RemotePlan:
+    """The local `workbench train` arguments rewritten for the host, and what has to be sent there first."""
+
+    args: list[str]  # "train", ..., with the host's paths and --json
+    local_run: Path
+    remote_run: str
+    local_dataset: Path | None = None  # a dataset folder to rsync to remote_dataset
+    remote_dataset: str | None = None
+    local_base: Path | None = None  # a base checkpoint folder (or one of our runs/policies) to rsync to remote_base
+    remote_base: str | None = None
 
 
 def _value(argv: list[str], name: str) -> str | None:
@@ -114,7 +168,16 @@ def run_torchrun(argv: list[str], gpus: int) -> int:
 def remote_argv(argv: list[str], target: RemoteTarget) -> tuple[list[str], Path, str, Path | None, str | None]:
     """The local `workbench train ...` arguments -> the remote ones, plus (local run, remote run, local dataset
     to ship, its remote path)."""
-    args = drop_options(argv, DROP_WITH_VALUE)
+    p = plan_remote(argv, target)
+    return p.args, p.local_run, p.remote_run, p.local_dataset, p.remote_dataset
+
+
+def plan_remote(argv: list[str], target: RemoteTarget, *, ship_base: bool = False,
+                drop: tuple[str, ...] = DROP_WITH_VALUE) -> RemotePlan:
+    """The local `workbench train ...` arguments -> the host's (`drop`: this side's options with a value, never
+    sent). A local --base folder is refused unless `ship_base` (then it is sent to REMOTE_DIR/bases/NAME: an
+    earlier run goes without its checkpoints)."""
+    args = drop_options(argv, drop)
     if args and args[0] == "train":
         args = args[1:]
     args = [a for a in args if a not in ("-v", "--verbose")]
@@ -131,12 +194,17 @@ def remote_argv(argv: list[str], target: RemoteTarget) -> tuple[list[str], Path,
         remote_ds = f"{target.remote_dir}/datasets/{local_ds.name}"
         args = _replace(args, "--dataset", remote_ds)
     base = _value(args, "--base")
+    local_base, remote_base = None, None
     if base and Path(base).expanduser().is_dir():
-        raise RemoteError(f"--base {base} is a local folder; copy it to the host and pass the remote path, or use "
-                          "a hub id")
+        if not ship_base:
+            raise RemoteError(f"--base {base} is a local folder; copy it to the host and pass the remote path, or "
+                              "use a hub id")
+        local_base = Path(base).expanduser().resolve()
+        remote_base = f"{target.remote_dir}/bases/{local_base.name}"
+        args = _replace(args, "--base", remote_base)
     if "--json" not in args:
         args.append("--json")
-    return ["train", *args], local_run, remote_run, local_ds, remote_ds
+    return RemotePlan(["train", *args], local_run, remote_run, local_ds, remote_ds, local_base, remote_base)
 
 
 def run_remote(host: str, argv: list[str], *, remote_dir: str = "~/workbench-runs", json_out: bool = False,
@@ -154,21 +222,14 @@ def run_remote(host: str, argv: list[str], *, remote_dir: str = "~/workbench-run
             if line:
                 print(line, flush=True)
 
-    # the remote shell expands ~ in remote_dir: ask it once for the absolute path
-    probe = subprocess.run(target.ssh_cmd(f"mkdir -p {target.remote_dir}/runs {target.remote_dir}/datasets && "
-                                          f"cd {target.remote_dir} && pwd"), capture_output=True, text=True)
-    if probe.returncode != 0:
-        raise RemoteError(f"cannot log in to {host} ({probe.returncode}): {probe.stderr.strip()[-600:]}\nFix: `ssh "
-                          f"{host}` must work without a password (ssh-copy-id {host}); set WORKBENCH_SSH for a port "
-                          "or key.")
-    target = RemoteTarget(host, probe.stdout.strip().splitlines()[-1], target.ssh, target.remote_cmd)
+    target = target.resolve_dir("runs", "datasets")  # the remote shell expands ~ in remote_dir
     args, local_run, remote_run, local_ds, remote_ds = remote_argv(argv, target)
     if local_ds is not None:
         show(ev.Status(f"sending dataset {local_ds} to {host}:{remote_ds} (rsync)"))
-        target.rsync(f"{local_ds}/", f"{host}:{remote_ds}/")
+        target.rsync(f"{local_ds}/", target.spec(f"{remote_ds}/"))
     if "--resume" in args and (local_run / "checkpoints").is_dir():
         show(ev.Status(f"sending run {local_run} to {host} for --resume"))
-        target.rsync(f"{local_run}/", f"{host}:{remote_run}/")
+        target.rsync(f"{local_run}/", target.spec(f"{remote_run}/"))
     command = f"echo __PID__ $$; exec {target.remote_cmd} {shlex.join(args)}"
     show(ev.Status(f"running on {host}: workbench {shlex.join(args)}"))
     proc = subprocess.Popen(target.ssh_cmd(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -205,11 +266,11 @@ def run_remote(host: str, argv: list[str], *, remote_dir: str = "~/workbench-run
         print(err.strip()[-3000:], file=sys.stderr)
     local_run.mkdir(parents=True, exist_ok=True)
     show(ev.Status(f"fetching {host}:{remote_run} -> {local_run} (policy, metrics; checkpoints stay remote)"))
-    target.rsync(f"{host}:{remote_run}/", f"{local_run}/", "--exclude", "checkpoints/")
+    target.rsync(target.spec(f"{remote_run}/"), f"{local_run}/", "--exclude", "checkpoints/")
     if (local_run / "policy" / "policy.json").is_file():
         show(ev.PolicySaved(-1, str(local_run / "policy")))
     return rc
 
 
-__all__ = ["RemoteError", "RemoteTarget", "drop_options", "remote_argv", "run_remote", "run_torchrun",
-           "torchrun_command"]
+__all__ = ["RemoteError", "RemotePlan", "RemoteTarget", "drop_options", "plan_remote", "remote_argv", "run_remote",
+           "run_torchrun", "torchrun_command"]

@@ -25,7 +25,8 @@ APT_PACKAGES = [
     "openssh-client", "rsync",  # workbench train --host
 ]
 # only the tests need a server: an operator's PC never gets an sshd from the app's set-up
-TEST_APT_PACKAGES = ["openssh-server"]  # the loopback sshd of the `train --host` test
+# the loopback sshd of the `train --host` test; a single-node SLURM (and its munge) for the `train --slurm` tests
+TEST_APT_PACKAGES = ["openssh-server", "slurmctld", "slurmd", "slurm-client", "munge"]
 TEST_COMMAND = [sys.executable, "-m", "pytest", "-q", "tests"]
 
 

@@ -14,7 +14,7 @@ COMMAND_MODULES = [
     "workbench.cli_rig",
     "workbench.cli_teleop",
     "workbench.cli_record", "workbench.cli_episodes",
-    "workbench.cli_train", "workbench.cli_base",
+    "workbench.cli_train", "workbench.cli_base", "workbench.cli_cluster",
     "workbench.cli_serve",
     "workbench.cli_trials", "workbench.cli_trial_stats", "workbench.cli_closed_loop",
 ]

@@ -5,20 +5,15 @@ events, the policy folder comes home."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from finetune import events as ev
 from finetune.launch import RemoteTarget, drop_options, remote_argv, torchrun_command
+from ssh_helpers import SshdFailed, start_sshd, why_not
 from train_helpers import ROOT, events, sim_dataset
-
-SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
 
 
 def test_arguments_are_rewritten_for_the_host(tmp_path):
@@ -45,52 +40,17 @@ def test_torchrun_reruns_the_command_without_its_gpus():
                        "train", "--config", "tiny", "--out", "r", "--fsdp"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def sshd(tmp_path):
-    if SSHD is None or shutil.which("rsync") is None:
-        pytest.skip("needs openssh-server and rsync (python -m workbench.bootstrap test installs them)")
-    if os.geteuid() != 0:
-        pytest.skip("sshd on loopback needs root here (it switches to the logged-in user)")
-    d = tmp_path / "ssh"
-    d.mkdir(mode=0o700)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client_key")], check=True)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    os.chmod(d / "authorized_keys", 0o600)
-    port = _free_port()
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation directory
-    config = d / "sshd_config"
-    config.write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d / 'host_key'}
-AuthorizedKeysFile {d / 'authorized_keys'}
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-PidFile {d / 'sshd.pid'}
-SetEnv PYTHONPATH={ROOT} OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
-""")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
-    ssh = (f"ssh -p {port} -i {d / 'client_key'} -o StrictHostKeyChecking=no -o UserKnownHostsFile={d / 'known'} "
-           "-o LogLevel=ERROR")
-    deadline = time.monotonic() + 20
-    while subprocess.run([*ssh.split(), "-o", "BatchMode=yes", "root@127.0.0.1", "true"],
-                         capture_output=True).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip(f"sshd did not start: {proc.stderr.read()[-500:] if proc.stderr else ''}")
-        time.sleep(0.2)
-    yield ssh
-    proc.terminate()
-    proc.wait(timeout=10)
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    try:
+        server = start_sshd(tmp_path / "ssh", {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    except SshdFailed as e:
+        pytest.skip(str(e))
+    yield server.ssh
+    server.stop()
 
 
 def test_train_on_a_host_over_ssh(tmp_path, sshd):
@@ -100,7 +60,8 @@ def test_train_on_a_host_over_ssh(tmp_path, sshd):
     remote = tmp_path / "gpu-box"
     cmd = [sys.executable, "-m", "workbench.cli", "train", "--config", "tiny", "--dataset", str(sim_dataset()),
            "--out", str(out), "--steps", "4", "--batch", "2", "--workers", "0", "--log-every", "1", "--val-every",
-           "0", "--save-every", "2", "--host", "root@127.0.0.1", "--remote-dir", str(remote), "--json"]
+           "0", "--save-every", "2", "--outcome", "all", "--host", "root@127.0.0.1", "--remote-dir", str(remote),
+           "--json"]
     res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     streamed = [e for e in (ev.parse(line) for line in res.stdout.splitlines()) if e is not None]
