@@ -144,7 +144,8 @@ def main() -> int:
         body = stage("train", [*wb, "train", "--config", "pi0", "--lora", "--base", str(base), "--tokenizer",
                                str(tok), "--dataset", str(data), "--out", str(run), "--steps", str(a.steps),
                                "--batch", "1", "--device", "cpu", "--precision", "bf16-amp", "--workers", "0",
-                               "--val-every", "0", "--save-every", str(a.steps), "--log-every", "1"], results, env)
+                               "--val-every", "0", "--save-every", str(a.steps), "--log-every", "1",
+                               "--outcome", "all"], results, env)  # short recordings: not successes
         steps = [ln for ln in body.splitlines() if "step" in ln and "loss" in ln]
         print("   " + "\n   ".join(steps[-a.steps:]), flush=True)
     pol = run / "policy"

@@ -53,7 +53,7 @@ def tiny_policy(cache: Path) -> Path:
                    check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     subprocess.run(wb + ["train", "--dataset", str(cache / "data"), "--out", str(cache / "run"), "--config", "tiny",
                          "--base", "random", "--steps", "2", "--batch", "2", "--device", "cpu", "--val-every", "0",
-                         "--precision", "fp32"],
+                         "--precision", "fp32", "--outcome", "all"],  # 2 s recordings: not successes
                    check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     return policy
 

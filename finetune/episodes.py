@@ -183,7 +183,11 @@ def _none_usable(root: Path, listed: list, outcomes, quality, names, skipped) ->
         return f"{root}: {what}; record some first (workbench record) or import ALOHA files (episodes import)"
     from recorder.store import why_none_selected
 
-    return f"{root}: " + why_none_selected(listed, outcomes, quality, names, damaged=len(skipped))
+    why = why_none_selected(listed, outcomes, quality, names, damaged=len(skipped))
+    if outcomes and "success" in outcomes:  # training's default filter (finetune.presets.DEFAULT_OUTCOMES)
+        why += "; training takes successful episodes only unless told: --outcome all (the Train tab's 'All labels')" \
+               " takes every label"
+    return f"{root}: {why}"
 
 
 class HDF5Frames:

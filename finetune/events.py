@@ -25,6 +25,11 @@ class RunStarted:
     total_params: int
     global_batch: int
     resumed: bool = False
+    # what the weights started from: `base` as given (hub id, folder, earlier run, or "random" for random weights),
+    # `base_path` the folder its weights were read from ("" for random weights), `model` the variant built
+    base: str = ""
+    base_path: str = ""
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,13 +146,14 @@ def human(event: Event) -> str | None:
         return (f"step {event.step:>6}  loss {event.loss:.4f}  lr {event.lr:.2e}  {event.samples_per_s:6.1f} "
                 f"samples/s  ETA {_hms(event.eta_s)}{mem}")
     if isinstance(event, Validation):
-        mae = f"  action MAE {event.action_mae:.4f}" if event.action_mae is not None else ""
+        mae = f"  action error {action_error_text(event)}" if event.action_mae is not None else ""
         return f"step {event.step:>6}  val loss {event.val_loss:.4f}{mae}{' (EMA)' if event.ema else ''}"
     if isinstance(event, RunStarted):
         what = "resuming" if event.resumed else "training"
         return (f"{what} {event.run_dir}: steps {event.start_step}->{event.total_steps}, batch {event.global_batch} "
                 f"on {event.world_size} x {event.device}, {event.precision}, {event.trainable_params / 1e6:.1f}M of "
-                f"{event.total_params / 1e6:.1f}M params trainable")
+                f"{event.total_params / 1e6:.1f}M params trainable"
+                + (f", from {base_text(event)}" if event.base else ""))
     if isinstance(event, CheckpointSaved):
         return f"checkpoint {event.path}"
     if isinstance(event, PolicySaved):
@@ -162,6 +168,29 @@ def human(event: Event) -> str | None:
         pct = f"{100 * event.done / event.total:5.1f}%" if event.total else f"{event.done / 1e6:.0f} MB"
         return f"download {event.what}: {pct}"
     return None
+
+
+def action_error_text(event: Validation) -> str:
+    """The validation's action error with its units: '0.172 rad (arm joints), gripper 0.050 (0 closed .. 1 open)'
+    where the joints are named (the rig's units: joints in radians, grippers normalized); '0.172 (normalized)'
+    without names (synthetic data: the model's normalized action space); '' without an error."""
+    if event.action_mae is None:
+        return ""
+    per, names = event.action_mae_per_joint, event.joint_names
+    if not names or len(names) != len(per):
+        return f"{event.action_mae:.3f} (normalized)"
+    arm = [e for n, e in zip(names, per) if "gripper" not in n]
+    grip = [e for n, e in zip(names, per) if "gripper" in n]
+    parts = [f"{sum(arm) / len(arm):.3f} rad (arm joints)"] if arm else []
+    parts += [f"gripper {sum(grip) / len(grip):.3f} (0 closed .. 1 open)"] if grip else []
+    return ", ".join(parts)
+
+
+def base_text(event: RunStarted) -> str:
+    """'random weights (pi0_tiny)' or 'lerobot/pi0_base': what a run's weights started from, for people."""
+    if event.base == "random":  # finetune.presets.RANDOM_BASE (no import: this module stays dependency-free)
+        return f"random weights ({event.model})" if event.model else "random weights"
+    return event.base
 
 
 def _hms(seconds: float) -> str:

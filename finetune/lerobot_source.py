@@ -79,8 +79,11 @@ def load_lerobot(root: Path, *, outcomes: Sequence[str] = (), quality: Sequence[
         for key, wanted in (("workbench/outcome", outcomes), ("workbench/quality", quality)):
             if wanted:
                 if key not in r:
-                    raise EpisodeDataError(f"{root}: this LeRobot dataset has no {key.split('/')[1]} labels; "
-                                           f"drop the {key.split('/')[1]} filter")
+                    what = key.split("/")[1]
+                    how = " (training takes successes only unless told: --outcome all, the Train tab's 'All " \
+                          "labels')" if what == "outcome" else ""
+                    raise EpisodeDataError(f"{root}: this LeRobot dataset has no {what} labels; drop the {what} "
+                                           f"filter{how}")
                 if r[key] not in wanted:
                     return False
         return True

@@ -9,24 +9,29 @@ too (`workbench policy export RUN --json`). "Use in trials" emits `policy_chosen
 policy folder and remembers it in QSettings ("trials/policy") for the Trials tab. "Download base" runs
 `workbench base download BASE --json` as its own process too (byte progress in the download bar, the outcome in
 the status line): afterwards training runs offline.
+
+What the runs list says of a run (done, stopped, failed with its error; policy ready or not; anything to resume)
+is finetune.run_status's reading of the run folder, the same for every program. Without a CUDA card (nvidia-smi
+sees none) the tab starts on the CPU preset (finetune.presets.CPU_DEFAULT) and says why.
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from PyQt6.QtCore import QProcess, QSettings, Qt, pyqtSignal
+from PyQt6.QtGui import QBrush, QColor, QWheelEvent
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
-                             QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QTreeWidget, QTreeWidgetItem,
-                             QVBoxLayout, QWidget)
+                             QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QTreeWidget,
+                             QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from finetune import events as ev
 from finetune import memory_model, presets
 from finetune.model_config import Pi0Config
 from finetune.hub import BaseReady
 from finetune.presets import TrainPreset
+from finetune.run_status import policy_state, run_status
 from finetune.train_state import list_checkpoints
 from ui import theme
 
@@ -35,7 +40,12 @@ SETTINGS_POLICY = "trials/policy"
 
 
 PRESETS = presets.PRESETS  # every `workbench train --config` preset, in the table's order
-FILTER_OUTCOMES = ("All labels", "success", "failure", "partial", "unlabeled")  # the export filters
+BASE_TIP = "a hub id, a local pi0 folder, or an earlier run (continue training a policy)"
+# the outcome filter: (label, `workbench train --outcome` value); successes by default, as the CLI
+FILTER_OUTCOMES = (("All labels", presets.ALL_OUTCOMES), ("success", "success"), ("failure", "failure"),
+                   ("partial", "partial"), ("unlabeled", "unlabeled"))
+FILTER_DEFAULT = presets.DEFAULT_OUTCOMES[0]
+RANDOM_BASE_TEXT = "random weights"  # the base field of a random-init preset (small, tiny): there is no base
 FILTER_QUALITY = ("All quality", "pass", "warn", "fail")
 PRECISIONS = ("auto", "fp32", "bf16-amp", "bf16-sr")  # `workbench train --precision`
 DEVICES = ("auto", "cuda", "cpu")
@@ -54,7 +64,7 @@ class TrainRequest:
     preset: TrainPreset
     steps: int
     batch: int
-    outcome: str = ""
+    outcome: str = FILTER_DEFAULT  # a `--outcome` value ("all": every label)
     quality: str = ""
     trials: str = "exclude"
     lora: bool | None = None  # None: the preset's
@@ -70,7 +80,7 @@ class TrainRequest:
             a += ["--batch", str(self.batch)]
         if self.base and self.base != self.preset.base:
             a += ["--base", self.base]
-        if self.outcome:
+        if self.outcome and (self.outcome,) != presets.DEFAULT_OUTCOMES:
             a += ["--outcome", self.outcome]
         if self.quality:
             a += ["--quality", self.quality]
@@ -85,18 +95,25 @@ class TrainRequest:
         return a
 
 
-def policy_state(run: Path) -> str:
-    """"ready", "stale" (the policy's step is below the last checkpoint's) or "missing" (an export that failed,
-    a run killed before it exported)."""
-    policy = run / "policy" / "policy.json"
-    if not policy.is_file():
-        return "missing"
-    ckpts = list_checkpoints(run)
-    try:
-        step = int(json.loads(policy.read_text()).get("step", 0))
-    except (ValueError, TypeError):
-        return "stale"
-    return "stale" if ckpts and ckpts[-1][0] > step else "ready"
+def loss_plot():  # -> pyqtgraph.PlotWidget
+    """The loss plot: always auto-ranged to the curve; no mouse zoom or pan, and the wheel scrolls the page (the
+    tab scrolls, and a wheel passing over the plot used to zoom it to -5000..5000 with no visible way back)."""
+    import pyqtgraph as pg
+
+    class LossPlot(pg.PlotWidget):
+        def wheelEvent(self, ev: QWheelEvent) -> None:  # noqa: N802 - Qt's name
+            ev.ignore()  # to the parent: the tab's scroll area
+
+    plot = LossPlot()
+    plot.setMinimumHeight(160)
+    plot.setMouseEnabled(x=False, y=False)
+    plot.setMenuEnabled(False)
+    plot.hideButtons()
+    plot.enableAutoRange()
+    plot.setLabel("bottom", "optimizer step")
+    plot.setLabel("left", "loss (normalized MSE)")  # flow matching's, in the normalized action space
+    plot.addLegend(offset=(-10, 10))
+    return plot
 
 
 class TrainPanel(QWidget):
@@ -106,8 +123,10 @@ class TrainPanel(QWidget):
     download_event = pyqtSignal(object)  # the Download / Status / Failed events of a "Download base" process
 
     def __init__(self, settings: QSettings, runs_root: Path | None = None, python: str = sys.executable,
-                 extra_args: tuple[str, ...] = (), parent: QWidget | None = None) -> None:
+                 extra_args: tuple[str, ...] = (), parent: QWidget | None = None, has_gpu: bool | None = None) -> None:
+        """has_gpu: whether this machine has a CUDA card (None: ask nvidia-smi, without importing torch)."""
         super().__init__(parent)
+        self.has_gpu = has_gpu if has_gpu is not None else memory_model.cuda_memory_nvidia_smi() is not None
         self.settings = settings
         self.runs_root = Path(runs_root or settings.value("train/runs_root", str(Path.home() / "workbench-runs")))
         self.python, self.extra_args = python, tuple(extra_args)
@@ -141,13 +160,20 @@ class TrainPanel(QWidget):
         row.addWidget(browse)
         form.addRow("Dataset", row)
         self.outcome_f = QComboBox()
-        self.outcome_f.addItems(FILTER_OUTCOMES)
+        for label, value in FILTER_OUTCOMES:
+            self.outcome_f.addItem(label, value)
+        self.outcome_f.setCurrentIndex(self.outcome_f.findData(FILTER_DEFAULT))
+        self.outcome_f.setToolTip("which episodes to train on by their outcome label; successes by default (as "
+                                  "`workbench train`): a failed demonstration is not a behaviour to imitate")
         self.quality_f = QComboBox()
         self.quality_f.addItems(FILTER_QUALITY)
+        self.outcome_note = QLabel()  # what the filter takes, in words ("successes only (the default)")
+        self.outcome_note.setWordWrap(True)
         frow = QHBoxLayout()
-        frow.addWidget(self.outcome_f)
-        frow.addWidget(self.quality_f)
+        frow.addWidget(self.outcome_f, 1)
+        frow.addWidget(self.quality_f, 1)
         form.addRow("Episodes", frow)
+        form.addRow("", self.outcome_note)
         self.trials = QComboBox()
         for value, label in TRIAL_CHOICES:
             self.trials.addItem(label, value)
@@ -159,7 +185,7 @@ class TrainPanel(QWidget):
         self.base = QComboBox()
         self.base.setEditable(True)
         self.base.addItems(list(dict.fromkeys(p.base for p in PRESETS if not p.random_init)))
-        self.base.setToolTip("a hub id, a local pi0 folder, or an earlier run (continue training a policy)")
+        self.base.setToolTip(BASE_TIP)
         self.download_base_btn = QPushButton("Download base")
         self.download_base_btn.setToolTip("fetch this base checkpoint and PaliGemma's tokenizer into the hub cache "
                                           "now (`workbench base download`), so that training can run offline")
@@ -173,17 +199,25 @@ class TrainPanel(QWidget):
             self.preset.setItemData(self.preset.count() - 1, p.note, Qt.ItemDataRole.ToolTipRole)
         self.preset_note = QLabel(PRESETS[0].note)
         self.preset_note.setWordWrap(True)
+        self.gpu_note = QLabel(f"no GPU found (nvidia-smi sees no CUDA card), so the tab starts on the "
+                               f"{presets.preset(presets.CPU_DEFAULT).label.split(' (')[0]}, which learns on a CPU; the "
+                               "pi0 and pi0.5 presets need a CUDA card")
+        self.gpu_note.setWordWrap(True)
+        self.gpu_note.setVisible(not self.has_gpu)
         form.addRow("Preset", self.preset)
         form.addRow("", self.preset_note)
+        form.addRow("", self.gpu_note)
         self.steps = QSpinBox()
         self.steps.setRange(1, 10_000_000)
         self.batch = QSpinBox()
         self.batch.setRange(1, 4096)
+        for box in (self.steps, self.batch):  # their range's width ("10000000") would widen the tab past 480 px
+            box.setMinimumWidth(box.fontMetrics().horizontalAdvance("0000000") + 28)
         srow = QHBoxLayout()
         srow.addWidget(QLabel("steps"))
-        srow.addWidget(self.steps)
+        srow.addWidget(self.steps, 1)
         srow.addWidget(QLabel("batch"))
-        srow.addWidget(self.batch)
+        srow.addWidget(self.batch, 1)
         form.addRow("Length", srow)
         self.lora = QCheckBox("LoRA")
         self.lora.setToolTip("rank 16/32 adapters on the Gemma pair; the vision tower and projections still train")
@@ -194,9 +228,10 @@ class TrainPanel(QWidget):
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         mrow = QHBoxLayout()
-        for w in (self.lora, QLabel("precision"), self.precision, QLabel("device"), self.device):
-            mrow.addWidget(w)
+        for w in (self.device, QLabel("precision"), self.precision):
+            mrow.addWidget(w, 1 if isinstance(w, QComboBox) else 0)
         form.addRow("Run on", mrow)
+        form.addRow("", self.lora)
         self.memory = QLabel()  # "needs ~X GB on <device> (has Y GB)", finetune.memory_model
         self.memory.setWordWrap(True)
         form.addRow("Memory", self.memory)
@@ -216,31 +251,42 @@ class TrainPanel(QWidget):
 
         prog = QGroupBox("Progress")
         g = QGridLayout(prog)
+        self.error_l = QLabel()  # a failed run's error, readable: not only the status line's small text
+        self.error_l.setWordWrap(True)
+        self.error_l.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_l.setStyleSheet(f"color: {theme.TEXT}; background: #3d1a1a; border: 1px solid {theme.FAIL}; "
+                                   "border-radius: 4px; padding: 6px; font-weight: 600;")
+        self.error_l.hide()
+        self._error_of_selection = False
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
+        self.base_l = QLabel("–")  # the base the run uses, from its RunStarted event
+        self.base_l.setWordWrap(True)
         self.download = QProgressBar()
         self.download.setFormat("download %p%")
         self.download.hide()
         self.progress = QProgressBar()
         self.progress.setFormat("step %v / %m")
         self.loss_l, self.lr_l, self.sps_l, self.eta_l, self.mem_l, self.val_l = (QLabel("–") for _ in range(6))
-        g.addWidget(self.status, 0, 0, 1, 4)
-        g.addWidget(self.download, 1, 0, 1, 4)
-        g.addWidget(self.progress, 2, 0, 1, 4)
+        self.val_l.setWordWrap(True)
+        g.addWidget(self.error_l, 0, 0, 1, 4)
+        g.addWidget(self.status, 1, 0, 1, 4)
+        g.addWidget(self.download, 2, 0, 1, 4)
+        g.addWidget(self.progress, 3, 0, 1, 4)
+        g.addWidget(QLabel("base"), 4, 0)
+        g.addWidget(self.base_l, 4, 1, 1, 3)
         for i, (name, lab) in enumerate((("loss", self.loss_l), ("lr", self.lr_l), ("samples/s", self.sps_l),
-                                         ("ETA", self.eta_l), ("GPU memory", self.mem_l), ("validation", self.val_l))):
-            g.addWidget(QLabel(name), 3 + i // 2, (i % 2) * 2)
-            g.addWidget(lab, 3 + i // 2, (i % 2) * 2 + 1)
+                                         ("ETA", self.eta_l), ("GPU memory", self.mem_l))):
+            g.addWidget(QLabel(name), 5 + i // 2, (i % 2) * 2)
+            g.addWidget(lab, 5 + i // 2, (i % 2) * 2 + 1)
+        g.addWidget(QLabel("validation"), 8, 0)
+        g.addWidget(self.val_l, 8, 1, 1, 3)
         import pyqtgraph as pg
 
-        self.plot = pg.PlotWidget()
-        self.plot.setMinimumHeight(160)
-        self.plot.setLabel("bottom", "step")
-        self.plot.setLabel("left", "loss")
-        self.plot.addLegend(offset=(-10, 10))
+        self.plot = loss_plot()
         self.loss_curve = self.plot.plot([], [], pen=pg.mkPen("#3b82f6", width=2), name="train")
         self.val_curve = self.plot.plot([], [], pen=None, symbol="o", symbolBrush="#f59e0b", name="validation")
-        g.addWidget(self.plot, 6, 0, 1, 4)
+        g.addWidget(self.plot, 9, 0, 1, 4)
         v.addWidget(prog)
 
         runs = QGroupBox("Runs")
@@ -248,6 +294,10 @@ class TrainPanel(QWidget):
         self.runs = QTreeWidget()
         self.runs.setHeaderLabels(["run / checkpoint", "step", "state"])
         self.runs.setMinimumHeight(120)
+        header = self.runs.header()  # every header readable (was "run / checkp"), the state takes what is left
+        header.setStretchLastSection(True)
+        for c in (0, 1):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         rv.addWidget(self.runs)
         rrow = QHBoxLayout()
         self.refresh_btn = QPushButton("Refresh")
@@ -276,10 +326,16 @@ class TrainPanel(QWidget):
         self.use_btn.clicked.connect(lambda: self.use_in_trials())
         self.export_btn.clicked.connect(lambda: self.export_policy())
         self.download_base_btn.clicked.connect(lambda: self.download_base())
-        self.runs.itemSelectionChanged.connect(self._update_buttons)
-        saved = max(0, self.preset.findData(str(self.settings.value("train/preset", PRESETS[0].name))))
+        self.runs.itemSelectionChanged.connect(self._selection_changed)
+        self.outcome_f.currentIndexChanged.connect(self._outcome_changed)
+        self._outcome_changed()
+        default = PRESETS[0].name if self.has_gpu else presets.CPU_DEFAULT
+        saved = max(0, self.preset.findData(str(self.settings.value("train/preset", default))))
         self._preset_changed(saved)
         self.preset.setCurrentIndex(saved)
+        for box in (self.base, self.preset, self.trials):  # long choices are elided, not a wider tab
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(8)
         self._update_buttons()
 
     def _browse_dataset(self) -> None:
@@ -292,14 +348,24 @@ class TrainPanel(QWidget):
         self.steps.setValue(p.steps)
         self.batch.setValue(p.batch_size)
         self.preset_note.setText(p.note)
-        self.base.setEnabled(not p.random_init)  # random weights: nothing to choose
+        self.base.setEnabled(not p.random_init)  # random weights: nothing to choose, and the field says so
         self.download_base_btn.setEnabled(not p.random_init and not self.is_running() and not self.is_downloading())
-        if not p.random_init:
-            self.base.setCurrentText(p.base)
+        self.base.setCurrentText(RANDOM_BASE_TEXT if p.random_init else p.base)
+        self.base.lineEdit().setCursorPosition(0)  # the start of a long hub id or folder, not its end
+        self.base.setToolTip("this preset starts from random weights: there is no base checkpoint to choose or "
+                             "download" if p.random_init else BASE_TIP)
+        # without a card, a preset that needs one is said in warning colour
+        self.gpu_note.setStyleSheet("" if p.random_init else f"color: {theme.WARN}; font-weight: 600;")
         self.lora.setChecked(p.lora)
         self.precision.setCurrentText(p.precision)
         self.device.setCurrentText(p.device)
         self.update_memory()
+
+    def _outcome_changed(self) -> None:
+        value = self.outcome_f.currentData()
+        self.outcome_note.setText("successes only (the default)" if value == FILTER_DEFAULT else
+                                  "every label: failed episodes are trained on too" if value == presets.ALL_OUTCOMES
+                                  else f"only episodes labelled {value}")
 
     def update_memory(self) -> None:
         """The memory line: the estimate for the form's set-up against the chosen device, in warning colour
@@ -335,7 +401,7 @@ class TrainPanel(QWidget):
         return TrainRequest(
             dataset=self.dataset.text().strip(), base="" if p.random_init else self.base.currentText().strip(),
             out=str(self.runs_root / name), preset=p, steps=self.steps.value(), batch=self.batch.value(),
-            outcome="" if self.outcome_f.currentIndex() == 0 else self.outcome_f.currentText(),
+            outcome=self.outcome_f.currentData(),
             quality="" if self.quality_f.currentIndex() == 0 else self.quality_f.currentText(),
             trials=self.trials.currentData(), lora=self.lora.isChecked(), precision=self.precision.currentText(),
             device=self.device.currentText())
@@ -383,6 +449,11 @@ class TrainPanel(QWidget):
             self.loss_curve.setData([], [])
             self.val_curve.setData([], [])
         self.stderr_tail, self._buf = "", b""
+        self.last_event = None
+        self._show_error("")
+        self.eta_l.setText("–")
+        if command == ("train",):
+            self.base_l.setText("–")
         self.proc = QProcess(self)
         self.proc.setWorkingDirectory(str(ROOT))
         self.proc.readyReadStandardOutput.connect(self._read_stdout)
@@ -419,6 +490,9 @@ class TrainPanel(QWidget):
             self.progress.setValue(e.start_step)
             self.download.hide()
             self.status.setText(ev.human(e) or "")
+            if e.base:  # what the weights start from, as the trainer resolved it (random weights, a hub id, ...)
+                self.base_l.setText(ev.base_text(e))
+                self.base_l.setToolTip(e.base_path)
         elif isinstance(e, ev.Download):
             self.download.show()
             self.download.setRange(0, 1000)
@@ -443,12 +517,14 @@ class TrainPanel(QWidget):
             self.val_x.append(e.step)
             self.val_y.append(e.val_loss)
             self.val_curve.setData(self.val_x, self.val_y)
-            mae = f", action error {e.action_mae:.3f}" if e.action_mae is not None else ""
-            self.val_l.setText(f"{e.val_loss:.4f}{mae}")
+            err = ev.action_error_text(e)
+            self.val_l.setText(f"loss {e.val_loss:.4f}" + (f"; action error {err}" if err else ""))
         elif isinstance(e, (ev.CheckpointSaved, ev.PolicySaved)):
             self.refresh_runs()
         elif isinstance(e, ev.Failed):
-            self.status.setText(f"failed: {e.message}")
+            what = "export" if self.proc_command == ("policy",) else "training"
+            self.status.setText(f"failed ({e.error}): the error and its fix are above")  # not twice
+            self._show_error(f"The {what} failed ({e.error}): {e.message}")
         elif isinstance(e, ev.Finished) and e.reason != "error":
             self.status.setText(ev.human(e) or "")
         self.event_received.emit(e)
@@ -459,8 +535,12 @@ class TrainPanel(QWidget):
             tail = self.stderr_tail.strip().splitlines()[-3:]
             what = "export" if self.proc_command == ("policy",) else "training"
             self.status.setText(f"the {what} process ended with code {code}: " + " | ".join(tail))
+            self._show_error(f"The {what} process ended with code {code}: " + " | ".join(tail))
+        self.eta_l.setText("–")  # nothing is left to wait for
         self.running_changed.emit(False)
         self.refresh_runs()
+        if self.current_run is not None:  # the run just ended, selected: Resume / Use in trials / Export apply
+            self.select_run(self.current_run)
         self._update_buttons()
 
     # ------------------------------------------------------------------ runs
@@ -470,19 +550,36 @@ class TrainPanel(QWidget):
         if not self.runs_root.is_dir():
             return
         for run in sorted(p for p in self.runs_root.iterdir() if (p / "train_config.json").is_file()):
-            policy = run / "policy" / "policy.json"
-            state = "running" if self.is_running() and run == self.current_run else {
-                "ready": "policy ready", "stale": "policy older than its last checkpoint",
-                "missing": "stopped"}[policy_state(run)]
-            step = json.loads(policy.read_text()).get("step", "") if policy.is_file() else ""
-            item = QTreeWidgetItem([run.name, str(step), state])
+            st = run_status(run)
+            running = self.is_running() and run == self.current_run
+            item = QTreeWidgetItem([run.name, "" if st.step is None else str(st.step),
+                                    "running" if running else st.label])
             item.setData(0, Qt.ItemDataRole.UserRole, str(run))
+            if st.ended == "failed" and not running:
+                item.setForeground(2, QBrush(QColor(theme.FAIL)))
+                item.setToolTip(2, f"{st.error}: {st.message}")
             for step, ck in list_checkpoints(run):
                 item.addChild(QTreeWidgetItem([ck.name, str(step), "checkpoint"]))
             self.runs.addTopLevelItem(item)
             if selected == run:
                 item.setSelected(True)
         self._update_buttons()
+
+    def _selection_changed(self) -> None:
+        """A failed run, selected while nothing runs, shows its error in the banner."""
+        run = self.selected_run()
+        if run is not None and not self.is_running():
+            st = run_status(run)
+            if st.ended == "failed":
+                self._show_error(f"Run {run.name} failed ({st.error}): {st.message}", of_selection=True)
+            elif self._error_of_selection:  # another selected run's failure; a process's own error stays
+                self._show_error("")
+        self._update_buttons()
+
+    def _show_error(self, text: str, of_selection: bool = False) -> None:
+        self._error_of_selection = of_selection
+        self.error_l.setText(text)
+        self.error_l.setVisible(bool(text))
 
     def selected_run(self) -> Path | None:
         items = self.runs.selectedItems() if hasattr(self, "runs") else []
@@ -497,6 +594,9 @@ class TrainPanel(QWidget):
         for i in range(self.runs.topLevelItemCount()):
             it = self.runs.topLevelItem(i)
             it.setSelected(Path(it.data(0, Qt.ItemDataRole.UserRole)) == Path(run))
+            if it.isSelected():
+                self.runs.setCurrentItem(it)
+                self.runs.scrollToItem(it)
 
     def use_in_trials(self, run: Path | None = None) -> str | None:
         run = run or self.selected_run()
@@ -514,7 +614,8 @@ class TrainPanel(QWidget):
         run = self.selected_run()
         self.train_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
-        self.resume_btn.setEnabled(not running and run is not None and bool(list_checkpoints(run)))
+        # a finished run has nothing to resume; a stopped (or failed mid-run) one continues from its checkpoint
+        self.resume_btn.setEnabled(not running and run is not None and run_status(run).resumable)
         self.use_btn.setEnabled(run is not None and (run / "policy" / "policy.json").is_file())
         self.export_btn.setEnabled(not running and run is not None and policy_state(run) != "ready"
                                    and bool(list_checkpoints(run)))

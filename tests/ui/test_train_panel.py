@@ -55,8 +55,16 @@ def _finished(panel) -> bool:
     return not panel.is_running() and isinstance(panel.last_event, (ev.Finished, ev.Failed))
 
 
+def all_labels(panel) -> None:
+    """The recorded sim episodes are failures (nobody drives the arms); the tab trains on successes by default."""
+    panel.outcome_f.setCurrentIndex(panel.outcome_f.findData("all"))
+
+
 def test_train_end_to_end_shows_loss_and_hands_the_policy_to_trials(qtbot, panel):
+    """A tiny run to its end: the loss plotted, the base it used named (random weights), the validation's action
+    error with its units, and the finished run selected: "Use in trials" on, Resume off (nothing left), no ETA."""
     panel.dataset.setText(str(sim_dataset()))
+    all_labels(panel)
     panel.preset.setCurrentIndex(TINY)
     assert (panel.steps.value(), panel.batch.value()) == (PRESETS[TINY].steps, PRESETS[TINY].batch_size)
     panel.steps.setValue(20)
@@ -72,20 +80,26 @@ def test_train_end_to_end_shows_loss_and_hands_the_policy_to_trials(qtbot, panel
     xs, ys = panel.loss_curve.getData()
     assert list(xs) == [s.step for s in steps] and list(ys) == [s.loss for s in steps]
     assert panel.loss_l.text() == f"{steps[-1].loss:.4f}" and panel.progress.value() == 20
-    assert panel.val_curve.getData()[0] is not None and panel.val_l.text() != "–"
+    assert panel.val_curve.getData()[0] is not None
+    assert panel.val_l.text().startswith("loss ") and " rad (arm joints), gripper " in panel.val_l.text()
+    assert panel.base_l.text() == "random weights (pi0_tiny)"
     assert panel.runs.topLevelItemCount() == 1 and panel.runs.topLevelItem(0).text(2) == "policy ready"
+    assert panel.selected_run() == panel.runs_root / "cube"  # selected without looking for it
+    assert panel.use_btn.isEnabled() and not panel.resume_btn.isEnabled() and panel.eta_l.text() == "–"
+    assert not panel.error_l.isVisibleTo(panel)
 
     chosen: list[str] = []
     panel.policy_chosen.connect(chosen.append)
-    panel.select_run(panel.runs_root / "cube")
-    assert panel.use_btn.isEnabled()
     panel.use_btn.click()
     assert chosen == [str(panel.runs_root / "cube" / "policy")]
     assert panel.settings.value(SETTINGS_POLICY) == chosen[0]
 
 
 def test_cancel_checkpoints_then_resume_continues(qtbot, panel):
+    """Cancel: a checkpoint, the run listed "stopped" and selected, Resume and "Use in trials" on at once, the ETA
+    cleared; Resume continues from the checkpoint."""
     panel.dataset.setText(str(sim_dataset()))
+    all_labels(panel)
     panel.preset.setCurrentIndex(TINY)
     panel.steps.setValue(100_000)
     panel.name.setText("long")
@@ -97,8 +111,8 @@ def test_cancel_checkpoints_then_resume_continues(qtbot, panel):
     stopped_at = panel.last_event.step
     run = panel.runs_root / "long"
     assert (run / "checkpoints" / f"step_{stopped_at:08d}" / "state.json").is_file()
-    panel.select_run(run)
-    assert panel.resume_btn.isEnabled()
+    assert panel.selected_run() == run and panel.runs.topLevelItem(0).text(2) == "stopped, policy ready"
+    assert panel.resume_btn.isEnabled() and panel.use_btn.isEnabled() and panel.eta_l.text() == "–"
     panel.resume_btn.click()
     qtbot.waitUntil(lambda: isinstance(panel.last_event, ev.Step) and panel.last_event.step >= stopped_at + 2,
                     timeout=120_000)
@@ -220,7 +234,7 @@ def test_export_policy_rebuilds_a_missing_policy_in_a_child_process(qtbot, panel
     assert panel.export_btn.isEnabled()
     shutil.rmtree(run / "policy")
     panel.refresh_runs()
-    assert panel.runs.topLevelItem(0).text(2) == "stopped"
+    assert panel.runs.topLevelItem(0).text(2) == "policy missing"
     assert panel.export_btn.isEnabled() and not panel.use_btn.isEnabled()
 
     seen: list[ev.Event] = []

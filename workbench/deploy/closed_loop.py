@@ -322,7 +322,9 @@ class ClosedLoop:
                "--lr", str(p.lr), "--device", p.device, "--lora" if p.lora else "--no-lora", "--json",
                # a few validations and checkpoints per run, whatever the length (every 50 steps costs minutes)
                "--val-every", str(max(steps // 10, 1)), "--save-every", str(max(steps // 10, 1)),
-               *extra]
+               # every demonstration (the scripted demonstrator's failures too, record_demos says so) and every
+               # trial's corrections: not the CLI's successes-only default
+               "--outcome", "all", *extra]
         if (run / "checkpoints").is_dir():
             cmd.append("--resume")
         return cmd + list(self.c.train_args)  # last: the operator's own arguments win
