@@ -53,6 +53,7 @@ def sshd(tmp_path):
     server.stop()
 
 
+@pytest.mark.system
 def test_train_on_a_host_over_ssh(tmp_path, sshd):
     env = dict(os.environ, WORKBENCH_SSH=sshd, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                WORKBENCH_REMOTE_CMD=f"env PYTHONPATH={ROOT} {sys.executable} -m workbench.cli")

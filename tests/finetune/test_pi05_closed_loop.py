@@ -14,6 +14,8 @@ import pytest
 from workbench.deploy.chunk_check import ChunkLimits
 from workbench.deploy.closed_loop import ClosedLoop, ClosedLoopConfig
 
+pytestmark = pytest.mark.system  # end to end on real processes: CI's system step (README)
+
 
 def test_closed_loop_runs_the_pi05_tiny_preset_end_to_end(tmp_path, capsys):
     from workbench.cli import build_parser

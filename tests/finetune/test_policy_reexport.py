@@ -58,6 +58,7 @@ def _remount(mnt, size: int) -> None:
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.system
 def test_full_disk_export_keeps_the_checkpoints_and_the_reexport_serves(tmp_path, trained):
     mnt = tmp_path / "disk"
     mount_tmpfs(mnt, "64m")

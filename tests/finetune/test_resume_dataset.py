@@ -11,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from data_helpers import record_sim
 from finetune import events as ev
 from train_helpers import ROOT, TINY_ARGS, events, run_cli, sim_dataset, step_losses
+
+pytestmark = pytest.mark.system  # end to end on real processes: CI's system step (README)
 
 ARGS = [*TINY_ARGS, "--save-every", "2", "--val-fraction", "0.34"]
 

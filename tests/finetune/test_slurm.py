@@ -155,6 +155,7 @@ def _remote_steps(run: str) -> list[int]:
     return sorted(int(p.name.split("_")[1]) for p in (Path(run) / "checkpoints").glob("step_*"))
 
 
+@pytest.mark.system
 def test_bad_partition_gives_slurms_reason_and_the_option(slurm, tmp_path, monkeypatch):
     """On the login node itself (no SSH): sbatch's refusal, in SLURM's words, naming --partition."""
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
@@ -168,6 +169,7 @@ def test_bad_partition_gives_slurms_reason_and_the_option(slurm, tmp_path, monke
     assert slurm.run("squeue", "-h").stdout.strip() == ""  # nothing was queued
 
 
+@pytest.mark.system
 def test_a_job_that_fails_ends_failed_with_the_reason(slurm, profile, tmp_path):
     """A job whose command fails (here: no Python where the profile says) ends FAILED with SLURM's exit code; a
     trainer failure in the log becomes the status's message (the trainer's error name and fix)."""
@@ -184,6 +186,7 @@ def test_a_job_that_fails_ends_failed_with_the_reason(slurm, profile, tmp_path):
     assert failed.state == JobState.FAILED and failed.message == "bad_dataset: no episodes in /x. Fix: record some"
 
 
+@pytest.mark.system
 def test_cancel_checkpoints_first_and_ends_cancelled(slurm, profile, tmp_path):
     """cluster.cancel (the Train tab's Cancel, `workbench cluster cancel RUN`) on a running job: the trainer
     checkpoints the step it is at, then the job cancels itself: CANCELLED, resumable from that checkpoint."""
@@ -219,6 +222,7 @@ def _trainer_pids(run: str) -> list[int]:
     return pids
 
 
+@pytest.mark.system
 def test_plain_scancel_leaves_a_resumable_checkpoint(slurm, profile, tmp_path):
     """An operator's `scancel` on the login node: SLURM signals every process of the job, torchrun forwards the
     signal again, and here one more SIGTERM comes half a second later; the trainer still checkpoints the step it
@@ -245,6 +249,7 @@ def test_plain_scancel_leaves_a_resumable_checkpoint(slurm, profile, tmp_path):
     assert status["state"] == "cancelled" and status["step"] == stopped[0].step
 
 
+@pytest.mark.system
 def test_cli_job_is_requeued_on_the_time_limit_signal_resumes_exactly_and_serves(slurm, profile, tmp_path,
                                                                                 reference):
     """`workbench train --slurm PROFILE`: staged, submitted and followed; SLURM's warning before the time limit

@@ -58,6 +58,7 @@ def validations(run: Path) -> dict[int, ev.Validation]:
 
 
 # ----------------------------------------------------------------------------------------------------- TensorBoard
+@pytest.mark.system
 def test_tensorboard_events_read_back_equal_the_metrics_and_a_resume_continues_the_folder(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -158,6 +159,7 @@ def wandb_run(folder: Path) -> dict:
     return out
 
 
+@pytest.mark.system
 def test_wandb_offline_run_has_the_metrics_and_a_resume_keeps_the_run_id(tmp_path):
     run = tmp_path / "run"
     first = train(tmp_path, *sim_args(4), "--track", "wandb", "--wandb-mode", "offline", "--wandb-project", "cube",
@@ -264,6 +266,7 @@ def test_wandb_online_without_a_login_says_how_to_log_in(tmp_path):
     assert not (run / "checkpoints").exists()
 
 
+@pytest.mark.system
 def test_only_rank_0_logs_under_torchrun(tmp_path):
     run = tmp_path / "run"
     r = train(tmp_path, *TINY_ARGS[:-2], "--val-every", "0", "--dataset", "synthetic", "--steps", "2", "--batch",
@@ -310,6 +313,7 @@ def test_options_and_the_train_config_round_trip(tmp_path):
             parse(tmp_path, *bad)
 
 
+@pytest.mark.system
 def test_a_resume_keeps_the_runs_tracking_unless_told(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -27,6 +27,7 @@ def tiny_cfg(out, **kw) -> T.TrainConfig:
     return T.TrainConfig(**base)
 
 
+@pytest.mark.system
 def test_resume_after_sigkill_repeats_the_uninterrupted_run(tmp_path):
     """Episodes recorded on the sim rig (augmentation on, data position restored by the loader), EMA on."""
     args = [*TINY_ARGS, "--dataset", str(sim_dataset()), "--steps", "8", "--save-every", "2", "--ema", "0.9",

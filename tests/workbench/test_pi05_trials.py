@@ -17,6 +17,8 @@ from workbench.deploy.policy_source import ExecConfig
 
 from trial_helpers import run_trials
 
+pytestmark = pytest.mark.system  # end to end on real processes: CI's system step (README)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
 
 SEED = 5

@@ -180,6 +180,7 @@ def test_gripper_calibration_on_the_simulator():
     assert 0.05 * span < m.closed - g.follower_joint_close < 0.15 * span, m.describe()
 
 
+@pytest.mark.system
 def test_detect_calibrate_teleop_on_the_virtual_rig(tmp_path, capsys):
     from workbench.cli import main
 

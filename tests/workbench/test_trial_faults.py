@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
 from train_helpers import sim_dataset  # noqa: E402
 from serve_helpers import tiny_policy  # noqa: E402,F401
 
+pytestmark = pytest.mark.system  # end to end on real processes: CI's system step (README)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -124,6 +124,7 @@ def test_rtc_requests_carry_the_unexecuted_prefix_and_the_delay(sim_session, tmp
     assert first["prefix"][0][0] == pytest.approx(first["prefix"][1][0] - policy.rate)
 
 
+@pytest.mark.system
 def test_language_command_changes_the_prompt_at_the_next_chunk_and_is_a_segment(sim_session, tmp_path):
     policy = RampPolicy()
     store = DatasetStore(tmp_path)

@@ -27,6 +27,8 @@ from workbench import events as ev  # noqa: E402
 from workbench.deploy.chunk_check import ChunkLimits  # noqa: E402
 from workbench.deploy.policy_source import ExecConfig  # noqa: E402
 
+pytestmark = pytest.mark.system  # end to end on real processes: CI's system step (README)
+
 ROUGH = ChunkLimits(first_action_steps=1e9, velocity_tolerance=1e9, limit_tolerance=1e9, trained_range=False)
 
 

@@ -30,6 +30,8 @@ from trial_helpers import run_trials
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
 from serve_helpers import tiny_policy  # noqa: E402
 
+pytestmark = pytest.mark.system  # end to end on real processes: CI's system step (README)
+
 SEED = 5
 ROUGH = ChunkLimits(first_action_steps=1e9, velocity_tolerance=1e9, limit_tolerance=1e9, trained_range=False)
 
