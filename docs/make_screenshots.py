@@ -3,8 +3,10 @@
     Xvfb :99 -screen 0 1600x1000x24 &
     DISPLAY=:99 QT_QPA_PLATFORM=xcb python docs/make_screenshots.py      # writes docs/screenshots/*.png
 
-It drives the app as an operator would, on the simulated rig: connect, teleoperate, record two episodes with a
-segment marked, then review one in the Episodes tab, then run trials of a replay policy of that episode.
+It drives the app as an operator would, on the simulated rig, in the default 1280x800 window: connect,
+teleoperate, record two episodes with a segment marked, review one in the Episodes tab, run two sessions of trials
+of a replay policy of that episode (the second session is the one shown), and last start a tiny training run and
+cancel it (the Train tab after Cancel).
 """
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="wb_shots_"))
     settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
     settings.setValue("record/task_history", ["transfer the cube to the right gripper", "insert the peg"])
+    settings.setValue("train/runs_root", str(tmp / "runs"))
     win = create_window("sim-transfer-cube", settings=settings, dataset_dir=str(tmp / "cube"))
-    win.resize(1440, 900)
+    win.resize(1280, 800)  # the app's default size: what a new operator sees
     win.show()
 
     def wait(cond, timeout: float, what: str) -> None:
@@ -100,18 +103,16 @@ def main() -> int:
     ep.notes.setPlainText("clean hand-over")
     ep.save_notes_btn.click()
     shot("episodes")
-    if hasattr(win, "train_panel"):
-        win.show_tab(win.train_panel)
-        shot("train")
-    if hasattr(win, "trials_panel"):
-        trials(win, tmp, wait, pause, shot)
+    trials(win, tmp, wait, pause, shot)
+    train(win, wait, shot)  # last: the Train tab's shot is of a run started and cancelled
     win.close()
     return 0
 
 
 def trials(win, tmp: Path, wait, pause, shot) -> None:
-    """Trials: a replay policy of the first recorded episode (served by a local child server) runs two trials;
-    the shot shows the second running, with the first one's result, the latency and the predicted chunk."""
+    """Trials: a replay policy of the first recorded episode (served by a local child server). A first session of
+    one trial, then a second session of two: the shot shows its second trial running (the first one's result, the
+    latency, the predicted chunk), then its results and session table once it ended."""
     from finetune.replay_policy import make_replay_policy
     from recorder.reader import read_info
 
@@ -120,12 +121,20 @@ def trials(win, tmp: Path, wait, pause, shot) -> None:
     folder = make_replay_policy(ep_path, tmp / "runs" / "cube_replay" / "policy")
     tp = win.trials_panel
     win.train_panel.policy_chosen.emit(str(folder))  # as "Use in trials" does
+    tp.device.setCurrentText("cpu")
+    tp.trials.setValue(1)
+    tp.time_limit.setValue(4.0)
+    tp.seeds.setText(f"{seed + 5}")
+    if not tp.start():
+        raise RuntimeError(f"trials did not start: {win.banner.current}")
+    wait(lambda: tp.state == "finished", 240, "first session")
+    win._pages[tp].verticalScrollBar().setValue(0)
+    shot("trials_setup")  # the policy (its long path elided in the middle), the settings, the first session's end
     tp.trials.setValue(2)
     tp.time_limit.setValue(12.0)
     tp.seeds.setText(f"{seed},{seed + 1}")
-    tp.device.setCurrentText("cpu")
     if not tp.start():
-        raise RuntimeError(f"trials did not start: {win.banner.current}")
+        raise RuntimeError(f"the second session did not start: {win.banner.current}")
     wait(lambda: tp.state == "running", 180, "policy server")
     wait(lambda: tp.trials_model.rowCount() == 2 and len(tp.latencies) >= 3, 240, "second trial")
     tp.command.setText("hand the cube over slowly")
@@ -138,6 +147,31 @@ def trials(win, tmp: Path, wait, pause, shot) -> None:
     shot("trials")
     tp.stop()
     wait(lambda: tp.state == "finished", 120, "trials stop")
+    page.verticalScrollBar().setValue(page.verticalScrollBar().maximum())  # the results and this session's trials
+    shot("trials_done")
+
+
+def train(win, wait, shot) -> None:
+    """Train: the tiny model on the recorded episodes, cancelled after a few steps (a checkpoint, the run listed
+    stopped and selected, Resume and "Use in trials" on)."""
+    from finetune import events as ev
+
+    tr = win.train_panel
+    win.show_tab(tr)
+    tr.dataset.setText(win.record_panel.dataset_dir())
+    tr.outcome_f.setCurrentIndex(max(0, tr.outcome_f.findData("all")))  # two demonstrations, one labelled
+    tr.preset.setCurrentIndex(max(0, tr.preset.findData("tiny")))
+    tr.steps.setValue(100_000)
+    tr.name.setText("cube_tiny")
+    tr.extra_args = ("--workers", "0", "--log-every", "2")
+    tr.train_btn.click()
+    wait(lambda: isinstance(tr.last_event, ev.Step) and tr.last_event.step >= 6, 300, "training steps")
+    tr.cancel_btn.click()
+    wait(lambda: not tr.is_running(), 120, "cancel")
+    shot("train")  # the form
+    page = win._pages[tr]
+    page.verticalScrollBar().setValue(page.verticalScrollBar().maximum())  # progress, the runs, Resume
+    shot("train_cancelled")
 
 
 if __name__ == "__main__":

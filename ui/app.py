@@ -11,7 +11,7 @@ import time
 
 from PyQt6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PyQt6.QtGui import QKeySequence, QShortcut
-from PyQt6.QtWidgets import (QApplication, QFrame, QLabel, QMainWindow, QPushButton, QScrollArea, QSizePolicy,
+from PyQt6.QtWidgets import (QApplication, QFrame, QLabel, QMainWindow, QPushButton, QSizePolicy,
                              QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from ui import theme
@@ -22,6 +22,7 @@ from ui.strip_charts import LiveJointCharts
 from ui.rig_panel import RigPanel, StatusPill
 from ui.tasks import JobRunner
 from ui.teleop_panel import TeleopPanel
+from ui.widgets import FitScrollArea
 
 log = logging.getLogger(__name__)
 
@@ -347,11 +348,8 @@ class MainWindow(QMainWindow):
         """A tab; form-like panels scroll vertically so the window fits a laptop screen (1366x768)."""
         page = panel
         if scroll:
-            page = QScrollArea()
-            page.setWidget(panel)
-            page.setWidgetResizable(True)
+            page = FitScrollArea(panel)
             page.setFrameShape(QFrame.Shape.NoFrame)
-            page.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._pages[panel] = page
         self.tabs.addTab(page, title)
 

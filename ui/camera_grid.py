@@ -97,7 +97,8 @@ class CameraTile(QWidget):
                 p.drawImage(QRectF(r.x() + (r.width() - w) / 2, r.y() + (r.height() - h) / 2, w, h), self.image)
         else:
             p.setPen(QColor(theme.MUTED))
-            p.drawText(r, Qt.AlignmentFlag.AlignCenter, self.message)
+            p.drawText(r.adjusted(10, 26, -10, -24), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                       self.message)  # between the caption strips; a long message wraps
         colour = {"ok": theme.OK, "warn": theme.WARN, "fail": theme.FAIL}.get(self.status, theme.IDLE)
         p.setPen(QColor(theme.BORDER))
         p.drawRect(r)

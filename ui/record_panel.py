@@ -15,7 +15,7 @@ from PyQt6.QtWidgets import (QApplication, QComboBox, QDoubleSpinBox, QFileDialo
                              QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ui import theme
-from ui.widgets import BigFigure, RateMeter, is_text_input, rate_status, readable
+from ui.widgets import BigFigure, PathEdit, RateMeter, is_text_input, rate_status, readable
 from workbench.recording import DEFAULT_EPISODE_S
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ class RecordPanel(QWidget):
         form.setHorizontalSpacing(10)
         form.setVerticalSpacing(6)
         row = QHBoxLayout()
-        self.dataset = QLineEdit(dataset_dir or str(settings.value("record/dataset", "") or
-                                                    Path.home() / "aloha_data" / "default"))
+        self.dataset = PathEdit(dataset_dir or str(settings.value("record/dataset", "") or
+                                                   Path.home() / "aloha_data" / "default"))  # long: both ends
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         row.addWidget(self.dataset, 1)
@@ -91,7 +91,9 @@ class RecordPanel(QWidget):
         self.task = QComboBox()
         self.task.setEditable(True)
         self.task.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.task.lineEdit().setPlaceholderText("task prompt, e.g. “pick up the cube and hand it over”")
+        self.task.lineEdit().setPlaceholderText("e.g. “pick up the cube and hand it over”")
+        self.task.setToolTip("The task prompt of the episodes, e.g. “pick up the cube and hand it over” (the list "
+                             "holds the ones used before)")
         hist = settings.value("record/task_history", [])
         self.task.addItems([h for h in (hist if isinstance(hist, list) else [hist]) if h])
         form.addRow("Task", self.task)
@@ -156,6 +158,8 @@ class RecordPanel(QWidget):
         self.stop_btn.setToolTip("Save this episode and end the session (End, Q)")
         for b in (self.start_btn, self.next_btn, self.rerecord_btn, self.discard_btn, self.stop_btn):
             b.setMinimumHeight(36)
+        for b in (self.next_btn, self.rerecord_btn, self.discard_btn, self.stop_btn):  # four in a row at 1280 px
+            b.setStyleSheet("QPushButton { padding-left: 8px; padding-right: 8px; }")
         g.addWidget(self.start_btn, 2, 0, 1, 3)
         btns.addWidget(self.next_btn)
         btns.addWidget(self.rerecord_btn)
@@ -188,7 +192,9 @@ class RecordPanel(QWidget):
         sv.addWidget(self.label_chips)
         mrow = QHBoxLayout()
         self.mark_text = QLineEdit()
-        self.mark_text.setPlaceholderText("or type a label and press Enter to start a segment now")
+        self.mark_text.setPlaceholderText("or type a label, Enter starts it")
+        self.mark_text.setToolTip("Type a segment label and press Enter: a segment with that label starts now (S "
+                                  "focuses this field)")
         self.mark_btn = QPushButton("Mark")
         mrow.addWidget(self.mark_text, 1)
         mrow.addWidget(self.mark_btn)

@@ -12,6 +12,7 @@ from PyQt6.QtWidgets import (QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QHe
 from drivers.errors import describe_hardware_error
 from ui import theme
 from ui.tasks import JobProgress
+from ui.widgets import ElidedLabel
 from workbench.config import PRESETS, RigConfig
 
 PRESET_LABELS = {
@@ -22,7 +23,10 @@ PRESET_LABELS = {
 }
 
 
-class StatusPill(QLabel):
+class StatusPill(ElidedLabel):
+    """"● Connected" in a status colour; a long progress text ("● Connecting: opening cam_high…") is cut with
+    "…" and whole in the tooltip, never widening its panel."""
+
     def __init__(self, text: str = "", status: str = "idle", parent=None):
         super().__init__(parent)
         self.set(text, status)
@@ -50,7 +54,7 @@ class RigPanel(QWidget):
         b = QVBoxLayout(box)
         row = QHBoxLayout()
         self.combo = QComboBox()
-        self.combo.setMinimumWidth(240)
+        self.combo.setMinimumWidth(200)
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.browse = QPushButton("Open file…")
         self.browse.setToolTip("Use a rig TOML file (start one with `workbench rig init my_rig.toml`)")
@@ -59,7 +63,6 @@ class RigPanel(QWidget):
                                   "and check it with a short teleop (`workbench rig detect / udev / calibrate`)")
         row.addWidget(self.combo, 1)
         row.addWidget(self.browse)
-        row.addWidget(self.setup_btn)
         b.addLayout(row)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -70,12 +73,13 @@ class RigPanel(QWidget):
         theme.set_role(self.connect_btn, "primary")
         self.disconnect_btn = QPushButton("Disconnect")
         self.state = StatusPill("Disconnected", "idle")
-        row2.addWidget(self.connect_btn)
-        row2.addWidget(self.disconnect_btn)
-        row2.addSpacing(10)
-        row2.addWidget(self.state)
-        row2.addStretch(1)
+        for btn in (self.connect_btn, self.disconnect_btn, self.setup_btn):
+            btn.setStyleSheet("QPushButton { padding-left: 10px; padding-right: 10px; }")  # one row at 1280 px
+            row2.addWidget(btn)
+            if btn is self.disconnect_btn:
+                row2.addStretch(1)
         b.addLayout(row2)
+        b.addWidget(self.state)  # its own line: progress texts are long
         self.progress = JobProgress(compact=True)
         b.addWidget(self.progress)
         lay.addWidget(box)

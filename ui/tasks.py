@@ -10,7 +10,9 @@ import threading
 from typing import Any, Callable
 
 from PyQt6.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal
-from PyQt6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+from PyQt6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
+
+from ui.widgets import ElidedLabel
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ class JobProgress(QWidget):
         super().__init__(parent)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        self.label = QLabel()
+        self.label = ElidedLabel()  # a long progress text is cut (whole in the tooltip), never widens the tab
         self.label.setProperty("class", "muted")
         self.bar = QProgressBar()
         self.bar.setMinimumWidth(160 if compact else 240)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PyQt6.QtGui import QColor, QFont, QPalette
-from PyQt6.QtWidgets import QApplication
+from PyQt6.QtCore import QSize
+from PyQt6.QtGui import QColor, QFont, QIcon, QImage, QPainter, QPalette, QPixmap
+from PyQt6.QtWidgets import QApplication, QProxyStyle, QStyle
 
 # status colours: green = good / running, amber = attention, red = fault / e-stop, grey = inactive
 OK = "#3fb950"
@@ -72,7 +73,6 @@ QPushButton#estop[engaged="true"] {{ background: {WARN}; border-color: #f2cc60; 
 QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QPlainTextEdit {{ background: {BG}; border: 1px solid {BORDER};
     border-radius: 5px; padding: 5px 7px; selection-background-color: #1f6feb; }}
 QLineEdit:focus, QComboBox:focus, QSpinBox:focus, QDoubleSpinBox:focus, QPlainTextEdit:focus {{ border-color: {ACCENT}; }}
-QSpinBox, QDoubleSpinBox {{ padding-right: 22px; }}
 QSpinBox::up-button, QDoubleSpinBox::up-button {{ subcontrol-origin: border; subcontrol-position: top right;
     width: 20px; background: {RAISED}; border-left: 1px solid {BORDER}; border-top-right-radius: 5px; }}
 QSpinBox::down-button, QDoubleSpinBox::down-button {{ subcontrol-origin: border; subcontrol-position: bottom right;
@@ -113,8 +113,49 @@ QLabel[class="caption"] {{ color: {MUTED}; font-size: 11px; font-weight: 600; le
 """
 
 
+_SP = QStyle.StandardPixmap
+# Fusion's own icons for these are dark grey, drawn for light windows: a dialog's Close / OK / Cancel buttons, the
+# file dialog's tools, the arrows and title-bar buttons. Here they are repainted light (the message-box icons keep
+# their colours).
+LIGHT_ICONS = frozenset(
+    getattr(_SP, n) for n in dir(_SP) if n.startswith(("SP_Dialog", "SP_FileDialog", "SP_Arrow", "SP_TitleBar",
+                                                         "SP_DockWidget", "SP_LineEditClear", "SP_TabClose",
+                                                         "SP_ToolBar", "SP_Browser")))
+
+
+def tinted(icon: QIcon, colour: str, disabled: str) -> QIcon:
+    """The icon's shape (its alpha) filled with one colour, and with another for the disabled state."""
+    out = QIcon()
+    sizes = icon.availableSizes() or [QSize(16, 16), QSize(32, 32)]
+    for size in sizes:
+        base = icon.pixmap(size)
+        if base.isNull():
+            continue
+        for mode, c in ((QIcon.Mode.Normal, colour), (QIcon.Mode.Active, colour), (QIcon.Mode.Disabled, disabled)):
+            img = QImage(base.size(), QImage.Format.Format_ARGB32_Premultiplied)
+            img.setDevicePixelRatio(base.devicePixelRatio())
+            img.fill(0)
+            p = QPainter(img)
+            p.drawPixmap(0, 0, base)
+            p.setCompositionMode(QPainter.CompositionMode.CompositionMode_SourceIn)
+            p.fillRect(img.rect(), QColor(c))
+            p.end()
+            out.addPixmap(QPixmap.fromImage(img), mode)
+    return out if not out.isNull() else icon
+
+
+class DarkThemeStyle(QProxyStyle):
+    """Fusion, with its dark standard icons (LIGHT_ICONS) in the text colour, so they show on dark buttons."""
+
+    def standardIcon(self, sp, option=None, widget=None) -> QIcon:  # noqa: N802 - Qt name
+        icon = super().standardIcon(sp, option, widget)
+        return tinted(icon, TEXT, "#56606b") if sp in LIGHT_ICONS and not icon.isNull() else icon
+
+
 def apply(app: QApplication) -> None:
-    app.setStyle("Fusion")
+    if not app.property("workbench_style"):  # once per application (Qt owns the style from here on)
+        app.setStyle(DarkThemeStyle("Fusion"))
+        app.setProperty("workbench_style", True)
     pal = QPalette()
     for role, colour in ((QPalette.ColorRole.Window, BG), (QPalette.ColorRole.Base, BG),
                          (QPalette.ColorRole.AlternateBase, PANEL), (QPalette.ColorRole.Text, TEXT),

@@ -108,14 +108,41 @@ def test_record_two_episodes_then_review_edit_label_export(qtbot, window, tmp_pa
     ep.export_scope.setCurrentText("shown episodes")  # the default takes only successes that passed quality
     results = []
     ep.exported.connect(results.append)
+    qtbot.wait(50)
+    before = _layout(win)
     qtbot.mouseClick(ep.export_btn, Qt.MouseButton.LeftButton)
     assert ep.progress.isVisible()
-    qtbot.waitUntil(lambda: bool(results) or (win.banner.current is not None and win.banner.current.severity == "error"),
-                    timeout=120000)
+    layouts, cuts = _watch(qtbot, win, lambda: bool(results) or (win.banner.current is not None and
+                                                                 win.banner.current.severity == "error"))
     assert results, win.banner.current
+    assert layouts == {before} and not cuts, (before, layouts, cuts)  # progress texts never move the panes
     assert results[0].episodes == 2
     meta = json.loads((Path(out) / "meta" / "info.json").read_text())
     assert meta["total_episodes"] == 2
+
+
+def _layout(win) -> tuple:
+    """The window's size, its tabs | live split and the Episodes tab's table | player split."""
+    from PyQt6.QtWidgets import QSplitter
+
+    inner = win.episodes_panel.findChild(QSplitter)
+    return (win.width(), win.height()), tuple(win.split.sizes()), tuple(inner.sizes())
+
+
+def _watch(qtbot, win, done, timeout_s: float = 120.0) -> tuple[set, set]:
+    """The layouts seen and the cut texts (tests.ui.layout_checks) of the current tab until `done()`."""
+    import time
+
+    from tests.ui.layout_checks import window_cuts
+
+    layouts, cuts = set(), set()
+    t0 = time.monotonic()
+    while not done():
+        assert time.monotonic() - t0 < timeout_s, "timed out"
+        qtbot.wait(20)
+        layouts.add(_layout(win))
+        cuts.update(window_cuts(win))
+    return layouts, cuts
 
 
 def _record_one_second(qtbot, win):
@@ -159,10 +186,15 @@ def test_replay_a_recorded_episode_then_cancel_one(qtbot, window):
     qtbot.waitUntil(lambda: ep.model.rowCount() == 1, timeout=10000)
     ep.select_names(["episode_0"])
     qtbot.waitUntil(lambda: ep.replay_btn.isEnabled(), timeout=10000)
+    qtbot.wait(50)  # the tab's splits settle once shown
+    before = _layout(win)
     job = ep.replay()
     assert job is not None and not ep.replay_btn.isEnabled()
     assert not win.ctl.start_teleop()  # one thing drives the arms at a time
-    qtbot.waitUntil(lambda: job.done, timeout=120000)
+    # issue 21: the long progress text ("Replaying episode_0: Moving the followers to the first pose…") widened
+    # the Export box, the table's pane jumped and snapped back; now it is cut with "…" (whole in the tooltip)
+    layouts, cuts = _watch(qtbot, win, lambda: job.done)
+    assert layouts == {before} and not cuts, (before, layouts, cuts)
     assert job.error is None, job.error
     r = job.result
     assert r.steps == 50 and not r.stopped and r.tracking_median_rad < 0.05

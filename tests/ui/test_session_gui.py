@@ -176,3 +176,72 @@ def test_quitting_with_a_connected_rig_says_it_parks_the_arms(qtbot, window, mon
     win.close()
     assert seen and seen[0].startswith("Parking the arms (slowly to the sleep pose, then torque off)"), seen
     assert not win.ctl.connected
+
+
+def test_nothing_is_cut_at_1280x800_before_during_and_after_connect(qtbot, window):
+    """Issue 21 (Everywhere): at the default 1280x800 no label, button, check box, placeholder or camera message
+    of any tab is cut -- disconnected, while connecting, connected, while disconnecting -- and the window keeps its
+    size and the tabs their width (progress texts used to widen the Rig tab past its page)."""
+    from PyQt6.QtCore import QSize
+
+    from tests.ui.layout_checks import window_cuts
+
+    win = window
+    assert win.size() == QSize(1280, 800)
+    cuts: dict[str, None] = {}
+    widths: list[int] = []
+
+    def walk(state: str) -> None:
+        for i in range(win.tabs.count()):
+            win.tabs.setCurrentIndex(i)
+            qtbot.wait(40)
+            cuts.update({f"{state}: {c}": None for c in window_cuts(win)})
+        win.show_tab(win.rig_panel)
+        qtbot.wait(40)
+
+    def watch(state: str) -> None:  # the Rig tab while the job runs
+        qtbot.wait(20)
+        cuts.update({f"{state}: {c}": None for c in window_cuts(win)})
+        widths.append(win.tabs.width())
+
+    walk("disconnected")
+    left = win.tabs.width()
+    qtbot.mouseClick(win.rig_panel.connect_btn, Qt.MouseButton.LeftButton)
+    while not win.ctl.connected:
+        watch("connecting")
+        assert win.ctl.connecting or win.ctl.connected, win.banner.current
+    walk("connected")
+    qtbot.mouseClick(win.rig_panel.disconnect_btn, Qt.MouseButton.LeftButton)
+    while win.ctl.connected or win.ctl.session is not None:
+        watch("disconnecting")
+    walk("disconnected again")
+    assert not cuts, "\n".join(cuts)
+    assert win.size() == QSize(1280, 800)
+    assert widths and max(abs(w - left) for w in widths) <= 3, (left, sorted(set(widths)))
+
+
+def test_the_dialog_close_icon_is_light_on_the_dark_theme(qtbot, window):
+    """Issue 21: Fusion's Close icon (the Keys window's button on a desktop; the offscreen platform shows dialog
+    buttons without icons, so the style's icon is checked as well) was dark grey on the dark button."""
+    from PyQt6.QtGui import QColor, QImage
+    from PyQt6.QtWidgets import QPushButton, QStyle
+
+    from ui import theme
+
+    def lightness(icon) -> float:
+        img = icon.pixmap(16, 16).toImage().convertToFormat(QImage.Format.Format_ARGB32)
+        ink = [QColor.fromRgba(img.pixel(x, y)) for x in range(img.width()) for y in range(img.height())]
+        ink = [c for c in ink if c.alpha() > 128]
+        assert len(ink) > 10
+        return sum(c.lightness() for c in ink) / len(ink)
+
+    win = window
+    dark_button = QColor(theme.RAISED).lightness()
+    for sp in (QStyle.StandardPixmap.SP_DialogCloseButton, QStyle.StandardPixmap.SP_DialogCancelButton,
+               QStyle.StandardPixmap.SP_DialogOkButton):
+        assert lightness(win.style().standardIcon(sp)) > dark_button + 120, sp  # light ink on the dark button
+    win.show_keys()
+    close = next(b for b in win.keys_box.findChildren(QPushButton) if b.text() == "Close")
+    if not close.icon().isNull():
+        assert lightness(close.icon()) > dark_button + 120
+    win.keys_box.close()

@@ -162,6 +162,7 @@ class EpisodesPanel(QWidget):
                                            "get its text as their task.")
         self.repo = QLineEdit()
         self.repo.setPlaceholderText("hub dataset id, e.g. my-lab/aloha-cube")
+        self.repo.setToolTip(self.repo.placeholderText())
         self.push_btn = QPushButton("Push to hub")
         self.hub_token = QLineEdit()  # not remembered: a write token stays in this session only
         self.hub_token.setEchoMode(QLineEdit.EchoMode.Password)
@@ -194,6 +195,7 @@ class EpisodesPanel(QWidget):
         cap.setProperty("class", "caption")
         self.seg_text = QLineEdit()
         self.seg_text.setPlaceholderText("select a segment on the timeline, or add one at the cursor")
+        self.seg_text.setToolTip(self.seg_text.placeholderText())  # the field may be narrower than its hint
         self.seg_apply = QPushButton("Rename")
         self.seg_add = QPushButton("+ Add at cursor")
         self.seg_del = QPushButton("Delete segment")

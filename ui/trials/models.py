@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PyQt6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PyQt6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QObject, Qt
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from ui import theme
@@ -19,12 +19,13 @@ def _num(v: float | None, spec: str = ".1f", unit: str = "") -> str:
 
 
 class ResultsModel(QAbstractTableModel):
-    """One row per group of `trial_stats.summarize` (policy and prompt)."""
+    """One row per group of `trial_stats.summarize` (policy and prompt). Six columns, so the policy's name keeps
+    room at 1280 px; the counts the rate leaves out (aborted, unlabelled) are in n and the row's tooltip."""
 
-    HEADERS = ("Policy", "n", "Succ.", "Rate", "95% CI", "t succ.", "Interv.")
-    TIPS = ("policy id (name@step) and the trials' initial prompt", "trials", "successes / labelled trials",
-            "success rate of the labelled trials", "Wilson 95% interval of the rate",
-            "mean time to success", "operator takeovers per trial")
+    HEADERS = ("Policy", "n", "Success", "95% CI", "t succ.", "Interv.")
+    TIPS = ("policy id (name@step) and the trials' initial prompt", "trials (aborted and unlabelled ones included)",
+            "successes / labelled trials · success rate (aborted and unlabelled trials are not counted)",
+            "Wilson 95% interval of the rate", "mean time to success", "operator takeovers per trial")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -54,10 +55,8 @@ class ResultsModel(QAbstractTableModel):
         g = self.groups[index.row()]
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            labeled = f"{g.successes}/{g.labeled}" + (f" (+{g.unlabeled} unlab.)" if g.unlabeled else "") + \
-                (f" (+{g.aborted} aborted)" if g.aborted else "")
             name = str(g.key[0]) + (f" · {g.key[1]}" if len(g.key) > 1 and g.key[1] else "")
-            return (name, str(g.n), labeled, _pct(g.rate),
+            return (name, str(g.n), f"{g.successes}/{g.labeled} · {_pct(g.rate)}",
                     f"{100 * g.ci_lo:.0f}–{100 * g.ci_hi:.0f}%", _num(g.mean_time_to_success_s, ".1f", " s"),
                     f"{g.interventions_per_trial:.1f}")[c]
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -85,9 +84,15 @@ class TrialRow:
 
 
 class SessionTrialsModel(QAbstractTableModel):
-    """The trials of this session, newest last; double-click opens one in the Episodes player."""
+    """The trials of this session, newest last; double-click opens one in the Episodes player. Six columns fit the
+    Trials tab at 1280 px; what ended a trial is in its tooltip and in the Outcome box."""
 
-    HEADERS = ("#", "Episode", "Seed", "Outcome", "Ended by", "Duration", "Interv.")
+    HEADERS = ("#", "Episode", "Seed", "Outcome", "Time", "Interv.")
+    TIPS = ("trial number in this session", "the trial's episode (double-click: open it in the Episodes player)",
+            "simulator scene", "outcome; (sim): graded by the simulator, else your label", "duration of the trial",
+            "operator takeovers")
+    ENDED_BY = {"success": "task done", "time_limit": "time limit", "operator": "the operator", "estop": "e-stop",
+                "error": "an error", "aborted": "refused chunks"}
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -118,6 +123,8 @@ class SessionTrialsModel(QAbstractTableModel):
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.HEADERS[section]
+        if role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Horizontal:
+            return self.TIPS[section]
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
@@ -127,7 +134,7 @@ class SessionTrialsModel(QAbstractTableModel):
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             outcome = r.outcome + (" (sim)" if r.source == "auto" else "")
-            return (str(r.index + 1), r.name, "–" if r.seed is None else str(r.seed), outcome, r.ended_by or "–",
+            return (str(r.index + 1), r.name, "–" if r.seed is None else str(r.seed), outcome,
                     _num(r.duration_s, ".1f", " s"), str(r.interventions))[c]
         if role == Qt.ItemDataRole.ForegroundRole and c == 3:
             from PyQt6.QtGui import QBrush, QColor
@@ -136,8 +143,45 @@ class SessionTrialsModel(QAbstractTableModel):
             return QBrush(QColor(colour))
         if role == Qt.ItemDataRole.ToolTipRole:
             tts = "" if r.time_to_success_s is None else f"\nsuccess at {r.time_to_success_s:.1f} s"
-            return f"{r.name}: prompt “{r.prompt}”{tts}\ndouble-click: open in the Episodes player"
+            ended = f"\nended by {self.ENDED_BY.get(r.ended_by, r.ended_by)}" if r.ended_by else ""
+            return f"{r.name}: prompt “{r.prompt}”{ended}{tts}\ndouble-click: open in the Episodes player"
         return None
+
+
+class ColumnFit(QObject):
+    """Column widths of a row table, set here rather than by Qt's Stretch + ResizeToContents (which, once the
+    contents outgrow the view, gave the stretched column most of the width and pushed the others out of sight):
+    every other column gets its contents' width, the `stretch` columns share what is left (at least `min_w`
+    each, eliding their text). Recomputed when the rows or the view's width change; a view too narrow for even
+    that scrolls sideways."""
+
+    def __init__(self, view: QTableView, stretch: tuple[int, ...], min_w: int = 60):
+        super().__init__(view)
+        self.view, self.stretch, self.min_w = view, stretch, min_w
+        view.viewport().installEventFilter(self)
+        m = view.model()
+        for sig in (m.modelReset, m.rowsInserted, m.rowsRemoved, m.dataChanged, m.layoutChanged):
+            sig.connect(self.fit)
+        self.fit()
+
+    def eventFilter(self, obj, ev) -> bool:  # noqa: N802 - Qt name
+        if ev.type() == QEvent.Type.Resize:
+            self.fit()
+        return False
+
+    def widths(self) -> list[int]:
+        v, hdr = self.view, self.view.horizontalHeader()
+        n = v.model().columnCount()
+        want = [max(v.sizeHintForColumn(c), hdr.sectionSizeHint(c)) for c in range(n)]
+        rest = v.viewport().width() - sum(w for c, w in enumerate(want) if c not in self.stretch)
+        share = rest // max(1, len(self.stretch))
+        return [max(self.min_w, share) if c in self.stretch else w for c, w in enumerate(want)]
+
+    def fit(self, *_) -> None:
+        hdr = self.view.horizontalHeader()
+        for c, w in enumerate(self.widths()):
+            if hdr.sectionSize(c) != w:
+                hdr.resizeSection(c, w)
 
 
 def make_table(model, *stretch: int) -> QTableView:
@@ -151,12 +195,13 @@ def make_table(model, *stretch: int) -> QTableView:
     t.setShowGrid(False)
     t.setAlternatingRowColors(True)
     hdr = t.horizontalHeader()
-    hdr.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    for c in stretch:  # these share what is left and elide; the numbers stay whole
-        hdr.setSectionResizeMode(c, QHeaderView.ResizeMode.Stretch)
-    t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    hdr.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+    hdr.setStretchLastSection(False)
+    hdr.setStyleSheet("QHeaderView::section { padding-left: 5px; padding-right: 5px; }")  # columns fit 1280 px
+    t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
     t.setTextElideMode(Qt.TextElideMode.ElideRight)
+    t.column_fit = ColumnFit(t, tuple(stretch))
     return t
 
 
-__all__ = ["ResultsModel", "SessionTrialsModel", "TrialRow", "make_table"]
+__all__ = ["ColumnFit", "ResultsModel", "SessionTrialsModel", "TrialRow", "make_table"]

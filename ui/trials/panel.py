@@ -21,7 +21,7 @@ from PyQt6.QtWidgets import (QAbstractItemView, QApplication, QButtonGroup, QChe
 from ui import theme
 from ui.tasks import Cancelled
 from ui.trials.models import ResultsModel, SessionTrialsModel, TrialRow, make_table
-from ui.widgets import BigFigure, is_text_input, readable
+from ui.widgets import BigFigure, PathEdit, is_text_input, readable
 from workbench import events as ev
 from workbench.deploy.policy_source import ExecConfig
 from workbench.deploy.trials_service import TrialsPlan, TrialsRequest, TrialsService
@@ -37,6 +37,14 @@ OUTCOME_BUTTONS = (("success", "✔ Success"), ("failure", "✖ Failure"), ("par
 OUTCOME_COLOURS = {"success": "#238636", "failure": "#da3633", "partial": "#9e6a03", "unlabeled": "#6e7681",
                    "aborted": "#8957e5"}
 KEYS = {"next": "N", "takeover": "T", "command": "C"}
+
+
+def _left(w: QWidget) -> QHBoxLayout:
+    """A form field at its own width, on the left."""
+    row = QHBoxLayout()
+    row.addWidget(w)
+    row.addStretch(1)
+    return row
 
 
 class TrialsPanel(QWidget):
@@ -76,7 +84,9 @@ class TrialsPanel(QWidget):
     def _build_policy(self, lay: QVBoxLayout) -> None:
         s = self.settings
         box = QGroupBox("Policy")
-        form = QFormLayout(box)
+        outer = QVBoxLayout(box)
+        form = QFormLayout()
+        outer.addLayout(form)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.source = QComboBox()
         for key, text in SOURCES:
@@ -84,7 +94,7 @@ class TrialsPanel(QWidget):
         self.source.setCurrentIndex(max(0, self.source.findData(s.value("trials/source", "folder"))))
         form.addRow("Source", self.source)
         row = QHBoxLayout()
-        self.policy_edit = QLineEdit(str(s.value("trials/policy", "") or ""))
+        self.policy_edit = PathEdit(str(s.value("trials/policy", "") or ""))  # long paths: both ends shown
         self.browse_btn = QPushButton("Browse…")
         row.addWidget(self.policy_edit, 1)
         row.addWidget(self.browse_btn)
@@ -92,7 +102,8 @@ class TrialsPanel(QWidget):
         trow = QHBoxLayout()
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
-        self.token.setPlaceholderText("api key of the server (or WORKBENCH_API_KEY)")
+        self.token.setPlaceholderText("the server's api key")
+        self.token.setToolTip("The api key of the policy server (empty: the WORKBENCH_API_KEY environment variable)")
         self.remember_token = QCheckBox("remember")
         self.remember_token.setToolTip("Keep the key in the app's settings file (plain text on this computer); "
                                        "otherwise it is forgotten when the app closes")
@@ -112,7 +123,7 @@ class TrialsPanel(QWidget):
         self.policy_info = QLabel("")
         self.policy_info.setWordWrap(True)
         self.policy_info.setProperty("class", "muted")
-        form.addRow("", self.policy_info)
+        outer.addWidget(self.policy_info)  # under the form, not in it: a form row's wrapped label got blank lines
         lay.addWidget(box)
 
     def _build_settings(self, lay: QVBoxLayout) -> None:
@@ -122,18 +133,18 @@ class TrialsPanel(QWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         # each policy's own prompt: empty = the task it was trained on; a typed one is remembered for that policy
         self.prompt = QLineEdit("")
-        self.prompt.setPlaceholderText("default: the task the policy was trained on")
+        self.prompt.setPlaceholderText("default: the policy's task")
         form.addRow("Prompt", self.prompt)
         self.prompt_note = QLabel("")
         self.prompt_note.setWordWrap(True)
         self.prompt_note.setVisible(False)
         form.addRow("", self.prompt_note)
         self.trained_task: str | None = None  # the selected policy's (its folder's dataset.json, then the server's)
-        nums = QHBoxLayout()
         self.trials = QSpinBox()
         self.trials.setRange(1, 10000)
         self.trials.setValue(int(s.value("trials/count", 10)))
-        self.trials.setSuffix(" trials")
+        self.trials.valueChanged.connect(self._trials_suffix)  # "1 trial", "10 trials"
+        self._trials_suffix(self.trials.value())
         self.time_limit = QDoubleSpinBox()
         self.time_limit.setRange(0.5, 3600)
         self.time_limit.setDecimals(1)
@@ -141,12 +152,8 @@ class TrialsPanel(QWidget):
         self.time_limit.setToolTip("a trial ends at this time at the latest (its outcome: the simulator's, or "
                                    "yours to label)")
         self.time_limit.setValue(float(s.value("trials/time_limit_s", 20.0)))
-        nums.addWidget(self.trials)
-        nums.addSpacing(12)
-        nums.addWidget(QLabel("time limit"))
-        nums.addWidget(self.time_limit)
-        nums.addStretch(1)
-        form.addRow("Run", nums)
+        form.addRow("Run", _left(self.trials))
+        form.addRow("Time limit", _left(self.time_limit))
         mrow = QHBoxLayout()
         self.mode = QComboBox()
         for i, (key, text) in enumerate(MODES):
@@ -169,21 +176,28 @@ class TrialsPanel(QWidget):
         mrow.addStretch(1)
         form.addRow("Execution", mrow)
         self.seeds = QLineEdit(str(s.value("trials/seeds", "") or ""))
-        self.seeds.setPlaceholderText("simulator: e.g. 100-119 or 3,5,8 (default: continue the dataset's)")
+        self.seeds.setPlaceholderText("e.g. 100-119 or 3,5,8 (default: held out)")
+        self.seeds.setToolTip("Simulator scenes, e.g. 100-119 or 3,5,8. Empty: held-out scenes, from 100000 on (or "
+                              "after the trials dataset's last), skipping any the policy was trained on")
         form.addRow("Seeds", self.seeds)
         drow = QHBoxLayout()
-        self.dataset = QLineEdit(str(s.value("trials/dataset", "") or ""))
-        self.dataset.setPlaceholderText("default: trials/<policy> next to the recording dataset")
+        self.dataset = PathEdit(str(s.value("trials/dataset", "") or ""))
+        self.dataset.setPlaceholderText("default: trials/<policy>")
+        self.dataset.set_empty_tip("Where the trial episodes go. Empty: trials/<policy> next to the recording "
+                                   "dataset (each policy its own folder)")
         self.dataset_btn = QPushButton("Browse…")
         drow.addWidget(self.dataset, 1)
         drow.addWidget(self.dataset_btn)
         form.addRow("Dataset", drow)
-        self.takeover = QCheckBox("leaders follow; squeeze or pedal takes over")
+        self.takeover = QCheckBox("leaders follow, a squeeze takes over")
         self.takeover.setToolTip("The leader arms follow the followers during a trial; squeezing a leader gripper "
                                  "(or the pedal, or T) hands control to the operator, recorded as a correction")
         self.takeover.setChecked(s.value("trials/takeover", True) not in (False, "false"))
         form.addRow("Takeover", self.takeover)
         lay.addWidget(box)
+
+    def _trials_suffix(self, n: int) -> None:
+        self.trials.setSuffix(" trial" if n == 1 else " trials")
 
     def _build_run(self, lay: QVBoxLayout) -> None:
         box = self.run_box = QGroupBox("Run")
@@ -226,7 +240,8 @@ class TrialsPanel(QWidget):
         g.addWidget(self.takeover_label, 5, 0, 1, 3)
         crow = QHBoxLayout()
         self.command = QLineEdit()
-        self.command.setPlaceholderText("language command, Enter sends (from the next chunk on)")
+        self.command.setPlaceholderText("language command (Enter sends)")
+        self.command.setToolTip("A new prompt for the policy, from its next chunk on (C focuses this field)")
         self.send_btn = QPushButton("Send")
         crow.addWidget(self.command, 1)
         crow.addWidget(self.send_btn)
@@ -415,8 +430,11 @@ class TrialsPanel(QWidget):
         self._prompt_edited()
 
     def _show_trained_task(self) -> None:
-        self.prompt.setPlaceholderText(f"default: “{self.trained_task}” (the task the policy was trained on)"
-                                       if self.trained_task else "default: the task the policy was trained on")
+        self.prompt.setPlaceholderText(f"default: “{self.trained_task}”" if self.trained_task else
+                                       "default: the policy's task")
+        self.prompt.setToolTip("Empty: the task the policy was trained on" +
+                               (f", “{self.trained_task}”" if self.trained_task else "") +
+                               ". A typed prompt is remembered for this policy only.")
 
     def _prompt_edited(self, *_) -> None:
         text = self.prompt.text().strip()
@@ -434,9 +452,12 @@ class TrialsPanel(QWidget):
             w.setVisible(url)
         for w in (self.device, self.device_label):
             w.setVisible(not url)
-        self.policy_edit.setPlaceholderText({"folder": "a training run's policy folder (Train → Use in trials)",
-                                             "hub": "e.g. user/pi0-cube (downloaded once, then cached)",
-                                             "url": "ws://gpu-box:8000 (a `workbench serve` server)"}[kind])
+        self.policy_edit.setPlaceholderText({"folder": "a run's policy folder",
+                                             "hub": "e.g. user/pi0-cube",
+                                             "url": "ws://gpu-box:8000"}[kind])
+        self.policy_edit.set_empty_tip({"folder": "A training run's policy folder (Train → Use in trials)",
+                                        "hub": "A Hugging Face hub id (downloaded once, then cached)",
+                                        "url": "The address of a `workbench serve` policy server"}[kind])
 
     def _browse_policy(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Policy folder", self.policy_edit.text().strip())
@@ -524,6 +545,7 @@ class TrialsPanel(QWidget):
 
         self.service = service
         self.state = "opening"
+        self._clear_run()
         self.state_label.setText("Starting the policy server…" if local else f"Connecting to {spec}…")
         self.policy_info.setText("")
         self.open_job = self.jobs.submit("Starting the policy" if local else "Connecting to the policy server",
@@ -582,6 +604,14 @@ class TrialsPanel(QWidget):
             self.state_label.setText("Stopping teleoperation…")
             return
         self._launch()
+
+    def _clear_run(self) -> None:
+        """A new session shows nothing of the last one: figures, latency, prompt and takeover lines."""
+        self.latencies = []
+        for fig in (self.trial_fig, self.time_fig, self.latency_fig):
+            fig.set("—")
+        for lab in (self.latency_label, self.prompt_label, self.takeover_label):
+            lab.setText("")
 
     def _launch(self) -> None:
         service = self.service
