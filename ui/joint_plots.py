@@ -24,9 +24,12 @@ def _small_font():
     return f
 
 
-def joint_unit(name: str) -> str:
-    """The axis unit of a joint's chart: radians for the arm joints, the normalized 0-1 range for a gripper."""
-    return "0 closed – 1 open" if name == "gripper" else "rad"
+def joint_unit(name: str, short: bool = False) -> str:
+    """The axis unit of a joint's chart: radians for the arm joints, the normalized 0-1 range for a gripper.
+    `short`: for the player's four columns, whose titles' text widths are their minimum widths (pyqtgraph)."""
+    if name == "gripper":
+        return "1 = open" if short else "0 closed – 1 open"
+    return "rad"
 
 
 class SideHeader(QWidget):
@@ -100,7 +103,7 @@ class JointPlots(QWidget):
         for j, name in enumerate(JOINT_NAMES):
             p = self.glw.addPlot(row=j // columns, col=j % columns)
             p.setTitle(f'<span style="color:{theme.TEXT}; font-size:8pt">{name.replace("_", " ")} '
-                       f'<span style="color:{theme.MUTED}">({joint_unit(name)})</span></span>', size="8pt")
+                       f'<span style="color:{theme.MUTED}">({joint_unit(name, short=True)})</span></span>', size="8pt")
             p.titleLabel.setMaximumHeight(16)
             p.showGrid(x=False, y=True, alpha=0.15)
             p.setMenuEnabled(False)

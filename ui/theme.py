@@ -60,6 +60,7 @@ QPushButton {{ background: {RAISED}; border: 1px solid {BORDER}; border-radius: 
               font-weight: 600; min-height: 20px; }}
 QPushButton:hover {{ border-color: {ACCENT}; }}
 QPushButton:pressed {{ background: {BORDER}; }}
+QPushButton:checked {{ background: #1a2a44; border-color: {ACCENT}; color: {TEXT}; font-weight: 700; }}
 QPushButton:disabled {{ color: #56606b; border-color: #252b33; background: {PANEL}; }}
 QPushButton[role="primary"] {{ background: #1f6feb; border-color: #1f6feb; color: white; }}
 QPushButton[role="primary"]:disabled {{ background: #1a2a44; border-color: #1a2a44; color: #6e7b8c; }}

@@ -154,6 +154,17 @@ def test_segs_column_is_visible_at_the_default_width(qtbot, window, tmp_path):
     assert hdr.sectionSize(COL["Segs"]) >= hdr.fontMetrics().horizontalAdvance("Segs")
     assert right <= ep.table.viewport().width()
     assert hdr.sectionSize(COL["Task"]) >= 80  # and the task is still readable
+    # every joint chart of the player lies inside its view (the 4th column was cut by the titles' minimum widths)
+    glw = ep.player.plots.glw
+    qtbot.waitUntil(lambda: ep.player.plots.plots[0].sceneBoundingRect().width() > 20)
+    for plot in ep.player.plots.plots:
+        r = plot.sceneBoundingRect()
+        assert r.left() >= 0 and r.right() <= glw.viewport().width() + 1, (plot.titleLabel.text, r, glw.width())
+    # which arm is charted shows: the checked arm button is drawn apart from the other
+    left, right = ep.player.plots.header.buttons.buttons()
+    assert left.isChecked() and not right.isChecked()
+    at = lambda b: b.grab().toImage().pixelColor(6, b.height() // 2).name()
+    assert at(left) != at(right)
 
 
 def test_launching_the_app_writes_nothing_into_the_dataset_folder(qtbot, window, tmp_path):
