@@ -1,15 +1,19 @@
 """What a run folder says about its run, for a listing (the Train tab's runs list): how it ended (its metrics.jsonl's
-last Finished / Failed events), whether its policy folder is ready, and whether there is anything to resume.
+last Finished / Failed events), whether its policy folder is ready, and whether there is anything to resume. A run
+submitted to a SLURM cluster (RUN/slurm_job.json) is told by its job's state as last seen (RUN/slurm_status.json,
+finetune.cluster.last_status): queued, running, finished, failed, cancelled, ... without asking the cluster.
 
 No torch import: the GUI reads this.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from finetune import events as ev
+from finetune.cluster import JOB_RECORD, JobState, last_status
 from finetune.train_state import list_checkpoints
 
 METRICS = "metrics.jsonl"  # finetune.train.METRICS (not imported: that module imports torch)
@@ -21,7 +25,10 @@ class RunStatus:
     """ended: "done" (all its steps), "stopped" (cancelled, or killed before it said how it ended), "failed" (a
     Failed event: `error` is its stable name, `message` says what to do). policy: "ready", "stale" (older than the
     last checkpoint) or "missing". resumable: a checkpoint below the run's step count (a finished run has nothing
-    left to resume)."""
+    left to resume). A SLURM run: `cluster` is its job's state as last seen (a finetune.cluster.JobState value, or
+    "submitted" before anyone looked), `cluster_reason` SLURM's reason of a pending job, `cluster_line` the whole
+    status in words; ended is "running" while the job is queued or runs; its checkpoints stay on the cluster, so a
+    cancelled or preempted job below its step count is resumable (`workbench train --out RUN --resume --slurm ...`)."""
 
     ended: str
     policy: str
@@ -30,12 +37,24 @@ class RunStatus:
     resumable: bool
     error: str = ""
     message: str = ""
+    cluster: str = ""  # "" for a run trained here or over SSH
+    cluster_reason: str = ""
+    cluster_line: str = ""
+
+    @property
+    def live(self) -> bool:
+        """A SLURM job that is still queued or running (Follow and Cancel apply)."""
+        return self.ended == "running"
 
     @property
     def label(self) -> str:
-        """The listing's one-word-or-so state: "failed", "stopped", "stopped, policy ready", "policy ready", ..."""
+        """The listing's one-word-or-so state: "failed", "stopped", "stopped, policy ready", "policy ready", ...;
+        a SLURM run's: "SLURM pending (Priority)", "SLURM running", "SLURM cancelled, policy ready", ..."""
         policy = {"ready": "policy ready", "stale": "policy older than its last checkpoint",
                   "missing": "policy missing"}[self.policy]
+        if self.cluster:
+            said = f"SLURM {self.cluster}" + (f" ({self.cluster_reason})" if self.cluster_reason else "")
+            return said + (f", {policy}" if self.policy != "missing" or self.cluster == "finished" else "")
         if self.ended in ("failed", "stopped"):
             return self.ended + (f", {policy}" if self.policy != "missing" else "")
         return policy
@@ -93,8 +112,34 @@ def run_status(run: Path) -> RunStatus:
         ended = "done"
     else:  # cancelled, or killed before it said how it ended
         ended = "stopped"
+    if (run / JOB_RECORD).is_file():
+        return _cluster_status(run, RunStatus(ended, state, step, total, resumable, failed.error if failed else "",
+                                              failed.message if failed else ""))
     return RunStatus(ended, state, step, total, resumable, failed.error if failed else "",
                      failed.message if failed else "")
+
+
+_CLUSTER_ENDED = {JobState.FINISHED: "done", JobState.FAILED: "failed", JobState.CANCELLED: "stopped",
+                  JobState.PREEMPTED: "stopped", JobState.UNKNOWN: "stopped"}
+
+
+def _cluster_status(run: Path, local: RunStatus) -> RunStatus:
+    """A SLURM run's status: the job's last seen state over what the fetched files say (nothing until fetched)."""
+    seen = last_status(run)
+    if seen is None:
+        return dataclasses.replace(local, ended="running", resumable=False, cluster="submitted",
+                                   cluster_line="submitted; not looked at since")
+    ended = _CLUSTER_ENDED.get(seen.state, "running")
+    step = local.step if local.policy != "missing" else seen.step
+    total = local.total_steps or seen.total_steps
+    resumable = seen.state in (JobState.CANCELLED, JobState.PREEMPTED) and step is not None and \
+        (total is None or step < total)
+    error, message = local.error, local.message
+    if ended == "failed" and not error:
+        error, message = "slurm_failed", seen.message or seen.describe()
+    return RunStatus(ended, local.policy, step, total, resumable, error, message, cluster=seen.state.value,
+                     cluster_reason=seen.reason if seen.state == JobState.PENDING else "",
+                     cluster_line=seen.describe())
 
 
 __all__ = ["RunStatus", "policy_state", "run_status"]

@@ -10,8 +10,8 @@
 No torch import in this package: the GUI uses it directly.
 """
 
-from finetune.cluster.jobs import (JOB_RECORD, ClusterJob, JobWatch, Submission, cancel, connect, exit_code, fetch,
-                                   follow, load_job, log_tail, submit_training)
+from finetune.cluster.jobs import (JOB_RECORD, STATUS_RECORD, ClusterJob, JobWatch, Submission, cancel, connect,
+                                   exit_code, fetch, follow, last_status, load_job, log_tail, submit_training)
 from finetune.cluster.profile import (PROFILE_FIELDS, ClusterProfile, ProfileError, list_profiles, load_profile,
                                       profiles_dir, save_profile)
 from finetune.cluster.script import JOB_SCRIPT, JobSpec, job_script
@@ -19,6 +19,7 @@ from finetune.cluster.slurm import (ClusterEvent, JobState, JobStatus, LogLine, 
                                     to_json)
 
 __all__ = ["JOB_RECORD", "JOB_SCRIPT", "PROFILE_FIELDS", "ClusterEvent", "ClusterJob", "ClusterProfile", "JobSpec",
-           "JobState", "JobStatus", "JobWatch", "LogLine", "ProfileError", "SlurmError", "SubmitError", "Submission",
-           "cancel", "connect", "exit_code", "fetch", "follow", "job_script", "list_profiles", "load_job",
+           "JobState", "JobStatus", "JobWatch", "LogLine", "ProfileError", "STATUS_RECORD", "SlurmError", "SubmitError",
+           "Submission", "cancel", "connect", "exit_code", "fetch", "follow", "job_script", "last_status",
+           "list_profiles", "load_job",
            "load_profile", "log_tail", "parse_line", "profiles_dir", "save_profile", "submit_training", "to_json"]

@@ -12,6 +12,9 @@
                                                      a pending job: plain scancel
   fetch(job)                      -> policy folder   rsync the run folder home without its checkpoints: it shows in
                                                      the runs list like a local run
+  last_status(run)                -> JobStatus       the job's state as last seen (RUN/slurm_status.json, written by
+                                                     every JobWatch poll that saw a change): the runs list reads it
+                                                     without asking the cluster
 
 Reaching the cluster: `ClusterProfile.login` (user@login-node or an ~/.ssh/config alias) through finetune.launch's
 RemoteTarget (WORKBENCH_SSH applies), or this machine when it is empty (the command runs on the login node).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -33,10 +37,11 @@ from finetune import presets
 from finetune.cluster.profile import ClusterProfile
 from finetune.cluster.script import JOB_SCRIPT, JobSpec, job_script, log_path
 from finetune.cluster.slurm import (ClusterEvent, JobState, JobStatus, LogLine, Progress, SlurmError, job_status,
-                                    parse_scontrol, submit_error)
+                                    parse_line, parse_scontrol, submit_error)
 from finetune.launch import RemoteError, RemotePlan, RemoteTarget, _replace, _value, plan_remote
 
 JOB_RECORD = "slurm_job.json"
+STATUS_RECORD = "slurm_status.json"  # the last JobStatus a poll saw (local only: never sent, never fetched over)
 Emit = Callable[[ClusterEvent], None]
 _MARK = "__WB_LOG__"
 _SLURM_ONLY = ("--host", "--remote-dir", "--gpus", "--gpus-local")  # never passed to the trainer on the cluster
@@ -90,6 +95,29 @@ def load_job(run_dir: str | Path) -> ClusterJob:
         return ClusterJob.from_json(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError) as e:
         raise SlurmError(f"{path}: unreadable job record ({e})") from e
+
+
+def save_status(job: ClusterJob, status: JobStatus) -> None:
+    """RUN/slurm_status.json: the job's state as last seen, for listings that do not ask the cluster (the Train
+    tab's runs list, finetune.run_status). Atomic; a run folder that cannot be written is left alone."""
+    path = Path(job.local_run) / STATUS_RECORD
+    try:
+        tmp = path.with_name(f".tmp-{STATUS_RECORD}")
+        tmp.write_text(status.to_json() + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def last_status(run_dir: str | Path) -> JobStatus | None:
+    """The state of the run's current job as last seen (None: not looked at since it was submitted, or no job)."""
+    run = Path(run_dir).expanduser()
+    try:
+        job_id = int(json.loads((run / JOB_RECORD).read_text())["job_id"])
+        e = parse_line((run / STATUS_RECORD).read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return e if isinstance(e, JobStatus) and e.job_id == job_id else None  # an earlier job's (before a resume)
 
 
 def target_for(profile: ClusterProfile) -> RemoteTarget:
@@ -244,7 +272,8 @@ def submit_training(profile: ClusterProfile, argv: list[str], *, emit: Emit = la
                target.spec(f"{target.remote_dir}/bases/tokenizers/{Path(tok).expanduser().name}"))
     if spec.resume and not has_ckpt and (plan.local_run / "checkpoints").is_dir():
         emit(ev.Status(f"sending run {plan.local_run} to {where} for --resume"))
-        _rsync(target, f"{plan.local_run}/", target.spec(f"{run}/"), "--exclude", JOB_RECORD)
+        _rsync(target, f"{plan.local_run}/", target.spec(f"{run}/"), "--exclude", JOB_RECORD, "--exclude",
+               STATUS_RECORD)
     fetch_cmd = _prefetch_command(profile, plan.args[1:] + (["--resume"] if spec.resume else []))
     if fetch_cmd is not None and profile.offline_nodes:
         emit(ev.Status(f"filling the hub cache {profile.hub_cache} on {where} (compute nodes are offline)"))
@@ -339,6 +368,8 @@ class JobWatch:
         status = job_status(self.job.job_id, pairs, self.progress)
         if self.status is None or _changed(self.status, status):
             out.append(status)
+        if status != self.status:  # also a new step: the listing's "running, step 40/400"
+            save_status(self.job, status)
         self.status = status
         return out
 
@@ -398,7 +429,7 @@ def fetch(job: ClusterJob, emit: Emit = lambda e: None) -> Path | None:
     local.mkdir(parents=True, exist_ok=True)
     emit(ev.Status(f"fetching {target.where}:{job.remote_run} -> {local} (checkpoints stay on the cluster)"))
     _rsync(target, target.spec(f"{job.remote_run}/"), f"{local}/", "--exclude", "checkpoints/", "--exclude",
-           JOB_RECORD)
+           JOB_RECORD, "--exclude", STATUS_RECORD)
     policy = local / "policy"
     if (policy / "policy.json").is_file():
         emit(ev.PolicySaved(-1, str(policy)))
@@ -424,5 +455,6 @@ def exit_code(status: JobStatus) -> int:
     return 2
 
 
-__all__ = ["JOB_RECORD", "ClusterJob", "JobWatch", "Submission", "cancel", "connect", "exit_code", "fetch", "follow",
-           "load_job", "log_tail", "prepare", "submit_training", "target_for"]
+__all__ = ["JOB_RECORD", "STATUS_RECORD", "ClusterJob", "JobWatch", "Submission", "cancel", "connect", "exit_code",
+           "fetch", "follow", "last_status", "load_job", "log_tail", "prepare", "save_status", "submit_training",
+           "target_for"]
