@@ -21,11 +21,8 @@ from finetune import events as ev
 from finetune.cluster import ClusterProfile, JobState, JobStatus, JobWatch
 from finetune.cluster.profile import ProfileError, load_profile, save_profile
 from finetune.cluster.slurm import Progress, job_status
-from ssh_helpers import LOGIN, start_sshd
-from ssh_helpers import why_not as sshd_missing
-from slurm_helpers import PARTITION, start_slurm
-from slurm_helpers import wait_until
-from slurm_helpers import why_not as slurm_missing
+from ssh_helpers import LOGIN
+from slurm_helpers import PARTITION, wait_until
 from train_helpers import ROOT, TINY_ARGS, sim_dataset, step_losses
 
 STEPS = 120  # 30-60 ms a step here: long enough to stop mid-run once the first steps are seen
@@ -82,23 +79,7 @@ def test_profiles_round_trip_and_bad_values_name_the_option(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ real SLURM
-@pytest.fixture(scope="session")
-def slurm():
-    reason = slurm_missing() or sshd_missing()
-    if reason:
-        pytest.skip(reason)
-    s = start_slurm()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="session")
-def login(slurm, tmp_path_factory):
-    """The login node: sshd on loopback, whose sessions see the test SLURM (SLURM_CONF)."""
-    server = start_sshd(tmp_path_factory.mktemp("ssh"), {"SLURM_CONF": str(slurm.conf), "OMP_NUM_THREADS": "1",
-                                                         "HF_HUB_OFFLINE": "1"})
-    yield server
-    server.stop()
+# slurm and login: tests/conftest.py (shared with the Train tab's cluster tests)
 
 
 @pytest.fixture

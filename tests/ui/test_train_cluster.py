@@ -202,28 +202,7 @@ def test_run_on_and_tracking_rows_fit_at_the_default_window_size(qtbot, window, 
 
 
 # ------------------------------------------------------------------------------------------------ real SLURM
-@pytest.fixture(scope="module")
-def slurm():
-    from slurm_helpers import start_slurm
-    from slurm_helpers import why_not as slurm_missing
-    from ssh_helpers import why_not as sshd_missing
-
-    reason = slurm_missing() or sshd_missing()
-    if reason:
-        pytest.skip(reason)
-    s = start_slurm()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def login(slurm, tmp_path_factory):
-    from ssh_helpers import start_sshd
-
-    server = start_sshd(tmp_path_factory.mktemp("ssh"), {"SLURM_CONF": str(slurm.conf), "OMP_NUM_THREADS": "1",
-                                                         "HF_HUB_OFFLINE": "1"})
-    yield server
-    server.stop()
+# slurm and login: tests/conftest.py (one SLURM for the whole session)
 
 
 @pytest.fixture
