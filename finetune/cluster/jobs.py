@@ -366,6 +366,11 @@ class JobWatch:
         if pairs is None and "invalid job id" not in text.lower():
             raise SlurmError(f"scontrol show job {self.job.job_id} on {self.target.where}: {text.strip()[-400:]}")
         status = job_status(self.job.job_id, pairs, self.progress)
+        if (self.status is not None and status.restarts > self.status.restarts
+                and JobState.REQUEUED not in (self.status.state, status.state)):
+            # requeued and started again between two polls (a short wait in the queue): say it all the same
+            out.append(dataclasses.replace(status, state=JobState.REQUEUED, slurm_state="REQUEUED", nodes="",
+                                           message=f"requeued (restart {status.restarts})"))
         if self.status is None or _changed(self.status, status):
             out.append(status)
         if status != self.status:  # also a new step: the listing's "running, step 40/400"

@@ -246,9 +246,22 @@ def test_cli_job_is_requeued_on_the_time_limit_signal_resumes_exactly_and_serves
                          "the CLI to submit the job", slurm)
         w, seen = JobWatch(job), []
         _until_step(w, seen, 5, slurm)
+        slow = JobWatch(job)  # a follower that polls before the requeue and next after the restart
+        assert [e.state for e in slow.poll() if isinstance(e, JobStatus)] == [JobState.RUNNING]
         slurm.run("scancel", "--batch", "--signal=USR1", str(job.job_id), check=True)  # --signal=B:USR1@N's signal
         _until_state(w, seen, JobState.REQUEUED, slurm)
-        slurm.run("scontrol", "update", f"JobId={job.job_id}", "StartTime=now", check=True)  # skip SLURM's hold
+        # skip SLURM's hold before a requeued job starts again, once the node has cleaned up after its first run
+        # (started while the node still completes it, SLURM kills it: "Job credential revoked")
+        wait_until(lambda: slurm.run("sinfo", "-h", "-o", "%T").stdout.split() == ["idle"], 60,
+                   "the node to be idle after the requeue", slurm)
+        slurm.run("scontrol", "update", f"JobId={job.job_id}", "StartTime=now", check=True)
+
+        def restarted() -> bool:
+            w.poll()
+            return w.status.restarts == 1 and w.status.state != JobState.REQUEUED
+        wait_until(restarted, 120, "the requeued job to start again", slurm)
+        missed = [e.state for e in slow.poll() if isinstance(e, JobStatus)]
+        assert missed[0] == JobState.REQUEUED and missed[-1] != JobState.REQUEUED, missed  # the requeue is told
         stdout, stderr = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
