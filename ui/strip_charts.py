@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PyQt6.QtCore import QPointF, QRectF, Qt
-from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PyQt6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 from drivers.arm import ARM_DOF, BIMANUAL_DOF, JOINT_NAMES, SIDES, arm_slice
@@ -28,6 +28,16 @@ PREDICTED = "#bc8cff"  # the policy's predicted chunk, dashed, ahead of the pres
 def _bgr(hex_colour: str) -> tuple[int, int, int, int]:
     c = QColor(hex_colour)
     return (c.blue(), c.green(), c.red(), 255)  # canvas bytes are B, G, R, A (QImage RGB32 on little-endian)
+
+
+def chart_title(j: int, width: float, fm: QFontMetrics) -> str:
+    """A chart's title with its unit; the short unit where the long one would not fit its cell (it was cut)."""
+    name = JOINT_NAMES[j].replace("_", " ")
+    text = ""
+    for text in (f"{name} ({joint_unit(JOINT_NAMES[j])})", f"{name} ({joint_unit(JOINT_NAMES[j], short=True)})"):
+        if fm.horizontalAdvance(text) <= width:
+            return text
+    return fm.elidedText(text, Qt.TextElideMode.ElideRight, int(width))
 
 
 @dataclass
@@ -191,7 +201,7 @@ class LiveJointCharts(QWidget):
             p.setPen(QColor(theme.TEXT))
             p.drawText(QRectF(cell.x, cell.y - TITLE_H, cell.w, TITLE_H),
                        Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                       f"{JOINT_NAMES[j].replace('_', ' ')} ({joint_unit(JOINT_NAMES[j])})")
+                       chart_title(j, cell.w, p.fontMetrics()))
             p.setFont(small)
             for frac in (0.0, 0.5, 1.0):
                 v = cell.hi - frac * (cell.hi - cell.lo)

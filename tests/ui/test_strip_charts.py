@@ -128,3 +128,22 @@ def test_spin_boxes_show_their_arrows(qtbot):
             c = img.pixelColor(x, y)
             light += (c.red() + c.green() + c.blue()) / 3 > 150
     assert light >= 8, light  # the two arrows' strokes
+
+
+def test_every_chart_title_fits_its_cell_at_the_apps_size(qtbot):
+    """The gripper's '(0 closed – 1 open)' ran past its cell in the 1280x800 window: the short unit is used there."""
+    from PyQt6.QtGui import QFont, QFontMetrics
+
+    from ui.strip_charts import chart_title
+
+    w = LiveJointCharts()
+    qtbot.addWidget(w)
+    w.resize(760, 220)  # the charts' size in the default window
+    w.show()
+    qtbot.waitExposed(w)
+    font = QFont()
+    font.setPointSizeF(8.5)  # the titles' font (_render_background)
+    fm = QFontMetrics(font)
+    titles = [chart_title(j, cell.w, fm) for j, cell in enumerate(w.cells)]
+    assert all(fm.horizontalAdvance(t) <= cell.w for t, cell in zip(titles, w.cells)), titles
+    assert all("(" in t and t.endswith(")") for t in titles), titles  # each with its unit, none elided
