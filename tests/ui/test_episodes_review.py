@@ -201,6 +201,7 @@ def test_the_player_follows_the_tables_dataset_and_selection(qtbot, window, tmp_
     ep.set_dataset(str(b.root))
     qtbot.waitUntil(lambda: ep.model.rowCount() == 2 and ep.model.episodes[0].task == "demo task", timeout=10000)
     assert ep.current is None and ep.player.info is None and ep.notes.toPlainText() == ""
+    assert not ep.selected_names() and not ep.delete_btn.isEnabled()  # nothing selected: nothing to delete
     assert not ep.selected_names() and not ep.outcome_btns["success"].isEnabled()
     assert not any(btn.isChecked() for btn in ep.outcome_btns.values())
     _select(qtbot, ep, "episode_1")
