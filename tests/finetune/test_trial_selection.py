@@ -134,7 +134,7 @@ def test_cli_flag_and_train_tab_combo(qtbot, tmp_path):
     qtbot.addWidget(panel)
     assert panel.trials.currentData() == "exclude" and "--trials" not in panel.request().argv()
     launched: list[list[str]] = []
-    panel._launch = lambda run, args, keep_plot=False: launched.append(args)
+    panel._launch = lambda run, args, keep_plot=False, **kw: launched.append(args)
     panel.dataset.setText(str(tmp_path / "ds"))
     panel.trials.setCurrentIndex(panel.trials.findData("corrections"))
     panel.train_btn.click()
