@@ -32,8 +32,9 @@ from drivers.arm import BIMANUAL_DOF, JOINT_NAMES, SIDES
 FIRST_ACTION_STEPS = 4.0  # the first executed action may lie this many step caps from the current command
 VELOCITY_TOLERANCE = 2.0  # a step of a chunk may move a joint this many times the velocity limit's step per tick
 JOINT_LIMIT_TOLERANCE = 0.02  # rad (gripper: normalized) beyond a joint limit still accepted: rounding, a squeeze
-GRIPPER_LIMIT_TOLERANCE = 0.1  # normalized: a policy overshooting open / closed a little asks for nothing the
-# current-limited gripper cannot do (the safety layer clamps it to its range); measured: a CPU policy asked 1.03
+GRIPPER_LIMIT_TOLERANCE = 0.25  # normalized: a policy overshooting open / closed asks for nothing the
+# current-limited gripper cannot do (the safety layer clamps it to its range); measured: CPU policies trained on
+# demonstrations that open the gripper fully (1.0) ask 1.03-1.12 (0.1 refused every trial of the closed loop)
 DIM_NAMES = tuple(f"{side}_{j}" for side in SIDES for j in JOINT_NAMES)  # the 14 values of an action
 ARM_DIMS = np.array([j != "gripper" for _ in SIDES for j in JOINT_NAMES])  # the motion checks' joints
 
