@@ -281,8 +281,9 @@ def test_the_results_table_reads_every_policys_trial_folder(qtbot, settings, tmp
     assert "2 trial folders" in tp.results_note.text()
 
 
-def test_closing_the_window_during_trials_stops_the_policy_server(qtbot, window, tmp_path, monkeypatch):
-    win = window
+def _replay_trials_set_up(qtbot, win, tmp_path, *, trials: int, time_limit_s: float):
+    """Connected, the replay policy of the recorded demo selected, the Trials tab shown: ready to start.
+    -> (the panel, the policy folder)."""
     connect(qtbot, win)
     folder = _DEMO.get("folder")
     if folder is None or not Path(folder).is_dir():
@@ -290,10 +291,16 @@ def test_closing_the_window_during_trials_stops_the_policy_server(qtbot, window,
     tp = win.trials_panel
     tp.set_policy(str(folder))
     tp.dataset.setText(str(tmp_path / "trials"))
-    tp.trials.setValue(3)
-    tp.time_limit.setValue(30.0)
+    tp.trials.setValue(trials)
+    tp.time_limit.setValue(time_limit_s)
     tp.device.setCurrentText("cpu")
     win.show_tab(tp)
+    return tp, folder
+
+
+def test_closing_the_window_during_trials_stops_the_policy_server(qtbot, window, tmp_path, monkeypatch):
+    win = window
+    tp, _folder = _replay_trials_set_up(qtbot, win, tmp_path, trials=3, time_limit_s=30.0)
     assert tp.start()
     qtbot.waitUntil(lambda: tp.state == "running" and bool(tp.latencies), timeout=60_000)
     pid = tp.server_pid
@@ -378,17 +385,7 @@ def test_a_second_trials_session_keeps_its_figures_and_columns(qtbot, window, tm
     from workbench import events as ev
 
     win = window
-    connect(qtbot, win)
-    folder = _DEMO.get("folder")
-    if folder is None or not Path(folder).is_dir():
-        folder, _ = _record_demo(qtbot, win, tmp_path)
-    tp = win.trials_panel
-    tp.set_policy(str(folder))
-    tp.dataset.setText(str(tmp_path / "trials"))
-    tp.trials.setValue(1)
-    tp.time_limit.setValue(1.5)
-    tp.device.setCurrentText("cpu")
-    win.show_tab(tp)
+    tp, folder = _replay_trials_set_up(qtbot, win, tmp_path, trials=1, time_limit_s=1.5)
     qtbot.wait(50)
     # the policy's long path shows both ends ("/tmp/…/replay/policy"), the whole of it in the tooltip
     assert tp.policy_edit.is_elided() and tp.policy_edit.toolTip() == str(folder)
