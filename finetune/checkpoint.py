@@ -305,8 +305,16 @@ def materialize_(model: nn.Module, device: torch.device | str, compute_dtype: to
     return model
 
 
+# pi0.5's time MLP (the condition of every adaptive expert norm) takes openpi's nnx.Linear default, lecun-normal
+# (std 1/sqrt(fan_in)): at N(0, 0.02) two layers shrink the condition to rms 0.002 (pi05_tiny) - 0.007 (pi05_small),
+# and the zero-initialized modulations (adaLN-zero) that multiply it see almost no flow time: the expert trains
+# nearly time-blind and its sampled grippers overshoot (bench/README.md, "pi0.5 from random weights")
+_FAN_IN_INIT = ("time_mlp_in.weight", "time_mlp_out.weight")
+
+
 def random_init_(model: Pi0, device: torch.device | str, std: float = 0.02, seed: int = 0) -> Pi0:
-    """Random weights straight on the device (benchmarks): N(0, std) matrices, zero biases and norm weights."""
+    """Random weights straight on the device (CPU models, benchmarks): N(0, std) matrices, zero biases and norm
+    weights (so pi0.5's modulations start at zero), pi0.5's time MLP lecun-normal."""
     g = torch.Generator(device=device).manual_seed(seed)
 
     def fill(names: list[str], t: Tensor) -> None:
@@ -315,6 +323,8 @@ def random_init_(model: Pi0, device: torch.device | str, std: float = 0.02, seed
             t.zero_()
             if "layer_norm" in n or "post_layernorm" in n:
                 t.fill_(1.0 if n.endswith("weight") else 0.0)
+        elif n in _FAN_IN_INIT:
+            t.normal_(0.0, t.shape[1] ** -0.5, generator=g)
         else:
             t.normal_(0.0, std, generator=g)
 

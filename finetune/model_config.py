@@ -213,6 +213,11 @@ class Pi0Config:
 
 CONFIG_FORMAT = "aloha-workbench/pi0"
 PI05_TOKEN_LEN = 200  # pi0.5's prompt (task + 32 discretized state values + "Action: ") in tokens
+# The random-init CPU pi0.5s integrate their flow in 20 Euler steps, not openpi's 10: their time enters only through
+# the expert's norms and their field stays curved, so 10 steps overshoot (the tiny one memorizing two demonstrations
+# asked its grippers for up to 1.45 of a 0..1 range at 10 steps, 1.19 at 20, 1.13 at 30 and 50; arm error 0.035 vs
+# 0.024 rad). The full-size pi05 keeps 10.
+CPU_PI05_FLOW_STEPS = 20
 
 
 def _from_port_dict(d: Mapping[str, Any]) -> Pi0Config:
@@ -283,7 +288,8 @@ _PI0_VARIANTS = {
     ),
     # pi0.5 (openpi pi05_base / lerobot/pi05_base): the same backbone pair, adaptive expert norms, 200-token prompt
     "pi05": lambda: Pi0Config(name="pi05", max_token_len=PI05_TOKEN_LEN, pi05=True, discrete_state_input=True),
-    # its unit-test and CPU closed-loop twins (pi0_tiny / pi0_small's numbers), with pi0.5's 200-token prompt
+    # its unit-test and CPU closed-loop twins (pi0_tiny / pi0_small's numbers), with pi0.5's 200-token prompt and
+    # CPU_PI05_FLOW_STEPS denoising steps
     "pi05_tiny": lambda: Pi0Config(
         name="pi05_tiny",
         paligemma=GemmaConfig.variant("tiny"),
@@ -294,6 +300,7 @@ _PI0_VARIANTS = {
         max_token_len=PI05_TOKEN_LEN,
         pi05=True,
         discrete_state_input=True,
+        num_steps=CPU_PI05_FLOW_STEPS,
     ),
     "pi05_small": lambda: Pi0Config(
         name="pi05_small",
@@ -305,5 +312,6 @@ _PI0_VARIANTS = {
         max_token_len=PI05_TOKEN_LEN,
         pi05=True,
         discrete_state_input=True,
+        num_steps=CPU_PI05_FLOW_STEPS,
     ),
 }

@@ -93,6 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", choices=("task", "segment", "mix"), default="task",
                    help="prompt per frame: the task, the segment's text, or a mix")
     p.add_argument("--no-augment", action="store_true", help="no image augmentation")
+    p.add_argument("--absolute-actions", action="store_true",
+                   help="arm joints as absolute targets, not deltas from the state (openpi's pi0_aloha_sim; "
+                        "default: deltas, as openpi's real-ALOHA configs)")
     p.add_argument("--cache-images", action=argparse.BooleanOptionalAction, default=None,
                    help="decode and resize every frame once and keep them in RAM (small models on a CPU, where "
                         "decoding costs more than the step); refused when it would not fit "
@@ -185,6 +188,8 @@ def config_from_args(args: argparse.Namespace):  # -> finetune.train.TrainConfig
             data[key] = list(val)
     if args.trials != "exclude":  # the default stays out of train_config.json: earlier runs still resume
         data["trials"] = args.trials
+    if args.absolute_actions:
+        data["delta_actions"] = False
     return TrainConfig.from_preset(
         preset_from_args(args), dataset=args.dataset, out=args.out, data=data, revision=args.revision,
         attention=args.attention, compile=args.compile, fsdp=args.fsdp, seed=args.seed, num_workers=args.workers,

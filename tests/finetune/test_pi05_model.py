@@ -181,3 +181,21 @@ def test_pi05_expert_refuses_a_suffix_without_its_condition():
         pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len)
     _, out, _ = pwe(None, suffix, attn, kv_cache=cache.kv, kv_write_at=cache.prefix_len, suffix_cond=cond)
     assert out.shape == (1, 50, model.config.expert.width)
+
+
+def test_random_pi05_init_gives_the_expert_norms_a_time_signal():
+    """From random weights (the CPU presets) the time MLP is lecun-normal, as openpi's nnx.Linear: at the other
+    matrices' N(0, 0.02) the condition of pi05_tiny's zero-init modulations was rms 0.002 and the expert trained
+    nearly time-blind (its grippers overshot in closed loop). The modulations still start at zero."""
+    from finetune.checkpoint import random_init_
+
+    for variant in ("pi05_tiny", "pi05_small"):
+        model = random_init_(build_model(Pi0Config.variant(variant), "meta"), "cpu")
+        with torch.no_grad():
+            cond = model.time_condition(model.time_embedding(torch.linspace(0.001, 1.0, 64)))
+        assert cond.pow(2).mean().sqrt() > 0.1 and cond.std(0).mean() > 0.1, variant  # and it varies with t
+        w = model.time_mlp_in.weight
+        assert abs(w.std().item() - w.shape[1] ** -0.5) < 0.3 * w.shape[1] ** -0.5
+        assert abs(model.action_in_proj.weight.std().item() - 0.02) < 0.005  # the rest as before
+        norms = [n for n, p in model.named_parameters() if ".dense." in n]
+        assert norms and all(not model.get_parameter(n).any() for n in norms)  # adaLN-zero

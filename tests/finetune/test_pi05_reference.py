@@ -154,9 +154,11 @@ def test_loss_and_sampled_chunk_agree_with_the_reference():
         ref_loss = ((reference_velocity(W, cfg, obs, x_t, time) - (noise - actions)) ** 2).mean()
         loss = model.compute_loss(obs, actions, noise, time)
         torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
-        # 10 Euler steps from t = 1, dt = -1/10, the reference recomputing the whole sequence every step
+        # the config's Euler steps (pi05_tiny: 20) from t = 1, dt = -1/n, the reference recomputing the whole
+        # sequence every step
+        n = cfg.num_steps
         x = noise.clone()
-        for i in range(10):
-            x = x + (-0.1) * reference_velocity(W, cfg, obs, x, torch.full((2,), 1.0 - 0.1 * i))
+        for i in range(n):
+            x = x + (-1.0 / n) * reference_velocity(W, cfg, obs, x, torch.full((2,), 1.0 - i / n))
         torch.testing.assert_close(model.sample_actions(obs, noise), x, atol=1e-4, rtol=1e-4)
         assert (x - noise).abs().mean() > 0.1  # the chunk moved: not a trivially equal pair
