@@ -4,7 +4,7 @@ scale (one 1 s demonstration, two training steps, one trial; ~35 s on 2 cores), 
 `workbench closed-loop --config pi05-tiny ...` builds. A pipeline check, not a success rate: two training steps give
 wild chunks, so the chunk check's tolerances are opened (as tests/workbench/test_closed_loop.py does for its tiny
 model; the safety layer's caps stay) and the latency is a fixed 2 ticks, so a slow machine cannot make the chunks
-late. The measured pi0 loop is tests/workbench/test_closed_loop.py (marked closed_loop)."""
+late. The measured loops, pi0 and pi0.5, are in tests/workbench/test_closed_loop.py (marked closed_loop)."""
 from __future__ import annotations
 
 import json
