@@ -345,3 +345,15 @@ def test_near_constant_joint_refused_when_asked(tmp_path, tok):
         warnings.simplefilter("always")
         data = build(store.root, tok)  # default: fixed, and said so
     assert "state/left_forearm_roll" in data.near_constant_fixed and any("left_forearm_roll" in str(x.message) for x in w)
+
+
+def test_absolute_actions_train_joint_targets_not_deltas(sim_ds, tok):
+    """delta_actions=False (`workbench train --absolute-actions`, openpi's pi0_aloha_sim): the arm joints' action
+    statistics are those of the joint targets, which sit where the arm is, not those of deltas around zero."""
+    delta, absolute = build(sim_ds, tok), build(sim_ds, tok, delta_actions=False)
+    assert delta.transform_config.delta_actions and not absolute.transform_config.delta_actions
+    state = absolute.norm_stats["state"].mean[:14]
+    a_abs, a_delta = absolute.norm_stats["actions"].mean[:14], delta.norm_stats["actions"].mean[:14]
+    arm = [1, 2, 8, 9]  # shoulders and elbows: far from zero at rest
+    np.testing.assert_allclose(a_abs[arm], state[arm], atol=0.2)  # targets lead the state a little
+    assert (np.abs(a_delta[arm] - state[arm]) > 0.4).all()  # deltas: near zero, far from the pose

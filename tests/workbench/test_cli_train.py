@@ -51,14 +51,10 @@ def test_options_override_single_values_of_the_preset(tmp_path):
 
 
 def test_absolute_actions_turn_the_delta_joints_off(tmp_path):
-    """openpi's sim config (pi0_aloha_sim) trains absolute joint targets; the default stays delta joints and out
-    of train_config.json (earlier runs resume unchanged)."""
+    """--absolute-actions reaches the data config; the default (delta joints) stays out of train_config.json, so
+    earlier runs resume unchanged. What it does to the training data: tests/finetune/test_training_data.py."""
     from finetune.data import DataConfig
-    from finetune.transforms.config import TransformConfig
-    from finetune.model_config import Pi0Config
 
     c = _config(tmp_path, "--config", "pi05-tiny", "--absolute-actions")
-    assert c.data["delta_actions"] is False and "delta_actions" not in _config(tmp_path).data
-    assert not DataConfig(source="ds", **c.data).delta_actions and DataConfig(source="ds").delta_actions
-    tc = TransformConfig.for_model(Pi0Config.variant("pi05_tiny"), delta_actions=False)
-    assert not tc.delta_actions
+    assert not DataConfig(source="ds", **c.data).delta_actions
+    assert "delta_actions" not in _config(tmp_path, "--config", "pi05-tiny").data

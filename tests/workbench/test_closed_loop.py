@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from finetune.model_config import CPU_PI05_FLOW_STEPS
 from workbench.deploy.chunk_check import ChunkLimits
 from workbench.deploy.closed_loop import TOUCHED, ClosedLoop, ClosedLoopConfig, Report, RoundResult, StallWatch
 
@@ -65,7 +66,7 @@ def test_a_pi05_memorizing_two_seeds_succeeds_on_them_in_closed_loop(tmp_path):
     policy = tmp_path / "round1" / "run" / "policy"
     tc = json.loads((policy / "transforms.json").read_text())
     assert (tc["normalization"], tc["discrete_state_input"], tc["delta_actions"]) == ("quantile", True, False)
-    assert json.loads((policy / "config.json").read_text())["num_steps"] == 20
+    assert json.loads((policy / "config.json").read_text())["num_steps"] == CPU_PI05_FLOW_STEPS
 
 
 def test_trial_seeds_are_held_out_unless_asked(tmp_path):
