@@ -248,6 +248,8 @@ def test_no_stale_values_after_stop_relabel_or_disconnect(qtbot, window):
     win.show_tab(rp)
     assert "<b>0</b> / " in rp.goal_label.text(), rp.goal_label.text()
 
-    win.ctl.disconnect_rig()
-    qtbot.waitUntil(lambda: not win.ctl.connected, timeout=60000)
+    # Wait for the GUI to hear of the disconnect: the rig reads disconnected (on the worker thread) a moment before.
+    with qtbot.waitSignal(win.ctl.connectionChanged, timeout=60000):
+        win.ctl.disconnect_rig()
+    assert not win.ctl.connected
     assert "50" not in rp.q_rate.value.text() and "—" in rp.q_rate.value.text()

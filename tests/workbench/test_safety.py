@@ -214,9 +214,12 @@ def test_estop_hold_keeps_the_gripper_squeeze_and_stops_an_opening(virtual_rig, 
     _drive_gripper(safety, follower, 0.1)
     goal = safety.last_command(follower.name)
     goal[6] = 0.9
-    safety.command(follower.name, goal)  # opening
+    opening = safety.command(follower.name, goal)[6]  # opening: the step cap sends it part of the way to 0.9
     safety.estop("test")
     present = follower.read().position
-    assert safety.last_command(follower.name)[6] == pytest.approx(present[6], abs=1e-6)
-    assert present[6] < 0.9 - 0.2
+    held = safety.last_command(follower.name)[6]
+    # The hold read the gripper a moment before this read, and it was moving: allow a few encoder ticks
+    # (2 pi / 4096 rad each) between the two reads, far less than the opening step it must not finish.
+    assert held == pytest.approx(present[6], abs=3 * 2 * np.pi / 4096)
+    assert held < opening - 0.1 and present[6] < 0.9 - 0.2
     safety.release()
