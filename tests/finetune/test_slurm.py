@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -254,6 +255,10 @@ def test_cli_job_is_requeued_on_the_time_limit_signal_resumes_exactly_and_serves
         # (started while the node still completes it, SLURM kills it: "Job credential revoked")
         wait_until(lambda: slurm.run("sinfo", "-h", "-o", "%T").stdout.split() == ["idle"], 60,
                    "the node to be idle after the requeue", slurm)
+        # slurmd revoked the first run's credential when it was killed, and refuses a credential created in the same
+        # second or before ("Killing non-startable batch JobId=N: Job credential revoked"; the times are whole
+        # seconds): start it again from the next second on, as SLURM's own hold of a requeued job would
+        time.sleep(math.floor(time.time()) + 2 - time.time())
         slurm.run("scontrol", "update", f"JobId={job.job_id}", "StartTime=now", check=True)
 
         def restarted() -> bool:
@@ -266,7 +271,7 @@ def test_cli_job_is_requeued_on_the_time_limit_signal_resumes_exactly_and_serves
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr[-3000:] + stdout[-3000:]
+    assert proc.returncode == 0, stderr[-3000:] + stdout[-3000:] + "\n" + slurm.logs()
     streamed = [e for e in (cluster.parse_line(x) for x in stdout.splitlines()) if e is not None]
     states = [e for e in streamed if isinstance(e, JobStatus)]
     assert JobState.REQUEUED in [e.state for e in states]

@@ -26,6 +26,7 @@ def single(tmp_path_factory):
     return out
 
 
+@pytest.mark.system  # end to end through a child process: CI's system step (README)
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_equal_one_on_the_combined_batch(tmp_path, single, mode):
     out = tmp_path / "run"

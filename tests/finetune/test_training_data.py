@@ -22,7 +22,7 @@ from finetune.transforms.images import to_unit_range
 from recorder.reader import EpisodeReader
 from recorder.segments import subtask_per_step
 from recorder.store import DatasetStore
-from tests.finetune.data_helpers import record_sim, tiny_tokenizer
+from tests.finetune.data_helpers import tiny_tokenizer
 
 MODEL = Pi0Config.variant("pi0_tiny")  # 56 px cameras, 3 slots, 32-dim state/actions, horizon 50
 TASK = "transfer the cube"
@@ -34,9 +34,16 @@ def tok(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sim_ds(tmp_path_factory):
-    """Three 100-step episodes on the sim rig (3 cameras at 320x240, demonstrator phases as segments)."""
-    return record_sim(tmp_path_factory.mktemp("sim") / "cube", episodes=3, seconds=2.0)
+def sim_ds():
+    """Three 100-step episodes on the sim rig (3 cameras at 320x240, demonstrator phases as segments): the
+    session's shared recording (read only here)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_helpers import sim_dataset
+
+    return sim_dataset()
 
 
 def build(source, tok, batch_size=4, num_workers=0, seed=0, **cfg):

@@ -95,6 +95,7 @@ def test_train_end_to_end_shows_loss_and_hands_the_policy_to_trials(qtbot, panel
     assert panel.settings.value(SETTINGS_POLICY) == chosen[0]
 
 
+@pytest.mark.system  # end to end through a child process: CI's system step (README)
 def test_cancel_checkpoints_then_resume_continues(qtbot, panel):
     """Cancel: a checkpoint, the run listed "stopped" and selected, Resume and "Use in trials" on at once, the ETA
     cleared; Resume continues from the checkpoint."""
@@ -213,6 +214,7 @@ def test_the_memory_line_follows_preset_lora_batch_precision_and_device(panel, t
     assert (cfg.lora, cfg.precision, cfg.device) == (False, "bf16-sr", "cpu")
 
 
+@pytest.mark.system  # end to end through a child process: CI's system step (README)
 def test_export_policy_rebuilds_a_missing_policy_in_a_child_process(qtbot, panel):
     """A tiny run whose policy folder is gone (an export that failed): "Export policy" runs `workbench policy
     export RUN --json` as a child process, shows its progress and outcome, and refreshes the run list."""

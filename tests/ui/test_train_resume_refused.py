@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from PyQt6.QtCore import QSettings
 
 from finetune import events as ev
@@ -19,6 +20,7 @@ from train_helpers import sim_dataset  # noqa: E402
 from ui.train_panel import PRESETS, TrainPanel  # noqa: E402
 
 
+@pytest.mark.system  # end to end through a child process: CI's system step (README)
 def test_resume_on_a_changed_dataset_shows_the_refusal(qtbot, tmp_path):
     ds = Path(shutil.copytree(sim_dataset(), tmp_path / "cube"))
     run = tmp_path / "runs" / "cube"

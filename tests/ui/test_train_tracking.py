@@ -67,6 +67,7 @@ def test_tracking_is_off_by_default_and_the_boxes_are_the_clis_options(qtbot, tm
     assert again.track.choice() == panel.track.choice()
 
 
+@pytest.mark.system  # end to end through a child process: CI's system step (README)
 def test_a_run_with_tensorboard_and_wandb_offline_writes_both_and_the_tab_says_where(qtbot, tmp_path, settings,
                                                                                      monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -32,6 +32,7 @@ def _folder(root: Path) -> dict:
     return {"files": sorted(p.name for p in root.iterdir()), "records": records, "episodes": episodes}
 
 
+@pytest.mark.system  # end to end through a child process: CI's system step (README)
 @pytest.mark.timeout(900)
 def test_the_cli_and_the_trials_tab_make_the_same_trials(qtbot, window, rig_file, tmp_path, capsys):
     from workbench.cli import main as cli
@@ -64,7 +65,7 @@ def test_the_cli_and_the_trials_tab_make_the_same_trials(qtbot, window, rig_file
     gui = _folder(gui_dir)
     # the GUI lets the rig go, and its trials make room: the CLI's default folder is the same one
     win.ctl.disconnect_rig()
-    qtbot.waitUntil(lambda: not win.ctl.connected, timeout=60_000)
+    qtbot.waitUntil(lambda: win.ctl.session is None, timeout=60_000)  # the GUI has heard of it
     (tmp_path / "trials").rename(tmp_path / "gui_trials")
 
     # `workbench trials`, the same inputs as flags (the data root: where the GUI's recording dataset is)

@@ -40,6 +40,7 @@ def _ready(stdout: str) -> BaseReady:
     return found[0]
 
 
+@pytest.mark.system  # end to end through a child process: CI's system step (README)
 def test_download_then_training_runs_offline_from_the_cache(hub, tmp_path):
     """The tiny base and the default tokenizer are fetched with byte progress; then, offline, a training run from
     that base resolves it from the cache (resolve_base), and the full-size path's tokenizer resolves too."""
